@@ -1,0 +1,75 @@
+"""What this machine can do: memory, cores -> threads, and whether a model fits."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance.errors import NotEnoughMemory
+
+MIB = 1024 * 1024
+
+
+def _meminfo() -> dict[str, int]:
+    values: dict[str, int] = {}
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            name, _, rest = line.partition(":")
+            parts = rest.split()
+            if parts:
+                values[name] = int(parts[0]) * 1024
+    except OSError:
+        pass
+    return values
+
+
+def _cgroup_limit() -> int | None:
+    for candidate in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            raw = Path(candidate).read_text().strip()
+        except OSError:
+            continue
+        if raw.isdigit() and int(raw) < (1 << 60):
+            return int(raw)
+    return None
+
+
+@dataclass(frozen=True)
+class Hardware:
+    total_ram: int
+    available_ram: int
+    cores: int
+
+    @classmethod
+    def detect(cls) -> "Hardware":
+        info = _meminfo()
+        total = info.get("MemTotal") or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        available = info.get("MemAvailable", total)
+        limit = _cgroup_limit()
+        if limit is not None:
+            total, available = min(total, limit), min(available, limit)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return cls(total_ram=total, available_ram=available, cores=cores)
+
+    def threads(self, configured: int = 0) -> int:
+        return configured if configured > 0 else max(1, self.cores)
+
+
+def estimate_model_ram(file_size: int, context: int, n_layer: int | None = None, n_embd: int | None = None) -> int:
+    """Bytes a GGUF needs loaded: weights (mmap'd, but they get paged in) + KV cache (f16) + compute buffers."""
+    kv = 2 * 2 * context * (n_layer or 32) * (n_embd or 4096) if n_layer and n_embd else context * 256 * 1024 // 8
+    return int(file_size + kv + 64 * MIB)
+
+
+def check_fits(need: int, what: str, ram_limit_mb: int = 0, hardware: Hardware | None = None) -> None:
+    hw = hardware or Hardware.detect()
+    available = hw.available_ram
+    if ram_limit_mb > 0:
+        available = min(available, ram_limit_mb * MIB)
+    if need > available:
+        source = f"the configured limit of {ram_limit_mb} MiB" if ram_limit_mb > 0 and ram_limit_mb * MIB <= hw.available_ram else "available memory"
+        raise NotEnoughMemory(
+            f"{what} needs about {need // MIB} MiB but {source} is {available // MIB} MiB; "
+            "choose a smaller model or context (--context), or close other programs"
+        )

