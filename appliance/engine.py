@@ -74,6 +74,7 @@ class _LogWriter:
 
 @dataclass
 class Timings:
+    verify_s: float = 0.0
     load_s: float = 0.0
     first_token_s: float | None = None
     tokens: int = 0
@@ -81,6 +82,7 @@ class Timings:
 
     def as_dict(self) -> dict:
         return {
+            "verify_s": round(self.verify_s, 4),
             "load_s": round(self.load_s, 4),
             "first_token_s": None if self.first_token_s is None else round(self.first_token_s, 4),
             "tokens": self.tokens,
@@ -103,6 +105,7 @@ class Generation:
 
     def tokens(self) -> Iterator[str]:
         self.timings.load_s = self.model.load_s
+        self.timings.verify_s = self.model.verify_s
         with self.model.lock:
             started = time.perf_counter()
             first = None
@@ -146,6 +149,7 @@ class LoadedModel:
     entry: ModelEntry
     llama: object
     load_s: float
+    verify_s: float
     context: int
     temperature: float
     seed: int
@@ -181,8 +185,10 @@ class Engine:
                 return self._loaded
             if not entry.available:
                 raise IntegrityError(f"model {entry.name!r}: file {entry.path} is missing (drive unplugged or file moved)")
+            started = time.perf_counter()
             self.library.verify(entry, progress)
             info = read_gguf(entry.path)
+            verify_s = time.perf_counter() - started
             if info.chat_template_sha256 != entry.record.get("gguf", {}).get("chat_template_sha256"):
                 raise IntegrityError(f"model {entry.name!r}: chat template differs from the manifest; not loaded")
             n_ctx = context or self.config.model.context
@@ -203,10 +209,10 @@ class Engine:
             if self._loaded:
                 self._loaded.close()
                 self._loaded = None
-            self._loaded = self._load_verified(entry, n_ctx)
+            self._loaded = self._load_verified(entry, n_ctx, verify_s)
             return self._loaded
 
-    def _load_verified(self, entry: ModelEntry, n_ctx: int) -> LoadedModel:
+    def _load_verified(self, entry: ModelEntry, n_ctx: int, verify_s: float) -> LoadedModel:
         route_llama_logs(self.log_file)
         import llama_cpp
 
@@ -228,6 +234,7 @@ class Engine:
             entry=entry,
             llama=llama,
             load_s=time.perf_counter() - started,
+            verify_s=verify_s,
             context=n_ctx,
             temperature=self.config.model.temperature,
             seed=self.config.model.seed,
