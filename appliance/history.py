@@ -93,6 +93,37 @@ class History:
         ).fetchall()
         return [dict(row) for row in rows]
 
+    def conversation(self, conversation_id: int) -> dict[str, Any] | None:
+        row = self.db.execute(
+            "SELECT id, title, created, updated FROM conversations WHERE id = ?", (conversation_id,)
+        ).fetchone()
+        return dict(row) if row else None
+
+    def rename_conversation(self, conversation_id: int, title: str) -> None:
+        title = " ".join(title.split())[:200]
+        if not title:
+            raise ApplianceError("a conversation title cannot be empty")
+        with self.db:
+            cursor = self.db.execute("UPDATE conversations SET title = ? WHERE id = ?", (title, conversation_id))
+        if cursor.rowcount == 0:
+            raise ApplianceError(f"no conversation {conversation_id}")
+
+    def delete_conversation(self, conversation_id: int) -> None:
+        """Delete a conversation and its messages (ON DELETE CASCADE)."""
+        with self.db:
+            cursor = self.db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+        if cursor.rowcount == 0:
+            raise ApplianceError(f"no conversation {conversation_id}")
+
+    def chat_messages(self, conversation_id: int, last: int = 6) -> list[dict[str, str]]:
+        """The last `last` messages as {"role", "content"} dicts, ready to pass as `Answerer.ask(history=...)`."""
+        rows = self.db.execute(
+            "SELECT role, content FROM (SELECT id, role, content FROM messages WHERE conversation_id = ? "
+            "ORDER BY id DESC LIMIT ?) ORDER BY id",
+            (conversation_id, last),
+        ).fetchall()
+        return [{"role": row["role"], "content": row["content"]} for row in rows if row["content"]]
+
     def messages(self, conversation_id: int) -> list[dict[str, Any]]:
         rows = self.db.execute(
             "SELECT id, role, content, model, sources, timings, created FROM messages WHERE conversation_id = ? ORDER BY id",

@@ -1,108 +1,199 @@
-"""The terminal UI: a chat screen that streams answers from the appliance's services.
+"""The terminal UI. `create_app(services)` builds it (tests reuse it); `run_tui(services)` runs it.
 
-Every blocking call (model load, generation) runs in a thread worker and reports back by messages.
+Layout: one screen per area (chat, models, library, help) switched with F1-F4, one stylesheet
+(appliance.tcss). Every blocking call (model load, generation, hashing, ingest) runs in a thread worker
+and reports back by messages (tui/messages.py); errors become notifications.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any, Callable
+
 from textual import on, work
-from textual.app import App, ComposeResult
-from textual.containers import VerticalScroll
-from textual.message import Message
-from textual.widgets import Footer, Header, Input, Markdown, Static
+from textual.app import App
+from textual.binding import Binding
+from textual.reactive import reactive
+from textual.worker import Worker, WorkerState
+
+from tui.messages import (
+    DefaultModelChanged, KBStats, ModelFailed, ModelLoading, ModelNeedsConsent, ModelProgress, ModelReady,
+)
+from tui.present import Consents, consent_reasons, license_label
+from tui.screens.chat import ChatScreen
+from tui.screens.dialogs import ConsentScreen
+from tui.screens.help import HelpScreen
+from tui.screens.library import LibraryScreen
+from tui.screens.models import ModelsScreen
 
 
-class ChatApp(App):
-    """First screen: ask a question, watch the answer stream in."""
+def knowledge_base(services: Any) -> Any | None:
+    """The knowledge base, or None when this build has none (or it cannot be opened). Call it in a worker."""
+    return getattr(services, "kb", None)
 
+
+class ApplianceApp(App):
+    """The appliance's terminal UI. `services` is an `appliance.services.Services` (or a test double)."""
+
+    CSS_PATH = "appliance.tcss"
     TITLE = "appliance"
-    SUB_TITLE = "offline"
-    CSS = """
-    #log { height: 1fr; padding: 0 1; }
-    #status { height: 1; background: $panel; padding: 0 1; }
-    .question { color: $accent; text-style: bold; margin-top: 1; }
-    """
-    BINDINGS = [("escape", "cancel", "Cancel answer"), ("ctrl+q", "quit", "Quit")]
+    ENABLE_COMMAND_PALETTE = False
+    MODES = {"chat": ChatScreen, "models": ModelsScreen, "library": LibraryScreen, "help": HelpScreen}
+    DEFAULT_MODE = "chat"
+    BINDINGS = [
+        Binding("f1", "switch_mode('help')", "Help"),
+        Binding("f2", "switch_mode('chat')", "Chat"),
+        Binding("f3", "switch_mode('models')", "Models"),
+        Binding("f4", "switch_mode('library')", "Library"),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
 
-    class Token(Message):
-        def __init__(self, widget: Markdown, text: str) -> None:
-            super().__init__()
-            self.widget, self.text = widget, text
+    model_name = reactive("")
+    model_license = reactive("")
+    model_restricted = reactive(False)
+    model_state = reactive("idle")  # idle, checking, loading, ready, failed, needs-consent, declined
+    model_detail = reactive("")
+    tokens_per_s: reactive[float | None] = reactive(None)
+    kb_stats: reactive[dict | None] = reactive(None, always_update=True)
+    kb_documents: reactive[list | None] = reactive(None, always_update=True)
+    kb_available = reactive(False)
 
-    class Done(Message):
-        def __init__(self, widget: Markdown, result: dict) -> None:
-            super().__init__()
-            self.widget, self.result = widget, result
-
-    class Failed(Message):
-        def __init__(self, error: str, question: str) -> None:
-            super().__init__()
-            self.error, self.question = error, question
-
-    def __init__(self, services) -> None:
+    def __init__(self, services: Any, *, preload: bool = True) -> None:
         super().__init__()
         self.services = services
-        self.current_run = None
+        self.preload = preload
+        self.consent_entry: Any = None  # a model waiting for the user's OK before first use
+        self.consents = Consents(Path(services.paths.home) / "tui-state.json")
+        self.first_paint_at: float | None = None
 
-    def compose(self) -> ComposeResult:
-        yield Header()
-        yield VerticalScroll(id="log")
-        yield Static("offline · no model loaded yet", id="status")
-        yield Input(placeholder="Ask a question and press Enter", id="prompt")
-        yield Footer()
+    def on_mount(self) -> None:
+        # First paint happens before anything slow: the model is verified and loaded after the first refresh.
+        self.call_after_refresh(self._after_first_paint)
 
-    @on(Input.Submitted, "#prompt")
-    async def submit(self, event: Input.Submitted) -> None:
-        question = event.value.strip()
-        if not question or self.current_run is not None:
-            return
-        event.input.value = ""
-        log = self.query_one("#log", VerticalScroll)
-        await log.mount(Static(question, classes="question"))
-        answer = Markdown("")
-        await log.mount(answer)
-        log.scroll_end(animate=False)
-        self.current_run = True
-        self.answer(question, answer)
+    def _after_first_paint(self) -> None:
+        import time
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="answer")
-    def answer(self, question: str, widget: Markdown) -> None:
+        self.first_paint_at = time.perf_counter()
+        self.refresh_kb()
+        if self.preload:
+            self.prepare_model()
+
+    # -- the model -------------------------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, exit_on_error=False, group="model")
+    def prepare_model(self, name: str | None = None, consented: bool = False) -> None:
+        """Resolve the default (or named) model, ask for consent if its license needs it, verify and load it."""
+        services = self.services
+        self.post_message(ModelLoading(name or ""))
         try:
-            run = self.services.answerer.ask(question)
-            self.current_run = run
-            for piece in run.tokens():
-                self.post_message(self.Token(widget, piece))
-            self.post_message(self.Done(widget, run.as_dict()))
-        except Exception as exc:  # shown as a notification; the app stays usable
-            self.post_message(self.Failed(str(exc), question))
+            entry = services.library.resolve(name, services.config.model.default)
+            if consent_reasons(entry.record) and not consented and not self.consents.given(entry.sha256):
+                self.post_message(ModelNeedsConsent(entry))
+                return
+            self.post_message(ModelLoading(entry.name))
+            loaded = services.engine.load(entry.name, progress=lambda done, total: self.post_message(
+                ModelProgress(done, total)))
+        except Exception as exc:  # noqa: BLE001 - a failed load is a notification, the app stays usable
+            self.post_message(ModelFailed(str(exc)))
+            return
+        record = loaded.entry.record
+        self.post_message(ModelReady(loaded.entry.name, license_label(record), loaded.load_s,
+                                     restricted=bool(consent_reasons(record))))
 
-    @on(Token)
-    async def on_token(self, message: Token) -> None:
-        await message.widget.append(message.text)
-        self.query_one("#log", VerticalScroll).scroll_end(animate=False)
+    @on(ModelLoading)
+    def _model_loading(self, message: ModelLoading) -> None:
+        self.model_state = "checking" if not message.name else "loading"
+        if message.name:
+            self.model_name = message.name
+        self.model_detail = "checking…" if not message.name else "loading…"
 
-    @on(Done)
-    def on_done(self, message: Done) -> None:
-        self.current_run = None
-        result = message.result
-        message.widget.update(result["answer"])
-        timings = result["timings"]
-        self.query_one("#status", Static).update(
-            f"offline · {result['model']['name']} · {result['model']['license']} · "
-            f"{timings['tokens_per_s'] or 0:.1f} tokens/s"
-        )
+    @on(ModelProgress)
+    def _model_progress(self, message: ModelProgress) -> None:
+        if message.total:
+            self.model_detail = f"verifying {100 * message.done // message.total}%"
 
-    @on(Failed)
-    def on_failed(self, message: Failed) -> None:
-        self.current_run = None
-        self.notify(message.error, severity="error", title="Could not answer")
-        self.query_one("#prompt", Input).value = message.question
+    @on(ModelReady)
+    def _model_ready(self, message: ModelReady) -> None:
+        self.model_name = message.name
+        self.model_license = message.license_id
+        self.model_restricted = message.restricted
+        self.model_state = "ready"
+        self.model_detail = ""
 
-    def action_cancel(self) -> None:
-        run = self.current_run
-        if run is not None and run is not True:
-            run.cancel()
+    @on(ModelFailed)
+    def _model_failed(self, message: ModelFailed) -> None:
+        self.model_state = "failed"
+        self.model_detail = ""
+        self.notify(message.error, severity="error", title="Model not loaded", timeout=12)
+
+    @on(ModelNeedsConsent)
+    def _model_needs_consent(self, message: ModelNeedsConsent) -> None:
+        self.consent_entry = message.entry
+        self.model_name = message.entry.name
+        self.model_state = "needs-consent"
+        self.ask_consent()
+
+    def ask_consent(self, then: Callable[[], Any] | None = None) -> None:
+        """Show the waiting model's license and content warnings; load it (then call `then`) only on OK."""
+        entry = self.consent_entry
+        if entry is None:
+            if then:
+                then()
+            return
+
+        def decided(accepted: bool | None) -> None:
+            if not accepted:
+                self.model_state = "declined"
+                self.model_detail = "not loaded (license not accepted)"
+                return
+            try:
+                self.consents.give(entry.sha256, entry.name)
+            except OSError as exc:
+                self.notify(f"Could not remember your choice: {exc}", severity="warning")
+            self.consent_entry = None
+            self.prepare_model(entry.name, consented=True)
+            if then:
+                then()
+
+        if not isinstance(self.screen, ConsentScreen):
+            self.push_screen(ConsentScreen(entry), decided)
+
+    @on(DefaultModelChanged)
+    def _default_changed(self, message: DefaultModelChanged) -> None:
+        self.consent_entry = None
+        self.tokens_per_s = None
+        self.prepare_model(message.name)
+
+    # -- the knowledge base ----------------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, exit_on_error=False, group="kb-stats")
+    def refresh_kb(self) -> None:
+        try:
+            kb = knowledge_base(self.services)
+            if kb is None:
+                self.post_message(KBStats(None))
+                return
+            self.post_message(KBStats(kb.stats(), kb.documents()))
+        except Exception as exc:  # noqa: BLE001
+            self.post_message(KBStats(None, None, str(exc)))
+
+    @on(KBStats)
+    def _kb_stats(self, message: KBStats) -> None:
+        self.kb_available = message.stats is not None
+        self.kb_stats = message.stats
+        self.kb_documents = message.documents
+        if message.error:
+            self.notify(message.error, severity="error", title="Knowledge base not available")
+
+    # -- errors nobody caught --------------------------------------------------------------------------------
+    @on(Worker.StateChanged)
+    def _worker_failed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR:
+            self.notify(str(event.worker.error), severity="error", title=f"{event.worker.group or 'task'} failed")
 
 
-def run_tui(services) -> None:
-    ChatApp(services).run()
+def create_app(services: Any, *, preload: bool = True) -> ApplianceApp:
+    """The app factory, shared by `appliance` and the tests."""
+    return ApplianceApp(services, preload=preload)
+
+
+def run_tui(services: Any) -> None:
+    create_app(services).run()

@@ -1,0 +1,277 @@
+"""Chat: ask at the bottom, answers stream in as Markdown with their sources; Escape cancels."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Static
+from textual.worker import Worker, WorkerState
+
+from appliance.models.library import slug
+from tui.messages import AnswerDone, AnswerFailed, AnswerStarted, AnswerToken
+from tui.screens.dialogs import ConversationsScreen, SourceScreen
+from tui.widgets.exchange import Exchange, SourceList
+from tui.widgets.status import StatusLine
+
+WELCOME = """\
+Ask a question below and press Enter. Answers come from the local model and,
+when it has something relevant, from your own library (F4), with sources.
+
+Esc cancels an answer · Ctrl+N new conversation · Ctrl+O past conversations
+Ctrl+S export to Markdown · F1 help · F3 models · Ctrl+Q quit"""
+
+NEW_TITLE = "New conversation"
+HISTORY_MESSAGES = 6  # earlier messages of the conversation given to the model (3 exchanges)
+
+
+@dataclass
+class Pending:
+    request: int
+    question: str
+    cancel: threading.Event
+    exchange: Exchange
+    run: Any = None  # the AnswerRun, set by the worker thread once the model starts
+
+
+def answer_meta(result: dict) -> str:
+    timings = result.get("timings") or {}
+    parts = [result.get("model", {}).get("name") or ""]
+    if timings.get("tokens"):
+        parts.append(f"{timings['tokens']} tokens")
+    if timings.get("tokens_per_s"):
+        parts.append(f"{timings['tokens_per_s']:.1f} tok/s")
+    if result.get("cancelled"):
+        parts.append("cancelled")
+    return " · ".join(p for p in parts if p)
+
+
+class ChatScreen(Screen):
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel", show=False),
+        Binding("ctrl+n", "new", "New"),
+        Binding("ctrl+o", "conversations", "History"),
+        Binding("ctrl+s", "export", "Export"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conversation_id: int | None = None
+        self.pending: Pending | None = None
+        self.requests = 0
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="log") as log:
+            log.border_title = NEW_TITLE
+            yield Static(WELCOME, id="welcome")
+        yield StatusLine(id="status")
+        yield Input(placeholder="Ask a question and press Enter", id="prompt")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#prompt", Input).focus()
+
+    @property
+    def log_view(self) -> VerticalScroll:
+        return self.query_one("#log", VerticalScroll)
+
+    @property
+    def prompt(self) -> Input:
+        return self.query_one("#prompt", Input)
+
+    # -- asking ----------------------------------------------------------------------------------------------
+    @on(Input.Submitted, "#prompt")
+    async def submit(self, event: Input.Submitted) -> None:
+        question = event.value.strip()
+        if not question:
+            return
+        if self.pending is not None:
+            self.notify("Still answering the last question; Esc cancels it.", severity="warning")
+            return
+        if self.app.consent_entry is not None:  # the model's license must be shown before its first use
+            self.app.ask_consent(lambda: self.call_later(self.start, question))
+            return
+        await self.start(question)
+
+    async def start(self, question: str) -> None:
+        if self.pending is not None:
+            return
+        self.prompt.value = ""
+        for welcome in self.query("#welcome"):
+            await welcome.remove()
+        exchange = Exchange(question, streaming=True)
+        await self.log_view.mount(exchange)
+        self.log_view.anchor()
+        self.requests += 1
+        self.pending = Pending(self.requests, question, threading.Event(), exchange)
+        self.answer(self.app.services, self.pending, self.conversation_id)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="answer")
+    def answer(self, services: Any, pending: Pending, conversation_id: int | None) -> None:
+        """Runs in a thread: load (if needed), stream, save. Talks back only through messages."""
+        request = pending.request
+        try:
+            earlier = services.history.chat_messages(conversation_id, HISTORY_MESSAGES) if conversation_id else []
+            run = services.answerer.ask(pending.question, history=earlier or None)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a notification
+            self.post_message(AnswerFailed(request, pending.question, str(exc)))
+            return
+        pending.run = run
+        if pending.cancel.is_set():
+            run.cancel()
+        self.post_message(AnswerStarted(request, list(run.sources), run.notice))
+        try:
+            for piece in run.tokens():
+                self.post_message(AnswerToken(request, piece))
+        except Exception as exc:  # noqa: BLE001
+            self.post_message(AnswerFailed(request, pending.question, str(exc)))
+            return
+        result = run.as_dict()
+        saved, error = None, ""
+        if not result.get("cancelled"):
+            try:
+                saved = services.history.record_exchange(pending.question, result, conversation_id)
+            except Exception as exc:  # noqa: BLE001 - the answer was delivered; say it was not saved
+                error = str(exc)
+        self.post_message(AnswerDone(request, result, saved, error))
+
+    def _current(self, request: int) -> Pending | None:
+        return self.pending if self.pending is not None and self.pending.request == request else None
+
+    @on(AnswerStarted)
+    def _started(self, message: AnswerStarted) -> None:
+        if pending := self._current(message.request):
+            pending.exchange.started(message.sources, message.notice)
+
+    @on(AnswerToken)
+    async def _token(self, message: AnswerToken) -> None:
+        if pending := self._current(message.request):
+            await pending.exchange.write(message.text)
+
+    @on(AnswerDone)
+    async def _done(self, message: AnswerDone) -> None:
+        pending = self._current(message.request)
+        if pending is None:
+            return
+        self.pending = None
+        result = message.result
+        await pending.exchange.finish(result.get("answer", ""), answer_meta(result))
+        timings = result.get("timings") or {}
+        if timings.get("tokens_per_s"):
+            self.app.tokens_per_s = timings["tokens_per_s"]
+        if message.conversation_id is not None and self.conversation_id is None:
+            self.conversation_id = message.conversation_id
+            self.log_view.border_title = pending.question[:70]
+        if message.saved_error:
+            self.notify(f"Not saved to history: {message.saved_error}", severity="warning")
+
+    @on(AnswerFailed)
+    async def _failed(self, message: AnswerFailed) -> None:
+        pending = self._current(message.request)
+        if pending is None:
+            return
+        self.pending = None
+        await pending.exchange.abandon()
+        if not self.prompt.value:
+            self.prompt.value = message.question
+        self.notify(message.error, severity="error", title="Could not answer", timeout=10)
+
+    @on(Worker.StateChanged)
+    async def _worker_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "answer" and event.state == WorkerState.ERROR:
+            event.stop()
+        if event.worker.group == "answer" and event.state == WorkerState.ERROR and self.pending is not None:
+            pending, self.pending = self.pending, None
+            await pending.exchange.abandon()
+            self.prompt.value = self.prompt.value or pending.question
+            self.notify(str(event.worker.error), severity="error", title="Could not answer")
+
+    async def action_cancel(self) -> None:
+        """Stop the answer being generated and put the question back in the prompt."""
+        pending = self.pending
+        if pending is None:
+            return
+        self.pending = None
+        pending.cancel.set()
+        if pending.run is not None:
+            pending.run.cancel()
+        await pending.exchange.abandon()
+        self.prompt.value = pending.question
+        self.prompt.cursor_position = len(pending.question)
+        self.prompt.focus()
+        if not self.query(Exchange):
+            await self.log_view.mount(Static(WELCOME, id="welcome"))
+
+    # -- sources ---------------------------------------------------------------------------------------------
+    @on(SourceList.Chosen)
+    def _show_source(self, message: SourceList.Chosen) -> None:
+        self.app.push_screen(SourceScreen(message.source))
+
+    # -- conversations ---------------------------------------------------------------------------------------
+    async def action_new(self) -> None:
+        await self.action_cancel()
+        self.prompt.value = ""
+        await self.clear()
+        await self.log_view.mount(Static(WELCOME, id="welcome"))
+        self.prompt.focus()
+
+    async def clear(self) -> None:
+        await self.log_view.remove_children()
+        self.conversation_id = None
+        self.log_view.border_title = NEW_TITLE
+
+    def action_conversations(self) -> None:
+        history = self.app.services.history
+
+        async def chosen(conversation_id: int | None) -> None:
+            if conversation_id is not None:
+                await self.open_conversation(conversation_id)
+            elif self.conversation_id is not None and history.conversation(self.conversation_id) is None:
+                await self.action_new()  # the open conversation was deleted
+
+        self.app.push_screen(ConversationsScreen(history), chosen)
+
+    async def open_conversation(self, conversation_id: int) -> None:
+        history = self.app.services.history
+        conversation = history.conversation(conversation_id)
+        if conversation is None:
+            self.notify(f"Conversation {conversation_id} no longer exists.", severity="warning")
+            return
+        await self.action_cancel()
+        await self.clear()
+        exchanges, question = [], None
+        for message in history.messages(conversation_id):
+            if message["role"] == "user":
+                question = message["content"]
+            elif question is not None:
+                exchanges.append(Exchange(question, message["content"], sources=message["sources"],
+                                          meta=message.get("model") or ""))
+                question = None
+        await self.log_view.mount_all(exchanges)
+        self.conversation_id = conversation_id
+        self.log_view.border_title = conversation["title"][:70]
+        self.log_view.anchor()
+        self.prompt.focus()
+
+    def action_export(self) -> None:
+        if self.conversation_id is None:
+            self.notify("Nothing to export yet: ask something first.", severity="warning")
+            return
+        services = self.app.services
+        try:
+            text = services.history.export_markdown(self.conversation_id)
+            conversation = services.history.conversation(self.conversation_id) or {"title": "conversation"}
+            folder = services.paths.home / "exports"
+            folder.mkdir(parents=True, exist_ok=True)
+            target = folder / f"{slug(conversation['title'])[:40]}-{self.conversation_id}.md"
+            target.write_text(text, encoding="utf-8")
+        except Exception as exc:  # noqa: BLE001
+            self.notify(str(exc), severity="error", title="Export failed")
+            return
+        self.notify(f"Saved to {target}", title="Exported", timeout=8)

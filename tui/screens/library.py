@@ -1,0 +1,191 @@
+"""Library: the knowledge base's documents and ZIM archives; add a file or folder (with progress), remove."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Label, ProgressBar, Static
+
+from tui.messages import IngestFailed, IngestFinished, IngestUpdate
+from tui.present import human_size, short_path
+from tui.screens.dialogs import ConfirmScreen, TextPrompt
+
+NO_KB = ("The knowledge base is not part of this build yet.\n"
+         "Chat still works: the model answers alone, without sources.")
+EMPTY = "The library is empty. Press a to add a file or a folder (txt, md, html, pdf, epub, zim)."
+
+
+def progress_text(progress: Any) -> str:
+    parts = [f"{progress.files_done}/{progress.files_total} files", f"{progress.chunks_done} chunks"]
+    if getattr(progress, "rate", None):
+        parts.append(f"{progress.rate:.1f} chunks/s")
+    if getattr(progress, "eta_s", None) is not None:
+        parts.append(f"about {progress.eta_s:.0f} s left")
+    current = getattr(progress, "current", "")
+    if current:
+        parts.append(Path(str(current)).name)
+    return " · ".join(parts)
+
+
+def report_text(report: Any) -> str:
+    text = (f"{report.added} added, {report.replaced} replaced, {report.skipped} unchanged, "
+            f"{report.chunks} chunks")
+    if report.failed:
+        text += f"; {len(report.failed)} failed: " + "; ".join(f"{Path(p).name}: {why}" for p, why in report.failed[:3])
+    return text
+
+
+def _added(value: Any) -> str:
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value).strftime("%Y-%m-%d")
+    return str(value or "")[:10]
+
+
+class LibraryScreen(Screen):
+    BINDINGS = [
+        Binding("a", "add", "Add"),
+        Binding("r,delete", "remove", "Remove"),
+        Binding("escape", "stop", "Stop adding", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.documents: list[dict] = []
+        self.cancel_ingest: threading.Event | None = None
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="library-body") as body:
+            body.border_title = "Library"
+            yield Static("", id="kb-summary", markup=False)
+            yield DataTable(id="documents", cursor_type="row", zebra_stripes=True)
+            yield Static(NO_KB, id="kb-empty", markup=False)
+            with Horizontal(id="ingest"):
+                yield ProgressBar(id="ingest-bar", show_eta=False)
+                yield Label("", id="ingest-label", markup=False)
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one(DataTable).add_columns("Title", "Kind", "Chunks", "Added", "Path")
+        self.query_one("#ingest").display = False
+        self.watch(self.app, "kb_documents", self._refresh, init=False)
+        self.watch(self.app, "kb_stats", self._refresh, init=False)
+        self._refresh()
+        self.app.refresh_kb()
+
+    def _refresh(self, *_: Any) -> None:
+        app = self.app
+        stats = app.kb_stats
+        summary = self.query_one("#kb-summary", Static)
+        empty = self.query_one("#kb-empty", Static)
+        table = self.query_one(DataTable)
+        if stats is None:
+            summary.update("")
+            empty.update(NO_KB)
+            empty.display, table.display = True, False
+            return
+        summary.update(f"{stats.get('documents', 0)} documents · {stats.get('zims', 0)} ZIM archives · "
+                       f"{stats.get('chunks', 0)} chunks · {human_size(stats.get('size_bytes'))}")
+        self.documents = list(app.kb_documents or [])
+        empty.update(EMPTY)
+        empty.display, table.display = not self.documents, bool(self.documents)
+        row = table.cursor_row
+        table.clear()
+        for doc in self.documents:
+            table.add_row(str(doc.get("title") or Path(str(doc.get("path"))).name)[:40], str(doc.get("kind", "")),
+                          str(doc.get("chunks", "")), _added(doc.get("added")), short_path(doc.get("path", "")),
+                          key=str(doc.get("path")))
+        if self.documents:
+            table.move_cursor(row=min(row or 0, len(self.documents) - 1))
+
+    # -- add -------------------------------------------------------------------------------------------------
+    def action_add(self) -> None:
+        if not self.app.kb_available:
+            self.notify(NO_KB, severity="warning")
+            return
+        if self.cancel_ingest is not None:
+            self.notify("Already adding files; Esc stops it.", severity="warning")
+            return
+
+        def chosen(path: str | None) -> None:
+            if path:
+                self.start_ingest([Path(path).expanduser()])
+
+        self.app.push_screen(TextPrompt("Add to the library", "~/Documents/manuals",
+                                        hint="A file or a folder (everything readable inside is added)."), chosen)
+
+    def start_ingest(self, paths: list[Path]) -> None:
+        self.cancel_ingest = threading.Event()
+        self.query_one("#ingest").display = True
+        self.query_one("#ingest-bar", ProgressBar).update(total=None, progress=0)
+        self.query_one("#ingest-label", Label).update(f"reading {paths[0].name}…")
+        self.ingest(paths, self.cancel_ingest)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="ingest")
+    def ingest(self, paths: list[Path], cancel: threading.Event) -> None:
+        try:
+            kb = self.app.services.kb
+            report = kb.add(paths, progress=lambda p: self.post_message(IngestUpdate(p)), cancel=cancel)
+        except Exception as exc:  # noqa: BLE001
+            self.post_message(IngestFailed(str(exc)))
+            return
+        self.post_message(IngestFinished(report, cancel.is_set()))
+
+    @on(IngestUpdate)
+    def _ingest_update(self, message: IngestUpdate) -> None:
+        progress = message.progress
+        self.query_one("#ingest-bar", ProgressBar).update(total=max(progress.files_total, 1),
+                                                          progress=progress.files_done)
+        self.query_one("#ingest-label", Label).update(progress_text(progress))
+
+    @on(IngestFinished)
+    def _ingest_finished(self, message: IngestFinished) -> None:
+        self.cancel_ingest = None
+        self.query_one("#ingest").display = False
+        title = "Stopped adding" if message.cancelled else "Added to the library"
+        self.notify(report_text(message.report), title=title, severity="warning" if message.report.failed else "information",
+                    timeout=10)
+        self.app.refresh_kb()
+
+    @on(IngestFailed)
+    def _ingest_failed(self, message: IngestFailed) -> None:
+        self.cancel_ingest = None
+        self.query_one("#ingest").display = False
+        self.notify(message.error, severity="error", title="Could not add", timeout=12)
+        self.app.refresh_kb()
+
+    def action_stop(self) -> None:
+        if self.cancel_ingest is not None:
+            self.cancel_ingest.set()
+            self.query_one("#ingest-label", Label).update("stopping after the current file…")
+
+    # -- remove ----------------------------------------------------------------------------------------------
+    def action_remove(self) -> None:
+        table = self.query_one(DataTable)
+        if not self.documents or table.cursor_row is None or table.cursor_row >= len(self.documents):
+            return
+        doc = self.documents[table.cursor_row]
+
+        def decided(yes: bool | None) -> None:
+            if yes:
+                self.remove_document(str(doc["path"]))
+
+        self.app.push_screen(ConfirmScreen(f"Remove {short_path(doc['path'])} from the library?\n"
+                                           "(The file itself is not touched.)", yes="Remove"), decided)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="kb-remove")
+    def remove_document(self, path: str) -> None:
+        try:
+            removed = self.app.services.kb.remove(path)
+        except Exception as exc:  # noqa: BLE001
+            self.app.call_from_thread(self.notify, str(exc), severity="error", title="Could not remove")
+            return
+        self.app.call_from_thread(self.notify, f"Removed {removed} chunks of {Path(path).name}.", title="Removed")
+        self.app.call_from_thread(self.app.refresh_kb)
