@@ -12,7 +12,8 @@ import click
 
 import appliance
 from appliance.cli_support import Context, diag, dumps, hash_progress, pass_ctx
-from appliance.errors import EXIT_FAILURE, ApplianceError
+from appliance.errors import EXIT_FAILURE, ApplianceError, IntegrityError
+from kb.errors import KBError
 
 
 class ApplianceGroup(click.Group):
@@ -22,6 +23,9 @@ class ApplianceGroup(click.Group):
         except ApplianceError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except KBError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(EXIT_FAILURE)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
@@ -105,10 +109,42 @@ def ask(obj: Context, question: str | None, model_name: str | None, max_tokens: 
             diag(f"warning: not saved to history ({exc})", obj.quiet)
 
 
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+@pass_ctx
+def doctor(obj: Context, as_json: bool) -> None:
+    """Self-check: offline guards in force, no network used, every reachable model verifies.
+
+    \b
+    Exit 0 when all is well, 3 when a model fails its integrity check, 1 for any other failure.
+    Example:
+      appliance doctor
+    """
+    from appliance import airgap
+
+    update, bar = hash_progress("verifying models", obj.quiet)
+    with bar:
+        checks = airgap.doctor(obj.services.library, (lambda name: update) if update else None)
+    if as_json:
+        click.echo(dumps([check.as_dict() for check in checks]))
+    else:
+        for check in checks:
+            mark = "ok  " if check.ok else ("skip" if check.ok is None else "FAIL")
+            click.echo(f"{mark}  {check.name}: {check.detail}")
+    failed = [check for check in checks if check.ok is False]
+    if failed:
+        code = max(check.exit_code or EXIT_FAILURE for check in failed)
+        raise ApplianceError(f"{len(failed)} check(s) failed: {', '.join(check.name for check in failed)}") \
+            if code == EXIT_FAILURE else IntegrityError(f"{len(failed)} check(s) failed: "
+                                                         f"{', '.join(check.name for check in failed)}")
+
+
 def _register_subcommands() -> None:
+    from appliance.cli_kb import kb
     from appliance.cli_models import models
 
     cli.add_command(models)
+    cli.add_command(kb)
 
 
 _register_subcommands()

@@ -36,5 +36,39 @@ class Services:
         return History(self.paths.history)
 
     @cached_property
+    def kb(self):
+        """The knowledge base at paths.kb, its embedder files taken from their pinned wheels and verified first."""
+        from appliance.errors import ApplianceError, IntegrityError
+        from appliance.models import packs
+        from appliance.models.verify import check_file
+        from kb import KBError, KnowledgeBase
+
+        files = []
+        for pin in (packs.EMBEDDER_ONNX, packs.EMBEDDER_TOKENIZER):
+            path = pin.locate()
+            try:
+                check_file(path, pin.size, pin.sha256)
+            except IntegrityError as exc:
+                raise IntegrityError(f"embedder file does not match its pin: {exc}") from None
+            files.append(path)
+        try:
+            return KnowledgeBase(self.paths.kb, files[0], files[1])
+        except KBError as exc:
+            raise ApplianceError(str(exc)) from None
+
+    @cached_property
     def answerer(self) -> Answerer:
-        return Answerer(self.engine, retriever=None)
+        return Answerer(self.engine, retriever=_LazyRetriever(self, self.config.model.max_tokens))
+
+
+class _LazyRetriever:
+    """Opens the knowledge base only when a question actually uses it (so `ask --no-kb` never touches it)."""
+
+    def __init__(self, services: Services, max_tokens: int):
+        self.services = services
+        self.max_tokens = max_tokens
+
+    def sources_for(self, question, model):
+        from appliance.grounding import KBRetriever
+
+        return KBRetriever(self.services.kb, self.max_tokens).sources_for(question, model)

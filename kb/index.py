@@ -1,0 +1,395 @@
+"""Storage: text, metadata, BM25 (FTS5) and the ingest journal in SQLite; vectors in chromadb.
+
+SQLite is the source of truth. A document is written in three steps, each recorded so that a `kill -9` at any
+point leaves the knowledge base consistent:
+
+  1. one SQLite transaction: the document row (state 'pending'), its chunks (text, fp16 vector, FTS5 row) and a
+     journal entry ('add', chunk id range). Pending documents are invisible to search.
+  2. the vectors go to chroma (ids = chunk ids; chunk ids are never reused: AUTOINCREMENT).
+  3. one SQLite transaction: the document becomes 'ready'; an older version of the same file is deleted and its
+     chunk id range journaled as 'delete'; the 'add' entry is dropped. Then chroma drops the old vectors and the
+     'delete' entry goes.
+
+Recovery (`recover()`) undoes every 'add' entry (its vectors and rows) and finishes every 'delete' entry; both are
+idempotent. The vectors are also kept in SQLite (fp16) so that reranking needs no chroma round trip and a lost
+chroma directory can be rebuilt from SQLite alone (`rebuild_vectors`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from kb.chunking import Chunk
+from kb.errors import KBError
+
+SCHEMA_VERSION = 1
+COLLECTION = "chunks"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS documents(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    path TEXT NOT NULL,
+    title TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    mode TEXT NOT NULL DEFAULT 'ingested',   -- 'ingested' or 'registered' (a ZIM searched through its own index)
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    chunks INTEGER NOT NULL DEFAULT 0,
+    added REAL NOT NULL,
+    state TEXT NOT NULL,                     -- 'pending' until its vectors are in chroma, then 'ready'
+    notes TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS documents_path ON documents(path);
+CREATE TABLE IF NOT EXISTS chunks(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    doc_id INTEGER NOT NULL REFERENCES documents(id),
+    ord INTEGER NOT NULL,
+    title TEXT NOT NULL,
+    heading TEXT NOT NULL,
+    page INTEGER,
+    text TEXT NOT NULL,
+    vector BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
+    title, heading, text, content='chunks', content_rowid='id', tokenize='porter unicode61 remove_diacritics 2'
+);
+CREATE TABLE IF NOT EXISTS journal(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    action TEXT NOT NULL,   -- 'add' (undo on recovery) or 'delete' (finish on recovery)
+    doc_id INTEGER,
+    lo INTEGER NOT NULL,
+    hi INTEGER NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batch(ord INTEGER PRIMARY KEY, path TEXT NOT NULL, options TEXT NOT NULL DEFAULT '{}');
+"""
+
+
+@dataclass
+class DocRow:
+    id: int
+    path: str
+    title: str
+    kind: str
+    mode: str
+    sha256: str
+    size: int
+    chunks: int
+    added: float
+    state: str
+    notes: str
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return getattr(exc, "errno", None) == 28 or "disk is full" in text or "no space left" in text
+
+
+class Store:
+    """The SQLite side. One connection shared by threads, serialised by a lock."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self.db = sqlite3.connect(str(path), check_same_thread=False, timeout=30, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise KBError(f"cannot open the knowledge base at {path} ({exc})") from None
+        self.lock = threading.RLock()
+        with self.lock:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA foreign_keys=OFF")
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise KBError(f"{path} was written by a newer version of the appliance (schema {version})")
+            if version < SCHEMA_VERSION:
+                self.db.executescript("BEGIN;" + SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
+
+    # --- meta -------------------------------------------------------------------------------------------------
+    def meta(self, key: str) -> str | None:
+        with self.lock:
+            row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.lock:
+            self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", (key, value))
+
+    # --- documents --------------------------------------------------------------------------------------------
+    def _doc(self, row) -> DocRow:
+        return DocRow(*row)
+
+    _DOC_COLUMNS = "id, path, title, kind, mode, sha256, size, chunks, added, state, notes"
+
+    def ready_document(self, path: str) -> DocRow | None:
+        with self.lock:
+            row = self.db.execute(f"SELECT {self._DOC_COLUMNS} FROM documents WHERE path=? AND state='ready'",
+                                  (path,)).fetchone()
+        return self._doc(row) if row else None
+
+    def documents(self, mode: str | None = None) -> list[DocRow]:
+        sql = f"SELECT {self._DOC_COLUMNS} FROM documents WHERE state='ready'"
+        args: tuple = ()
+        if mode:
+            sql += " AND mode=?"
+            args = (mode,)
+        with self.lock:
+            return [self._doc(r) for r in self.db.execute(sql + " ORDER BY path", args)]
+
+    def documents_under(self, path: str) -> list[DocRow]:
+        prefix = path.rstrip(os.sep) + os.sep
+        with self.lock:
+            rows = self.db.execute(
+                f"SELECT {self._DOC_COLUMNS} FROM documents WHERE state='ready' AND (path=? OR substr(path, 1, ?)=?)",
+                (path, len(prefix), prefix)).fetchall()
+        return [self._doc(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        with self.lock:
+            documents, chunks = self.db.execute(
+                "SELECT count(*), coalesce(sum(chunks), 0) FROM documents WHERE state='ready'").fetchone()
+            zims = self.db.execute("SELECT count(*) FROM documents WHERE state='ready' AND kind='zim'").fetchone()[0]
+        return {"documents": documents, "chunks": chunks, "zims": zims}
+
+    # --- the three steps of a write ---------------------------------------------------------------------------
+    def begin_document(self, path: str, title: str, kind: str, sha256: str, size: int, chunks: list[Chunk],
+                       vectors: np.ndarray, mode: str = "ingested", notes: str = "") -> tuple[int, list[int]]:
+        """Step 1: pending document + chunks + FTS rows + journal 'add', in one transaction."""
+        with self.lock:
+            cur = self.db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                cur.execute(
+                    "INSERT INTO documents(path, title, kind, mode, sha256, size, chunks, added, state, notes) "
+                    "VALUES(?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+                    (path, title, kind, mode, sha256, size, len(chunks), time.time(), notes))
+                doc_id = cur.lastrowid
+                ids: list[int] = []
+                blobs = vectors.astype(np.float16)
+                for ordinal, (chunk, vector) in enumerate(zip(chunks, blobs)):
+                    heading = chunk.heading_text
+                    cur.execute(
+                        "INSERT INTO chunks(doc_id, ord, title, heading, page, text, vector) VALUES(?,?,?,?,?,?,?)",
+                        (doc_id, ordinal, title, heading, chunk.page, chunk.text, vector.tobytes()))
+                    ids.append(cur.lastrowid)
+                    cur.execute("INSERT INTO chunks_fts(rowid, title, heading, text) VALUES(?, ?, ?, ?)",
+                                (cur.lastrowid, title, heading, chunk.text))
+                if ids:
+                    cur.execute("INSERT INTO journal(action, doc_id, lo, hi, created) VALUES('add', ?, ?, ?, ?)",
+                                (doc_id, ids[0], ids[-1], time.time()))
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+        return doc_id, ids
+
+    def finish_document(self, doc_id: int, replaces: DocRow | None) -> list[tuple[int, int, int]]:
+        """Step 3: make the new version visible, delete the old one; returns the journaled id ranges to drop."""
+        with self.lock:
+            cur = self.db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                ranges = self._delete_rows(cur, replaces.id) if replaces else []
+                cur.execute("UPDATE documents SET state='ready' WHERE id=?", (doc_id,))
+                cur.execute("DELETE FROM journal WHERE action='add' AND doc_id=?", (doc_id,))
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+        return ranges
+
+    def delete_document(self, doc_id: int) -> list[tuple[int, int, int]]:
+        with self.lock:
+            cur = self.db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                ranges = self._delete_rows(cur, doc_id)
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+        return ranges
+
+    def _delete_rows(self, cur, doc_id: int) -> list[tuple[int, int, int]]:
+        """Delete a document's rows inside the caller's transaction; journal its vector ids for deletion."""
+        lo, hi = cur.execute("SELECT min(id), max(id) FROM chunks WHERE doc_id=?", (doc_id,)).fetchone()
+        cur.execute("INSERT INTO chunks_fts(chunks_fts, rowid, title, heading, text) "
+                    "SELECT 'delete', id, title, heading, text FROM chunks WHERE doc_id=?", (doc_id,))
+        cur.execute("DELETE FROM chunks WHERE doc_id=?", (doc_id,))
+        cur.execute("DELETE FROM documents WHERE id=?", (doc_id,))
+        if lo is None:
+            return []
+        cur.execute("INSERT INTO journal(action, doc_id, lo, hi, created) VALUES('delete', ?, ?, ?, ?)",
+                    (doc_id, lo, hi, time.time()))
+        return [(cur.lastrowid, lo, hi)]
+
+    def journal(self) -> list[tuple[int, str, int | None, int, int]]:
+        with self.lock:
+            return self.db.execute("SELECT id, action, doc_id, lo, hi FROM journal ORDER BY id").fetchall()
+
+    def drop_journal(self, entry_id: int) -> None:
+        with self.lock:
+            self.db.execute("DELETE FROM journal WHERE id=?", (entry_id,))
+
+    def undo_add(self, entry_id: int, doc_id: int | None) -> None:
+        """Recovery of an interrupted step 1-2: the pending document's rows go (its vectors went first)."""
+        with self.lock:
+            cur = self.db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                state = cur.execute("SELECT state FROM documents WHERE id=?", (doc_id,)).fetchone()
+                if state and state[0] == "pending":
+                    self._delete_rows(cur, doc_id)
+                    cur.execute("DELETE FROM journal WHERE action='delete' AND doc_id=?", (doc_id,))
+                cur.execute("DELETE FROM journal WHERE id=?", (entry_id,))
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+
+    def drop_pending_without_chunks(self) -> None:
+        """Pending rows with no journal entry (a registration or an empty document killed mid-write)."""
+        with self.lock:
+            self.db.execute("DELETE FROM documents WHERE state='pending' AND id NOT IN "
+                            "(SELECT doc_id FROM journal WHERE doc_id IS NOT NULL)")
+
+    # --- the interrupted batch (so `kb add` with no path resumes it) ------------------------------------------
+    def set_batch(self, paths: list[str], options: dict) -> None:
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("DELETE FROM batch")
+            self.db.executemany("INSERT INTO batch(ord, path, options) VALUES(?, ?, ?)",
+                                [(i, p, json.dumps(options)) for i, p in enumerate(paths)])
+            self.db.execute("COMMIT")
+
+    def batch_done(self, path: str) -> None:
+        with self.lock:
+            self.db.execute("DELETE FROM batch WHERE path=?", (path,))
+
+    def pending_batch(self) -> tuple[list[str], dict]:
+        with self.lock:
+            rows = self.db.execute("SELECT path, options FROM batch ORDER BY ord").fetchall()
+        return [r[0] for r in rows], (json.loads(rows[0][1]) if rows else {})
+
+    def clear_batch(self) -> None:
+        with self.lock:
+            self.db.execute("DELETE FROM batch")
+
+    # --- reads for search -------------------------------------------------------------------------------------
+    def lexical(self, match: str, limit: int) -> list[int]:
+        """Chunk ids of ready documents by BM25 (heading matches count double)."""
+        with self.lock:
+            rows = self.db.execute(
+                "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY bm25(chunks_fts, 1.0, 2.0, 1.0) "
+                "LIMIT ?", (match, limit)).fetchall()
+        return [r[0] for r in rows]
+
+    def chunk_rows(self, ids: Iterable[int]) -> dict[int, tuple]:
+        """id -> (path, title, heading, page, text, vector, kind) for chunks of ready documents."""
+        ids = list(ids)
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        with self.lock:
+            rows = self.db.execute(
+                f"SELECT c.id, d.path, c.title, c.heading, c.page, c.text, c.vector, d.kind FROM chunks c "
+                f"JOIN documents d ON d.id = c.doc_id WHERE c.id IN ({marks}) AND d.state='ready'", ids).fetchall()
+        return {r[0]: r[1:] for r in rows}
+
+    def all_vectors(self, batch: int = 5000) -> Iterable[tuple[list[int], np.ndarray]]:
+        last = 0
+        while True:
+            with self.lock:
+                rows = self.db.execute(
+                    "SELECT c.id, c.vector FROM chunks c JOIN documents d ON d.id=c.doc_id "
+                    "WHERE d.state='ready' AND c.id > ? ORDER BY c.id LIMIT ?", (last, batch)).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [r[0] for r in rows], np.stack([np.frombuffer(r[1], dtype=np.float16) for r in rows])
+
+    def ready_chunk_ids(self) -> set[int]:
+        with self.lock:
+            return {r[0] for r in self.db.execute(
+                "SELECT c.id FROM chunks c JOIN documents d ON d.id=c.doc_id WHERE d.state='ready'")}
+
+    def all_chunk_ids(self) -> set[int]:
+        with self.lock:
+            return {r[0] for r in self.db.execute("SELECT id FROM chunks")}
+
+    def fts_ids(self) -> set[int]:
+        with self.lock:
+            return {r[0] for r in self.db.execute("SELECT rowid FROM chunks_fts")}
+
+
+class Vectors:
+    """The chroma side: one collection, ids are chunk ids, embeddings always passed explicitly."""
+
+    def __init__(self, directory: Path):
+        import chromadb
+        from chromadb.config import Settings
+
+        self.directory = directory
+        try:
+            self.client = chromadb.PersistentClient(
+                path=str(directory), settings=Settings(anonymized_telemetry=False, allow_reset=False))
+            # embedding_function=None: chroma must never fall back to its default model (which downloads one).
+            self.collection = self.client.get_or_create_collection(
+                COLLECTION, embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
+        except Exception as exc:
+            raise KBError(f"cannot open the vector index at {directory} ({str(exc)[:160]})") from None
+        self.lock = threading.Lock()
+        try:
+            self.max_batch = int(self.client.get_max_batch_size())
+        except Exception:
+            self.max_batch = 5000
+
+    def add(self, ids: list[int], vectors: np.ndarray) -> None:
+        step = max(1, min(self.max_batch, 5000))
+        with self.lock:
+            for start in range(0, len(ids), step):
+                self.collection.upsert(ids=[str(i) for i in ids[start:start + step]],
+                                       embeddings=vectors[start:start + step].astype(np.float32))
+
+    def delete_range(self, lo: int, hi: int) -> None:
+        step = max(1, min(self.max_batch, 5000))
+        with self.lock:
+            for start in range(lo, hi + 1, step):
+                ids = [str(i) for i in range(start, min(hi, start + step - 1) + 1)]
+                self.collection.delete(ids=ids)
+
+    def query(self, vector: np.ndarray, n: int) -> list[tuple[int, float]]:
+        with self.lock:
+            count = self.collection.count()
+            if count == 0:
+                return []
+            result = self.collection.query(query_embeddings=vector[None, :].astype(np.float32),
+                                           n_results=min(n, count), include=["distances"])
+        return [(int(i), 1.0 - float(d)) for i, d in zip(result["ids"][0], result["distances"][0])]
+
+    def ids(self) -> set[int]:
+        out: set[int] = set()
+        with self.lock:
+            total = self.collection.count()
+            for offset in range(0, total, 5000):
+                out.update(int(i) for i in self.collection.get(limit=5000, offset=offset, include=[])["ids"])
+        return out
+
+    def count(self) -> int:
+        with self.lock:
+            return self.collection.count()

@@ -1,0 +1,95 @@
+"""EPUB through ebooklib: each spine document is read as HTML under its chapter title (from the table of
+contents, else its first heading). The archive is checked first, so a zip bomb is refused before inflating."""
+
+from __future__ import annotations
+
+import posixpath
+import warnings
+import zipfile
+from pathlib import Path
+
+from kb.document import Document
+from kb.errors import ReadError
+from kb.readers._text import clean, decode
+from kb.readers.html import parse_html
+
+MAX_UNCOMPRESSED = 300 * 1024 * 1024
+MAX_RATIO = 150
+MAX_ENTRIES = 20000
+
+
+def check_zip(path: Path) -> None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+    except zipfile.BadZipFile:
+        raise ReadError("corrupt EPUB (not a zip archive)") from None
+    if len(infos) > MAX_ENTRIES:
+        raise ReadError(f"EPUB with {len(infos)} entries looks like a zip bomb; refused")
+    total = sum(i.file_size for i in infos)
+    packed = sum(i.compress_size for i in infos) or 1
+    if total > MAX_UNCOMPRESSED or (total > 10 * 1024 * 1024 and total / packed > MAX_RATIO):
+        raise ReadError(f"EPUB inflates to {total / 1e6:.0f} MB from {packed / 1e6:.1f} MB; refused as a zip bomb")
+
+
+def _toc_titles(book) -> dict[str, str]:
+    titles: dict[str, str] = {}
+
+    def visit(items):
+        for item in items:
+            if isinstance(item, tuple) and len(item) == 2:
+                section, children = item
+                href = getattr(section, "href", None)
+                if href:
+                    titles.setdefault(href.split("#")[0], clean(section.title or ""))
+                visit(children)
+            else:
+                href = getattr(item, "href", None)
+                if href:
+                    titles.setdefault(href.split("#")[0], clean(getattr(item, "title", "") or ""))
+
+    try:
+        visit(book.toc)
+    except Exception:
+        pass
+    return titles
+
+
+def read_epub(path: Path) -> Document:
+    check_zip(path)
+    import ebooklib
+    from ebooklib import epub
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            book = epub.read_epub(str(path), options={"ignore_ncx": False})
+        except Exception as exc:
+            raise ReadError(f"corrupt EPUB ({type(exc).__name__}: {str(exc)[:100]})") from None
+    title = ""
+    try:
+        meta = book.get_metadata("DC", "title")
+        if meta:
+            title = clean(meta[0][0])
+    except Exception:
+        pass
+    toc = _toc_titles(book)
+    sections = []
+    items = []
+    for entry in book.spine:
+        idref = entry[0] if isinstance(entry, tuple) else entry
+        item = book.get_item_with_id(idref)
+        if item is not None and item.get_type() == ebooklib.ITEM_DOCUMENT:
+            items.append(item)
+    if not items:
+        items = list(book.get_items_of_type(ebooklib.ITEM_DOCUMENT))
+    for item in items:
+        name = item.get_name()
+        chapter = toc.get(name) or toc.get(posixpath.basename(name)) or ""
+        html, _ = decode(item.get_content())
+        part = parse_html(html, str(path), chapter or name, kind="epub", base_heading=[chapter] if chapter else None)
+        for section in part.sections:
+            if not chapter and not section.heading and part.title and part.title != name:
+                section.heading = [part.title]
+            sections.append(section)
+    return Document(path=str(path), title=title or path.stem, kind="epub", sections=sections)

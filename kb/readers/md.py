@@ -1,0 +1,98 @@
+"""Markdown: ATX (#) and setext headings make the heading path; code fences are kept as text, never headings."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from kb.document import Document, Section
+from kb.readers._text import clean, decode
+
+_ATX = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
+_SETEXT = re.compile(r"^\s{0,3}(=+|-+)\s*$")
+_FENCE = re.compile(r"^\s{0,3}(```|~~~)")
+_INLINE = [
+    (re.compile(r"!\[([^\]]*)\]\([^)]*\)"), r"\1"),  # images -> alt text
+    (re.compile(r"\[([^\]]+)\]\([^)]*\)"), r"\1"),  # links -> text
+    (re.compile(r"<[^>]+>"), " "),  # inline html tags
+    (re.compile(r"(\*\*|__)(.+?)\1"), r"\2"),
+    (re.compile(r"`([^`]*)`"), r"\1"),
+]
+
+
+def _inline(text: str) -> str:
+    for pattern, repl in _INLINE:
+        text = pattern.sub(repl, text)
+    return text
+
+
+def parse_markdown(text: str, path: str, fallback_title: str) -> Document:
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    # YAML front matter
+    if lines and lines[0].strip() == "---":
+        for end in range(1, min(len(lines), 200)):
+            if lines[end].strip() in ("---", "..."):
+                lines = lines[end + 1:]
+                break
+    sections: list[Section] = []
+    stack: list[tuple[int, str]] = []
+    current = Section(heading=[], paragraphs=[])
+    buffer: list[str] = []
+    title = None
+    in_fence = False
+
+    def flush():
+        if buffer:
+            paragraph = clean(_inline(" ".join(buffer)))
+            if paragraph:
+                current.paragraphs.append(paragraph)
+            buffer.clear()
+
+    def heading(level: int, text: str):
+        nonlocal current, title
+        flush()
+        if current.paragraphs:
+            sections.append(current)
+        text = clean(_inline(text))
+        while stack and stack[-1][0] >= level:
+            stack.pop()
+        stack.append((level, text))
+        if title is None and level == 1:
+            title = text
+        current = Section(heading=[t for _, t in stack], paragraphs=[])
+
+    for i, line in enumerate(lines):
+        if _FENCE.match(line):
+            in_fence = not in_fence
+            flush() if not in_fence else None
+            continue
+        if in_fence:
+            buffer.append(line.strip())
+            continue
+        match = _ATX.match(line)
+        if match:
+            heading(len(match.group(1)), match.group(2))
+            continue
+        if _SETEXT.match(line) and buffer and len(buffer) == 1 and (i == 0 or lines[i - 1].strip()):
+            text = buffer.pop()
+            heading(1 if line.strip().startswith("=") else 2, text)
+            continue
+        if not line.strip():
+            flush()
+        else:
+            stripped = re.sub(r"^\s{0,3}(?:[-*+]|\d+[.)]|>)\s+", "", line)
+            if stripped != line and buffer:  # a list item or quote starts its own paragraph
+                flush()
+            buffer.append(stripped.strip())
+    flush()
+    if current.paragraphs:
+        sections.append(current)
+    return Document(path=path, title=title or fallback_title, kind="md", sections=sections)
+
+
+def read_md(path: Path) -> Document:
+    text, note = decode(path.read_bytes())
+    document = parse_markdown(text, str(path), path.stem)
+    if note:
+        document.notes.append(note)
+    return document

@@ -1,0 +1,66 @@
+"""ZIM archives (Kiwix) through libzim: the HTML articles, each read by the HTML reader under its title."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from kb.document import Document, Section
+from kb.errors import ReadError
+from kb.readers.html import parse_html
+
+
+def open_archive(path: Path):
+    from libzim.reader import Archive
+
+    try:
+        return Archive(str(path))
+    except FileNotFoundError:
+        raise ReadError("vanished before it could be read") from None
+    except Exception as exc:
+        raise ReadError(f"corrupt ZIM ({str(exc)[:100]})") from None
+
+
+def archive_title(archive, path: Path) -> str:
+    try:
+        return archive.get_metadata("Title").decode("utf-8", "replace").strip() or path.stem
+    except Exception:
+        return path.stem
+
+
+def article_sections(entry) -> list[Section]:
+    item = entry.get_item()
+    html = bytes(item.content).decode("utf-8", "replace")
+    title = entry.title or entry.path
+    document = parse_html(html, entry.path, title, kind="zim")
+    # Every section is under the article's title; an h1 repeating it is dropped by the HTML reader.
+    page_title = document.title or title
+    sections = []
+    for section in document.sections:
+        heading = section.heading
+        if not heading or heading[0] != page_title:
+            heading = [page_title] + heading
+        sections.append(Section(heading=heading, paragraphs=section.paragraphs))
+    return sections
+
+
+def iter_articles(path: Path) -> Iterator[tuple[str, list[Section]]]:
+    """(article path, sections) for every HTML article, redirects skipped."""
+    archive = open_archive(path)
+    for index in range(archive.entry_count):
+        entry = archive._get_entry_by_id(index)
+        if entry.is_redirect:
+            continue
+        try:
+            if not entry.get_item().mimetype.startswith("text/html"):
+                continue
+            yield entry.path, article_sections(entry)
+        except Exception:
+            continue
+
+
+def read_zim(path: Path) -> Document:
+    """The whole archive as one Document (for small ZIMs ingested on request)."""
+    archive = open_archive(path)
+    sections = [s for _, article in iter_articles(path) for s in article]
+    return Document(path=str(path), title=archive_title(archive, path), kind="zim", sections=sections)
