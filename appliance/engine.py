@@ -184,9 +184,12 @@ class Engine:
                 # Reusing a model already in memory: the file was verified when it was loaded.
                 return self._loaded
             if not entry.available:
-                raise IntegrityError(f"model {entry.name!r}: file {entry.path} is missing (drive unplugged or file moved)")
+                missing = next(path for path, _, _ in entry.files if not path.exists())
+                raise IntegrityError(f"model {entry.name!r}: file {missing} is missing (drive unplugged or file moved)")
+            if entry.role != "model":
+                raise ApplianceError(f"{entry.name!r} is a {entry.role}, not a model that can answer on its own")
             started = time.perf_counter()
-            self.library.verify(entry, progress)
+            self.library.verify(entry, progress)  # size and sha256 of every shard, the sidecar, a pinned signature
             info = read_gguf(entry.path)
             verify_s = time.perf_counter() - started
             if info.chat_template_sha256 != entry.record.get("gguf", {}).get("chat_template_sha256"):

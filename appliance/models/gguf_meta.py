@@ -77,6 +77,14 @@ class GGUFInfo:
     def arch_value(self, name: str) -> Any:
         return self.get(f"{self.architecture}.{name}") if self.architecture else None
 
+    @property
+    def split(self) -> tuple[int, int] | None:
+        """(shard index from 0, shard count) for one file of a split GGUF set, else None."""
+        number, count = self.get("split.no"), self.get("split.count")
+        if isinstance(number, int) and isinstance(count, int) and count > 1:
+            return number, count
+        return None
+
 
 class _Reader:
     def __init__(self, handle: BinaryIO, file_size: int):

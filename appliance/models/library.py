@@ -1,34 +1,42 @@
 """The registry of model files: which names exist, where their files are, and their provenance records.
 
-library.json lists every model, including files used in place on other drives. Each model's manifest lives in
-APPLIANCE_HOME/models/ (and beside the file when the file itself is there). The bundled default model pack
-registers itself on first use, after its sha256 matches the pin.
+library.json lists every model, including files used in place on other drives (a drive that is not plugged in
+shows its models as offline). The library's own copy of each record (APPLIANCE_HOME/models/<name>.manifest.json)
+is what checks are made against; a sidecar `<file>.manifest.json` beside the file carries the record with the
+file when the directory is writable. Importing a file whose sidecar names another sha256 is refused.
+
+A model whose file fails a check is quarantined: it is never loaded again until the user re-imports it on purpose.
+The bundled default model pack registers itself on first use, after its sha256 matches the pin.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from appliance.errors import ApplianceError, IntegrityError, ModelNotFound
-from appliance.models import manifest, packs
-from appliance.models.gguf_meta import read_gguf
+from appliance.errors import ApplianceError, IntegrityError, ModelNotFound, UsageError
+from appliance.models import manifest, packs, signing
+from appliance.models.gguf_meta import GGUFError, GGUFInfo, read_gguf
 from appliance.models.verify import Progress, check_file, sha256_file
 from appliance.paths import Paths, atomic_write_text
 
 LIBRARY_VERSION = 1
+SHARD_NAME = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$")
+MAX_SHARDS = 1024
 
 
 @dataclass
 class ModelEntry:
     name: str
-    path: Path
+    path: Path  # the file handed to llama.cpp (the first shard of a split set)
     manifest_path: Path
-    mode: str  # "pack", "copy" or "in-place"
+    mode: str  # "pack", "copy", "in-place" or "download"
     quarantined: bool = False
     _record: dict[str, Any] | None = None
 
@@ -47,16 +55,79 @@ class ModelEntry:
         return self.record["file"]["size"]
 
     @property
+    def total_size(self) -> int:
+        shards = self.record["file"].get("shard_set")
+        return shards["total_size"] if shards else self.size
+
+    @property
+    def role(self) -> str:
+        return self.record["file"].get("role", "model")
+
+    @property
     def license_id(self) -> str:
         return self.record["license"]["id"]
 
     @property
+    def files(self) -> list[tuple[Path, int, str]]:
+        """(path, size, sha256) of every file of the model: one, or each shard of a split set."""
+        shards = self.record["file"].get("shard_set")
+        if not shards:
+            return [(self.path, self.size, self.sha256)]
+        return [(self.path.with_name(f["name"]), f["size"], f["sha256"]) for f in shards["files"]]
+
+    @property
     def available(self) -> bool:
-        return self.path.exists()
+        return all(path.exists() for path, _, _ in self.files)
+
+    @property
+    def last_check(self) -> dict[str, Any] | None:
+        history = self.record.get("verification") or []
+        return history[-1] if history else None
+
+    @property
+    def state(self) -> str:
+        """quarantined, offline (file not reachable: drive unplugged or file moved), verified or failed."""
+        if self.quarantined:
+            return "quarantined"
+        if not self.available:
+            return "offline"
+        last = self.last_check
+        return "verified" if last and last.get("result") == "ok" else "unverified"
 
 
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-.") or "model"
+
+
+def shard_set(path: Path) -> list[Path]:
+    """All files of the split set `path` belongs to (in order), or [path] for a single file."""
+    match = SHARD_NAME.match(path.name)
+    if not match:
+        return [path]
+    count = int(match["count"])
+    if not 1 <= count <= MAX_SHARDS:
+        raise UsageError(f"{path.name}: a split set of {count} files is not supported")
+    files = [path.with_name(f"{match['stem']}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
+    missing = [f.name for f in files if not f.exists()]
+    if missing:
+        raise ApplianceError(f"{path.name}: split set is incomplete; missing {', '.join(missing)} in {path.parent}")
+    return files
+
+
+class _Cumulative:
+    """One progress callback over several files."""
+
+    def __init__(self, progress: Progress | None, total: int):
+        self.progress, self.total, self.base = progress, total, 0
+
+    def part(self) -> Progress | None:
+        if not self.progress:
+            return None
+        base = self.base
+        return lambda done, _total: self.progress(base + done, self.total)
+
+    def advance(self, size: int) -> None:
+        self.base += size
 
 
 class ModelLibrary:
@@ -64,6 +135,16 @@ class ModelLibrary:
         self.paths = paths
 
     # -- registry file ---------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[dict[str, Any]]:
+        """Read-modify-write library.json under an exclusive lock (the TUI and a CLI may run at once)."""
+        self.paths.home.mkdir(parents=True, exist_ok=True)
+        with open(self.paths.library.with_name(".library.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            data = self._load()
+            yield data
+            self._save(data)
+
     def _load(self) -> dict[str, Any]:
         try:
             data = json.loads(self.paths.library.read_text(encoding="utf-8"))
@@ -71,6 +152,8 @@ class ModelLibrary:
             return {"version": LIBRARY_VERSION, "default": None, "models": {}}
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ApplianceError(f"{self.paths.library} is damaged ({exc}); move it aside and re-import models") from None
+        if not isinstance(data, dict) or not isinstance(data.get("models", {}), dict):
+            raise ApplianceError(f"{self.paths.library} is damaged; move it aside and re-import models")
         data.setdefault("models", {})
         return data
 
@@ -88,7 +171,8 @@ class ModelLibrary:
 
     # -- queries ---------------------------------------------------------------------------------------------
     def entries(self) -> list[ModelEntry]:
-        self.ensure_default_pack()
+        with contextlib.suppress(ApplianceError):  # a missing pack wheel must not hide the other models
+            self.ensure_default_pack()
         data = self._load()
         return [self._entry(name, raw) for name, raw in sorted(data["models"].items())]
 
@@ -108,7 +192,38 @@ class ModelLibrary:
             raise ModelNotFound(f"no model named {wanted!r} in the library (known: {known}); see `appliance models list`")
         return self._entry(wanted, raw)
 
-    # -- changes ---------------------------------------------------------------------------------------------
+    # -- import ----------------------------------------------------------------------------------------------
+    def import_path(self, path: Path, *, name: str | None = None, mode: str = "in-place",
+                    progress_for=None) -> list[tuple[Path, ModelEntry | ApplianceError]]:
+        """Import one GGUF, a split set (any of its files), or every GGUF in a directory.
+
+        Returns (path, entry or the error that stopped it) for each model found; `progress_for(label)` gives a
+        progress callback per model.
+        """
+        path = Path(path).expanduser().resolve()
+        if not path.exists():
+            raise UsageError(f"{path}: no such file or directory")
+        if path.is_dir():
+            if name:
+                raise UsageError("--name names one model; it cannot be used when importing a directory")
+            firsts = []
+            for candidate in sorted(path.glob("*.gguf")):
+                match = SHARD_NAME.match(candidate.name)
+                if not match or int(match["index"]) == 1:
+                    firsts.append(candidate)
+            if not firsts:
+                raise UsageError(f"{path}: no .gguf files in this directory")
+        else:
+            firsts = [path]
+        results: list[tuple[Path, ModelEntry | ApplianceError]] = []
+        for first in firsts:
+            try:
+                progress = progress_for(first.name) if progress_for else None
+                results.append((first, self.register(first, name=name, mode=mode, progress=progress)))
+            except ApplianceError as exc:
+                results.append((first, exc))
+        return results
+
     def register(
         self,
         path: Path,
@@ -118,73 +233,256 @@ class ModelLibrary:
         source: dict[str, Any] | None = None,
         expected_sha256: str | None = None,
         progress: Progress | None = None,
+        extra_declared: list[dict[str, str]] | None = None,
+        hub_card: tuple[dict[str, Any], list[str]] | None = None,
     ) -> ModelEntry:
-        """Hash a GGUF, parse its header with limits, write its manifest and add it to the library."""
+        """Parse the header(s) with limits, hash, write the record and add the model to the library."""
         path = Path(path).expanduser().resolve()
-        info = read_gguf(path)  # rejects truncated or hostile headers before anything else
-        name = slug(name or path.name.removesuffix(".gguf"))
+        files = shard_set(path)
+        infos = [read_gguf(f) for f in files]  # rejects truncated or hostile headers before anything else
+        _check_split(files, infos)
+        first, info = files[0], infos[0]
+        name = slug(name or SHARD_NAME.sub(r"\g<stem>", first.name).removesuffix(".gguf"))
+        if name == packs.DEFAULT_MODEL.name and mode != "pack":
+            raise UsageError(f"{name!r} is the bundled default model's name; choose another --name")
+        data = self._load()
+        existing = data["models"].get(name)
+        if existing and Path(existing["path"]) != first and Path(existing["path"]).resolve() != first:
+            raise ApplianceError(
+                f"a model named {name!r} is already in the library ({existing['path']}); "
+                "choose another --name, or `appliance models remove` it first"
+            )
         self.paths.models.mkdir(parents=True, exist_ok=True)
-        sha = sha256_file(path, progress)
-        if expected_sha256 and sha != expected_sha256:
-            raise IntegrityError(f"{path}: sha256 {sha} does not match the pinned {expected_sha256}; not registered")
+        measured = self._hash_all(files, progress)
+        if expected_sha256 and measured[0]["sha256"] != expected_sha256:
+            raise IntegrityError(
+                f"{first}: sha256 {measured[0]['sha256']} does not match the pinned {expected_sha256}; not registered")
+        # Re-importing a registered model is the user's deliberate act (it lifts a quarantine): the record is made
+        # afresh from the file as it is now. Otherwise a sidecar beside the file must describe this very file.
+        travelling = None if existing else self._read_sidecar(first, measured)
         if mode == "copy":
-            target = self.paths.models / path.name
-            if target != path:
-                tmp = target.with_name(target.name + ".partial")
-                shutil.copyfile(path, tmp)
-                if sha256_file(tmp) != sha:
-                    tmp.unlink(missing_ok=True)
-                    raise IntegrityError(f"copy of {path} to {target} does not match the original; not registered")
-                tmp.replace(target)
-            path = target
-        record = manifest.from_gguf(name, path, info.file_size, sha, info,
-                                    source or {"kind": "local-import", "original_path": str(path)})
+            files = self._copy_in(files, measured)
+            first = files[0]
+        shard_info = None
+        if len(files) > 1:
+            shard_info = {"count": len(files), "total_size": sum(m["size"] for m in measured),
+                          "files": [dict(m, index=i) for i, m in enumerate(measured)]}
+        source = source or {"kind": "local-import", "original_path": str(path), "imported_at": manifest.now()}
+        record = manifest.from_gguf(name, first, measured[0]["size"], measured[0]["sha256"], info, source,
+                                    shard_info, extra_declared)
+        if hub_card:
+            manifest.add_hub_card(record, *hub_card)
+        if travelling:
+            for key in ("source", "license", "lineage", "content_warnings", "signature"):
+                if key in travelling:
+                    record[key] = travelling[key]
+            record["source"] = dict(record["source"], record_from=f"sidecar {manifest.sidecar_path(first).name}")
+            record["verification"] = travelling.get("verification", [])[-(manifest.HISTORY_KEEP - 1):]
+            manifest.add_history(record, "ok", "matches the sidecar record that travels with the file", "import")
+        if existing:
+            manifest.add_history(record, "ok", f"re-imported on purpose (was quarantined: {existing.get('quarantined')})",
+                                 "import")
+        sig_path = signing.signature_path(first)
+        if sig_path.exists() and not record.get("signature"):
+            signing.check(sig_path, name, measured)  # a signature that fails refuses the import
+            record["signature"] = dict(signing.load_for_pin(sig_path), pinned_at=manifest.now(), pinned_by="import")
+        elif record.get("signature"):
+            signing.check(sig_path, name, measured, record["signature"]["public_key"])
         manifest_path = self.paths.models / f"{name}{manifest.SUFFIX}"
         manifest.write(manifest_path, record)
-        data = self._load()
-        data["models"][name] = {"path": str(path), "manifest": str(manifest_path), "mode": mode, "quarantined": False}
-        self._save(data)
-        return self._entry(name, data["models"][name])
+        if mode != "pack":
+            self._write_sidecar(first, record)
+        with self._locked() as data:
+            data["models"][name] = {"path": str(first), "manifest": str(manifest_path), "mode": mode,
+                                    "quarantined": False}
+            raw = data["models"][name]
+        return self._entry(name, raw)
+
+    def _hash_all(self, files: list[Path], progress: Progress | None) -> list[dict[str, Any]]:
+        total = sum(f.stat().st_size for f in files)
+        cumulative = _Cumulative(progress, total)
+        measured = []
+        for f in files:
+            size = f.stat().st_size
+            measured.append({"name": f.name, "size": size, "sha256": sha256_file(f, cumulative.part())})
+            cumulative.advance(size)
+        return measured
+
+    def _read_sidecar(self, first: Path, measured: list[dict[str, Any]]) -> dict[str, Any] | None:
+        path = manifest.sidecar_path(first)
+        if not path.exists():
+            return None
+        record = manifest.read(path)
+        if record["file"].get("sha256") != measured[0]["sha256"] or record["file"].get("size") != measured[0]["size"]:
+            raise IntegrityError(
+                f"{first}: the file does not match the record that travels with it ({path.name} says sha256 "
+                f"{record['file'].get('sha256')}, the file has {measured[0]['sha256']}); not imported. "
+                "If the file was changed on purpose, move the old sidecar aside and import again"
+            )
+        return record
+
+    def _copy_in(self, files: list[Path], measured: list[dict[str, Any]]) -> list[Path]:
+        targets = []
+        for f, m in zip(files, measured):
+            target = self.paths.models / f.name
+            if target != f:
+                if target.exists() and sha256_file(target) != m["sha256"]:
+                    raise ApplianceError(f"{target} already exists with other content; import under another file name")
+                tmp = target.with_name(target.name + ".partial")
+                shutil.copyfile(f, tmp)
+                if sha256_file(tmp) != m["sha256"]:
+                    tmp.unlink(missing_ok=True)
+                    raise IntegrityError(f"copy of {f} to {target} does not match the original; not registered")
+                tmp.replace(target)
+            for suffix in (signing.SUFFIX,):
+                if f.with_name(f.name + suffix).exists() and target != f:
+                    shutil.copyfile(f.with_name(f.name + suffix), target.with_name(target.name + suffix))
+            targets.append(target)
+        return targets
+
+    def _write_sidecar(self, first: Path, record: dict[str, Any]) -> None:
+        try:
+            manifest.write(manifest.sidecar_path(first), record)
+        except OSError:
+            pass  # a read-only drive: the library's own copy still holds the record
 
     def ensure_default_pack(self) -> None:
         """Register the bundled default model the first time a data dir is used (verified against the pin)."""
         pack = packs.DEFAULT_MODEL
-        data = self._load()
-        if pack.name in data["models"]:
+        if pack.name in self._load()["models"]:
             return
         path = pack.locate()
-        self.register(path, name=pack.name, mode="pack", source=pack.source(), expected_sha256=pack.sha256)
+        self.register(path, name=pack.name, mode="pack", source=pack.source(), expected_sha256=pack.sha256,
+                      extra_declared=[manifest.declare(pack.license, f"wheel:{pack.distribution} (pinned in packs.py)")])
 
-    def verify(self, entry: ModelEntry, progress: Progress | None = None) -> str:
-        """Re-hash against the manifest. A mismatch quarantines the model; the file is never loaded."""
+    # -- checks ----------------------------------------------------------------------------------------------
+    def verify(self, entry: ModelEntry, progress: Progress | None = None, public_key: bytes | None = None) -> str:
+        """Re-hash every file against the record (and check its signature when it is signed).
+
+        A mismatch quarantines the model; a missing file does not (the drive may just be unplugged). Returns the
+        sha256 of the file handed to llama.cpp.
+        """
         if entry.quarantined:
             raise IntegrityError(
                 f"model {entry.name!r} ({entry.path}) is quarantined after a failed check; "
                 "re-import it on purpose to use it again"
             )
+        missing = [str(path) for path, _, _ in entry.files if not path.exists()]
+        if missing:
+            exc = IntegrityError(f"model {entry.name!r}: file {missing[0]} is missing (drive unplugged or file moved)")
+            self._record_check(entry, "missing", str(exc))
+            raise exc
         try:
-            sha = check_file(entry.path, entry.size, entry.sha256, progress)
+            cumulative = _Cumulative(progress, sum(size for _, size, _ in entry.files))
+            for path, size, sha in entry.files:
+                check_file(path, size, sha, cumulative.part())
+                cumulative.advance(size)
+            self._check_sidecar(entry)
+            signed = self._check_signature(entry, public_key)
         except IntegrityError as exc:
-            if entry.path.exists():
-                self._set_quarantine(entry.name, True)
-            self._record_check(entry, "mismatch" if entry.path.exists() else "missing", str(exc))
+            self._set_quarantine(entry.name, True)
+            entry.quarantined = True
+            self._record_check(entry, "mismatch", str(exc))
             raise
-        self._record_check(entry, "ok", sha)
-        return sha
+        self._record_check(entry, "ok", entry.sha256 + (f" signed {signed}" if signed else ""))
+        return entry.sha256
+
+    def _check_sidecar(self, entry: ModelEntry) -> None:
+        path = manifest.sidecar_path(entry.path)
+        if entry.mode == "pack" or not path.exists():
+            return
+        try:
+            travelling = manifest.read(path)
+        except ApplianceError:
+            return  # an unreadable sidecar is rewritten below; the library's copy is the one that counts
+        if travelling["file"].get("sha256") != entry.sha256:
+            raise IntegrityError(
+                f"{path}: the record beside the file names sha256 {travelling['file'].get('sha256')}, the library "
+                f"registered {entry.sha256}; one of them was replaced"
+            )
+
+    def _check_signature(self, entry: ModelEntry, public_key: bytes | None) -> str | None:
+        pinned = entry.record.get("signature")
+        if not pinned and public_key is None:
+            return None
+        import base64
+
+        key_b64 = base64.b64encode(public_key).decode() if public_key is not None else pinned["public_key"]
+        if not pinned and public_key is not None:
+            raise IntegrityError(f"model {entry.name!r} is not signed, so it cannot be checked against that key")
+        files = [{"name": p.name, "size": s, "sha256": h} for p, s, h in entry.files]
+        return signing.check(signing.signature_path(entry.path), entry.name, files, key_b64)
 
     def _set_quarantine(self, name: str, value: bool) -> None:
-        data = self._load()
-        if name in data["models"]:
-            data["models"][name]["quarantined"] = value
-            self._save(data)
+        with self._locked() as data:
+            if name in data["models"]:
+                data["models"][name]["quarantined"] = value
 
     def _record_check(self, entry: ModelEntry, result: str, detail: str) -> None:
         record = dict(entry.record)
-        history = list(record.get("verification", []))[-19:]
-        history.append({"at": manifest.now(), "result": result, "detail": detail[:300], "by": "verify"})
-        record["verification"] = history
+        manifest.add_history(record, result, detail, "verify")
+        self.save_record(entry, record)
+
+    def save_record(self, entry: ModelEntry, record: dict[str, Any]) -> None:
+        """Write the library's copy of the record, and the sidecar beside the file when it can."""
         try:
             manifest.write(entry.manifest_path, record)
         except OSError:
-            pass  # a read-only manifest location must not stop a verified load
+            pass  # a read-only data dir must not stop a verified load
+        if entry.mode != "pack" and entry.path.parent.exists() and not entry.quarantined:
+            self._write_sidecar(entry.path, record)
         entry._record = record
+
+    # -- changes to a record ---------------------------------------------------------------------------------
+    def assert_license(self, entry: ModelEntry, value: str | None, note: str = "") -> dict[str, Any]:
+        """Add (value) or clear (None) the user's own license assertion; it is marked as the user's."""
+        record = dict(entry.record)
+        manifest.relicense(record, manifest.user_assertion(value, note) if value else None)
+        self.save_record(entry, record)
+        return record["license"]
+
+    def add_note(self, entry: ModelEntry, text: str) -> list[dict[str, Any]]:
+        record = dict(entry.record)
+        record["content_warnings"] = list(record.get("content_warnings", [])) + [
+            {"kind": "user-note", "value": text, "from": "user", "at": manifest.now(), "text": f"your note: {text}"}]
+        self.save_record(entry, record)
+        return record["content_warnings"]
+
+    def sign(self, entry: ModelEntry, private_key: Path, progress: Progress | None = None) -> dict[str, Any]:
+        """Verify the files, then sign their hashes and pin the key in the record."""
+        self.verify(entry, progress)
+        files = [{"name": p.name, "size": s, "sha256": h} for p, s, h in entry.files]
+        pinned = signing.sign(private_key, signing.payload_for(entry.name, files), signing.signature_path(entry.path))
+        record = dict(entry.record)
+        record["signature"] = dict(pinned, pinned_at=manifest.now(), pinned_by="sign")
+        self.save_record(entry, record)
+        return record["signature"]
+
+    def remove(self, name: str, delete_file: bool = False) -> ModelEntry:
+        entry = self.resolve(name)
+        if entry.mode == "pack":
+            raise UsageError(f"{name!r} is the bundled default model; it is part of the installation")
+        if delete_file and not entry.available:
+            raise ApplianceError(f"{entry.path} is not reachable (drive unplugged?); remove without --delete-file")
+        if delete_file:
+            for path, _, _ in entry.files:
+                for doomed in (path, manifest.sidecar_path(path), signing.signature_path(path)):
+                    doomed.unlink(missing_ok=True)
+        with self._locked() as data:
+            data["models"].pop(name, None)
+            if data.get("default") == name:
+                data["default"] = None
+        entry.manifest_path.unlink(missing_ok=True)
+        return entry
+
+
+def _check_split(files: list[Path], infos: list[GGUFInfo]) -> None:
+    if len(files) == 1:
+        if infos[0].split:
+            raise ApplianceError(f"{files[0].name}: this is one file of a split set of {infos[0].split[1]}, but its "
+                                 "name does not say which (expected NAME-00001-of-0000N.gguf)")
+        return
+    for index, (path, info) in enumerate(zip(files, infos)):
+        if info.split != (index, len(files)):
+            raise GGUFError(f"{path.name}: its header says split {info.split}, its name says {index + 1} "
+                            f"of {len(files)}; the set is mixed up")

@@ -1,0 +1,174 @@
+"""Optional Ed25519 signatures over a model's file hashes, checked offline.
+
+A signature document `<model file>.sig.json` travels beside the model. It signs a small payload (the model's name
+and each file's name, size and sha256) with an Ed25519 key (the `cryptography` package; no network, no PKI):
+
+    {"schema": "appliance.model-signature", "version": 1, "algorithm": "ed25519",
+     "key_id": "ed25519:<16 hex>", "public_key": "<base64 raw key>", "payload": {...}, "signature": "<base64>"}
+
+The manifest pins the public key when a model is signed here, or when it is imported with a valid signature. From
+then on every verification checks the signature against the pinned key and the measured hashes; any failure
+(missing document, other key, altered payload, hashes that differ) is an integrity failure and the model is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from appliance.errors import IntegrityError, UsageError
+from appliance.paths import atomic_write_text
+
+SCHEMA = "appliance.model-signature"
+VERSION = 1
+SUFFIX = ".sig.json"
+
+
+def signature_path(model_path: Path) -> Path:
+    return model_path.with_name(model_path.name + SUFFIX)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def key_id(public_raw: bytes) -> str:
+    return "ed25519:" + hashlib.sha256(public_raw).hexdigest()[:16]
+
+
+def canonical(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def payload_for(name: str, files: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"model": name, "files": [{"name": f["name"], "size": f["size"], "sha256": f["sha256"]} for f in files]}
+
+
+def generate_key(private_path: Path) -> tuple[Path, str]:
+    """Write a new private key (PEM, mode 0600) and its public key beside it (`.pub`). Returns (public path, key id)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    private_path = Path(private_path).expanduser()
+    public_path = private_path.with_name(private_path.name + ".pub")
+    if private_path.exists() or public_path.exists():
+        raise UsageError(f"{private_path} or {public_path} already exists; choose another path")
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    public = key.public_key()
+    private_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+    public_path.write_bytes(public.public_bytes(serialization.Encoding.PEM,
+                                                serialization.PublicFormat.SubjectPublicKeyInfo))
+    return public_path, key_id(_raw(public))
+
+
+def _raw(public) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def _load_private(path: Path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    try:
+        key = serialization.load_pem_private_key(Path(path).expanduser().read_bytes(), password=None)
+    except FileNotFoundError:
+        raise UsageError(f"key file {path} not found") from None
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"{path} is not an unencrypted PEM private key ({exc})") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise UsageError(f"{path} is not an Ed25519 key")
+    return key
+
+
+def load_public_raw(path: Path) -> bytes:
+    """The raw 32-byte public key from a PEM public key file (or a private key file: its public half)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        data = Path(path).expanduser().read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"key file {path} not found") from None
+    try:
+        key = serialization.load_pem_public_key(data)
+    except ValueError:
+        return _raw(_load_private(path).public_key())
+    if not isinstance(key, Ed25519PublicKey):
+        raise UsageError(f"{path} is not an Ed25519 public key")
+    return _raw(key)
+
+
+def sign(private_path: Path, payload: dict[str, Any], target: Path) -> dict[str, Any]:
+    """Sign the payload, write the signature document to `target`; returns what the manifest pins."""
+    key = _load_private(private_path)
+    public = _raw(key.public_key())
+    document = {
+        "schema": SCHEMA, "version": VERSION, "algorithm": "ed25519", "key_id": key_id(public),
+        "public_key": _b64(public), "payload": payload, "signature": _b64(key.sign(canonical(payload))),
+    }
+    atomic_write_text(target, json.dumps(document, indent=2) + "\n")
+    return {"algorithm": "ed25519", "key_id": document["key_id"], "public_key": document["public_key"],
+            "document": target.name}
+
+
+def read_document(path: Path) -> dict[str, Any]:
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise IntegrityError(f"{path}: signature document is missing; the model is signed and will not be loaded "
+                             "without it") from None
+    except (OSError, ValueError) as exc:
+        raise IntegrityError(f"{path}: signature document is unreadable ({exc})") from None
+    if not isinstance(document, dict) or document.get("schema") != SCHEMA or document.get("algorithm") != "ed25519":
+        raise IntegrityError(f"{path}: not an appliance Ed25519 signature document")
+    return document
+
+
+def check(path: Path, name: str, files: list[dict[str, Any]], public_key_b64: str | None = None) -> str:
+    """Check the signature document at `path` against the measured files; returns the key id.
+
+    With `public_key_b64` (the pinned key) the document must be signed by that key; without it the key embedded in
+    the document is used (first contact, e.g. an import), which proves only that the files match what that key signed.
+    """
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    document = read_document(path)
+    try:
+        embedded = base64.b64decode(document["public_key"], validate=True)
+        signature = base64.b64decode(document["signature"], validate=True)
+        payload = document["payload"]
+    except (KeyError, ValueError, TypeError):
+        raise IntegrityError(f"{path}: signature document is malformed") from None
+    if public_key_b64 is not None and embedded != base64.b64decode(public_key_b64):
+        raise IntegrityError(
+            f"{path}: signed by key {key_id(embedded)}, not by the pinned key "
+            f"{key_id(base64.b64decode(public_key_b64))}; refused"
+        )
+    try:
+        Ed25519PublicKey.from_public_bytes(embedded).verify(signature, canonical(payload))
+    except (InvalidSignature, ValueError):
+        raise IntegrityError(f"{path}: signature check failed (the signed record was altered); refused") from None
+    if not isinstance(payload, dict) or payload.get("files") != payload_for(name, files)["files"]:
+        raise IntegrityError(f"{path}: the signed file hashes do not match {files[0]['name']}; refused")
+    return key_id(embedded)
+
+
+def load_for_pin(path: Path) -> dict[str, Any]:
+    """What the manifest pins for a document that `check` has accepted."""
+    document = read_document(path)
+    public = base64.b64decode(document["public_key"])
+    return {"algorithm": "ed25519", "key_id": key_id(public), "public_key": document["public_key"],
+            "document": Path(path).name}
+
