@@ -65,6 +65,7 @@ class ApplianceApp(App):
         self.consent_entry: Any = None  # a model waiting for the user's OK before first use
         self.consents = Consents(Path(services.paths.home) / "tui-state.json")
         self.first_paint_at: float | None = None
+        self._kb_checked = False
 
     def on_mount(self) -> None:
         # First paint happens before anything slow: the model is verified and loaded after the first refresh.
@@ -74,9 +75,10 @@ class ApplianceApp(App):
         import time
 
         self.first_paint_at = time.perf_counter()
-        self.refresh_kb()
         if self.preload:
-            self.prepare_model()
+            self.prepare_model()  # the knowledge base is opened once the model is in (two cores are not many)
+        else:
+            self.refresh_kb()
 
     # -- the model -------------------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, exit_on_error=False, group="model")
@@ -118,11 +120,18 @@ class ApplianceApp(App):
         self.model_restricted = message.restricted
         self.model_state = "ready"
         self.model_detail = ""
+        self._kb_after_model()
+
+    def _kb_after_model(self) -> None:
+        if not self._kb_checked:
+            self._kb_checked = True
+            self.refresh_kb()
 
     @on(ModelFailed)
     def _model_failed(self, message: ModelFailed) -> None:
         self.model_state = "failed"
         self.model_detail = ""
+        self._kb_after_model()
         self.notify(message.error, severity="error", title="Model not loaded", timeout=12)
 
     @on(ModelNeedsConsent)
@@ -130,6 +139,7 @@ class ApplianceApp(App):
         self.consent_entry = message.entry
         self.model_name = message.entry.name
         self.model_state = "needs-consent"
+        self._kb_after_model()
         self.ask_consent()
 
     def ask_consent(self, then: Callable[[], Any] | None = None) -> None:
@@ -166,6 +176,7 @@ class ApplianceApp(App):
     # -- the knowledge base ----------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, exit_on_error=False, group="kb-stats")
     def refresh_kb(self) -> None:
+        self._kb_checked = True
         try:
             kb = knowledge_base(self.services)
             if kb is None:

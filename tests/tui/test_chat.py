@@ -257,3 +257,33 @@ async def test_failing_model_load_shows_an_error_and_the_app_stays_usable(servic
         await wait_for(pilot, lambda: any(isinstance(m, AnswerDone) for m in seen), 180, "the answer")
         await app.workers.wait_for_complete()
         assert next(m for m in seen if isinstance(m, AnswerDone)).result["answer"].strip()
+
+
+async def test_real_answer_cites_a_document_from_the_knowledge_base(services, tmp_path):
+    doc = tmp_path / "water.md"
+    doc.write_text("# Water\n\n## Purifying water\n\nTo purify water, bring it to a rolling boil for one minute. "
+                   "At altitudes above 2000 metres, boil it for three minutes. Store it covered.\n")
+    report = services.kb.add([doc])
+    assert report.added == 1
+    services.config.model.max_tokens = 32
+    seen, hook = recorder()
+    app = create_app(services)
+    async with app.run_test(size=(120, 40), message_hook=hook) as pilot:
+        await wait_for(pilot, lambda: app.kb_stats is not None, 180, "the knowledge base figures")
+        assert app.kb_stats["documents"] == 1
+        assert "KB 1 doc" in str(app.screen.query_one("#status").render())
+        await ask(pilot, "How long should I boil water to purify it?")
+        await wait_for(pilot, lambda: any(isinstance(m, AnswerDone) for m in seen), 180, "the answer")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        started = next(m for m in seen if isinstance(m, AnswerStarted))
+        assert started.sources and started.sources[0].path == str(doc)
+        sources = app.screen.query_one(SourceList)
+        assert str(sources.get_option_at_index(0).prompt) == "[1] water.md · Water > Purifying water"
+        sources.focus()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, SourceScreen)
+        assert "rolling boil for one minute" in app.screen.query_one(Markdown).source
+    saved = services.history.messages(services.history.conversations()[0]["id"])[1]
+    assert saved["sources"][0]["path"] == str(doc)

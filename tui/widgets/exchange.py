@@ -39,6 +39,8 @@ class SourceList(OptionList):
         self.clear_options()
         self.add_options([Option(source_label(s), id=str(i)) for i, s in enumerate(self.sources)])
         self.display = bool(self.sources)
+        if self.sources:
+            self.highlighted = 0
 
     @on(OptionList.OptionSelected)
     def _chosen(self, event: OptionList.OptionSelected) -> None:

@@ -1,0 +1,118 @@
+"""Models screen: license shown plainly (UNKNOWN stays unknown), verify with progress, import, set default,
+and a model with an unknown license is shown to the user before its first use."""
+
+from __future__ import annotations
+
+from textual.widgets import Checkbox, DataTable, Input, Static
+
+from appliance.config import Config
+from tests.tui.conftest import notifications, wait_for, with_fakes, write_tiny_gguf
+from tui.app import create_app
+from tui.messages import ModelLoading, VerifyFinished, VerifyProgress
+from tui.screens.dialogs import ConsentScreen, ImportPrompt
+from tui.screens.models import ModelsScreen
+
+
+def rows(table: DataTable) -> dict[str, list[str]]:
+    return {str(row.value): [str(c) for c in table.get_row(row)] for row in table.rows}
+
+
+async def open_models(pilot) -> ModelsScreen:
+    await pilot.press("f3")
+    screen = pilot.app.screen
+    assert isinstance(screen, ModelsScreen)
+    await wait_for(pilot, lambda: screen.query_one(DataTable).row_count > 0, 120, "the model list")
+    return screen
+
+
+async def test_unknown_license_is_shown_as_unknown(services, tiny_unknown_gguf):
+    services.library.register(tiny_unknown_gguf, name="mystery")
+    app = create_app(with_fakes(services), preload=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_models(pilot)
+        table = screen.query_one(DataTable)
+        shown = rows(table)
+        assert shown["mystery"][:5] == ["mystery", "UNKNOWN", "unknown", "unknown", "ok"]
+        assert shown["smollm2-135m-instruct"][:4] == ["smollm2-135m-instruct *", "Apache-2.0", "permissive", "yes"]
+        assert shown["smollm2-135m-instruct"][5] == "bundled"
+        table.move_cursor(row=list(shown).index("mystery"))
+        await pilot.pause()
+        details = screen.query_one("#model-details", Static)
+        text = str(details.render())
+        assert "license is UNKNOWN" in text and details.has_class("warning")
+
+
+async def test_verify_reports_progress_and_the_result(services):
+    seen = []
+    app = create_app(with_fakes(services), preload=False)
+    async with app.run_test(size=(120, 40), message_hook=seen.append) as pilot:
+        screen = await open_models(pilot)
+        await pilot.press("v")
+        await wait_for(pilot, lambda: any(isinstance(m, VerifyFinished) for m in seen), 120, "verification")
+        progress = [m for m in seen if isinstance(m, VerifyProgress)]
+        assert progress and progress[-1].done == progress[-1].total == services.library.resolve(None).size
+        assert [m.done for m in progress] == sorted(m.done for m in progress)
+        finished = next(m for m in seen if isinstance(m, VerifyFinished))
+        assert finished.name == "smollm2-135m-instruct" and finished.error == ""
+        assert any(n.title == "Verified" for n in notifications(app))
+        assert not screen.query_one("#model-progress").display
+    checks = services.library.resolve(None).record["verification"]
+    assert checks[-1]["result"] == "ok"
+
+
+async def test_import_a_file_and_make_it_the_default_after_the_license_warning(services, tmp_path):
+    path = write_tiny_gguf(tmp_path / "odd.gguf", license=None, name="odd")
+    seen = []
+    app = create_app(with_fakes(services), preload=False)
+    async with app.run_test(size=(120, 40), message_hook=seen.append) as pilot:
+        screen = await open_models(pilot)
+        await pilot.press("i")
+        await pilot.pause()
+        assert isinstance(app.screen, ImportPrompt)
+        app.screen.query_one("#path", Input).value = str(path)
+        app.screen.query_one("#name", Input).value = "odd-one"
+        app.screen.query_one("#copy", Checkbox).value = True
+        await pilot.click("#ok")
+        await wait_for(pilot, lambda: "odd-one" in rows(screen.query_one(DataTable)), 60, "the imported model")
+        entry = services.library.resolve("odd-one")
+        assert entry.mode == "copy" and entry.path.parent == services.paths.models
+        table = screen.query_one(DataTable)
+        table.move_cursor(row=list(rows(table)).index("odd-one"))
+        table.focus()
+        await pilot.press("d")
+        await pilot.pause()
+        # Unknown license: shown plainly before the model is used, and nothing is loaded until the user agrees.
+        assert isinstance(app.screen, ConsentScreen)
+        body = str(app.screen.query_one(".dialog-body", Static).render())
+        assert "license is UNKNOWN" in body
+        assert not any(isinstance(m, ModelLoading) for m in seen)
+        await pilot.click("#accept")
+        await wait_for(pilot, lambda: any(isinstance(m, ModelLoading) for m in seen), 30, "the load to start")
+        assert Config.load(services.paths.config).model.default == "odd-one"
+        assert services.config.model.default == "odd-one"
+        assert app.consents.given(entry.sha256)
+        await wait_for(pilot, lambda: rows(table).get("odd-one", [""])[0] == "odd-one *", 30, "the default mark")
+        await app.workers.wait_for_complete()
+
+
+async def test_unknown_license_default_asks_before_first_use_in_chat(services, tiny_unknown_gguf):
+    services.library.register(tiny_unknown_gguf, name="mystery")
+    services.config.model.default = "mystery"
+    app = create_app(with_fakes(services))
+    seen = []
+    async with app.run_test(size=(80, 24), message_hook=seen.append) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ConsentScreen), 60, "the license warning")
+        assert app.model_state == "needs-consent"
+        assert [m.name for m in seen if isinstance(m, ModelLoading)] == [""]  # resolved, never loaded
+        await pilot.click("#decline")
+        await pilot.pause()
+        assert app.model_state == "declined"
+        # Asking shows the warning again instead of silently using the model.
+        prompt = app.screen.query_one("#prompt", Input)
+        prompt.value = "hello"
+        prompt.focus()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, ConsentScreen)
+        await pilot.press("escape")
+        await app.workers.wait_for_complete()
