@@ -171,8 +171,8 @@ def models_import(obj: Context, path: Path, name: str | None, copy: bool, as_jso
     for file, outcome in results:
         if isinstance(outcome, ApplianceError):
             errors.append((file, outcome))
-            if not as_json:
-                click.echo(f"error: {file}: {outcome}", err=True)
+            if len(results) > 1:
+                click.echo(f"error: {outcome}", err=True)
             continue
         row = model_row(outcome)
         rows.append(row)

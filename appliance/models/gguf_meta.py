@@ -127,6 +127,11 @@ class _Reader:
             length = self.unpack("<Q")
             if length > MAX_ARRAY_LEN:
                 raise GGUFError(f"array of {length} items exceeds the limit of {MAX_ARRAY_LEN}")
+            # Each item takes at least this many bytes: an array longer than the rest of the file is refused at
+            # once, not after millions of reads.
+            least = struct.calcsize(_SCALARS[item_type]) if item_type in _SCALARS else (8 if item_type == T_STRING else 12)
+            if length * least > self.file_size - self.handle.tell():
+                raise GGUFError(f"header is truncated (an array of {length} items runs past the end of the file)")
             if item_type in _SCALARS and length > KEEP_ARRAY_ITEMS:
                 size = struct.calcsize(_SCALARS[item_type])
                 head = [self.value(item_type, depth + 1) for _ in range(KEEP_ARRAY_ITEMS)]
