@@ -38,6 +38,8 @@ def license_label(record: dict[str, Any]) -> str:
     status = lic.get("status", "unknown")
     if status == "confirmed" and lic.get("id") and lic.get("id") != "NOASSERTION":
         return str(lic["id"])
+    if status == "user-asserted" and lic.get("id"):
+        return f"{lic['id']} (yours)"
     if status == "conflict":
         return "CONFLICT"
     return "UNKNOWN"
@@ -56,6 +58,10 @@ def consent_reasons(record: dict[str, Any]) -> list[str]:
     if status == "conflict":
         declared = ", ".join(str(d.get("value")) for d in lic.get("declared", []))
         reasons.append(f"Its license is unclear: the file declares conflicting licenses ({declared}).")
+    elif status == "user-asserted":
+        if lic.get("restricts_use") or lic.get("commercial_use") != "permitted":
+            reasons.append(f"Its license {lic.get('id')} (asserted by you, not by the file) restricts use; "
+                           f"commercial use: {commercial_label(record)}.")
     elif status != "confirmed":
         reasons.append("Its license is UNKNOWN: nobody established under which terms you may use it.")
     elif lic.get("restricts_use") or lic.get("commercial_use") not in ("permitted",):
