@@ -236,7 +236,7 @@ class KnowledgeBase:
             elapsed = time.monotonic() - started
             rate = chunks_done / embed_seconds if embed_seconds > 0 else 0.0
             eta = None
-            if done_bytes > 0 and elapsed > 0.5:
+            if done_bytes > 0 and elapsed > 0:
                 eta = elapsed / done_bytes * (total_bytes - done_bytes)
             progress(IngestProgress(index, len(files), chunks_done, str(current), rate, eta))
 

@@ -120,6 +120,11 @@ class Store:
         with self.lock:
             self.db.close()
 
+    def _rollback(self) -> None:
+        # SQLite rolls back by itself on some errors (SQLITE_FULL): only roll back what is still open.
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+
     # --- meta -------------------------------------------------------------------------------------------------
     def meta(self, key: str) -> str | None:
         with self.lock:
@@ -194,7 +199,7 @@ class Store:
                                 (doc_id, ids[0], ids[-1], time.time()))
                 cur.execute("COMMIT")
             except BaseException:
-                cur.execute("ROLLBACK")
+                self._rollback()
                 raise
         return doc_id, ids
 
@@ -209,7 +214,7 @@ class Store:
                 cur.execute("DELETE FROM journal WHERE action='add' AND doc_id=?", (doc_id,))
                 cur.execute("COMMIT")
             except BaseException:
-                cur.execute("ROLLBACK")
+                self._rollback()
                 raise
         return ranges
 
@@ -221,7 +226,7 @@ class Store:
                 ranges = self._delete_rows(cur, doc_id)
                 cur.execute("COMMIT")
             except BaseException:
-                cur.execute("ROLLBACK")
+                self._rollback()
                 raise
         return ranges
 
@@ -259,7 +264,7 @@ class Store:
                 cur.execute("DELETE FROM journal WHERE id=?", (entry_id,))
                 cur.execute("COMMIT")
             except BaseException:
-                cur.execute("ROLLBACK")
+                self._rollback()
                 raise
 
     def drop_pending_without_chunks(self) -> None:
