@@ -26,7 +26,6 @@ from appliance.errors import ApplianceError, IntegrityError, UsageError
 from appliance.models import manifest
 from appliance.models.verify import Progress, sha256_file
 
-CHUNK = 1024 * 1024
 MAX_RETRIES = 5  # consecutive attempts without a single new byte
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
@@ -74,6 +73,8 @@ def _hub_error(exc: BaseException, what: str) -> ApplianceError:
         return ApplianceError(f"{what}: no such repository on {endpoint()} (or it is private: set HF_TOKEN)")
     if isinstance(exc, errors.RevisionNotFoundError):
         return ApplianceError(f"{what}: no such revision")
+    if isinstance(exc, errors.HfHubHTTPError) and getattr(exc.response, "status_code", None) == 404:
+        return ApplianceError(f"{what}: not found on {endpoint()}")
     if isinstance(exc, errors.HfHubHTTPError):
         return ApplianceError(f"{what}: the hub answered {str(exc).splitlines()[0]}")
     if isinstance(exc, _network_errors()):
@@ -138,7 +139,9 @@ def fetch_file(url: str, partial: Path, size: int, progress: Progress | None = N
                     raise ApplianceError(f"the server resumed at the wrong place ({response.headers.get('Content-Range')!r}"
                                          f" for byte {have}); {partial} is kept as it is")
                 with partial.open("ab") as out:
-                    for chunk in response.iter_bytes(CHUNK):
+                    # Unbuffered: every piece that arrived is on disk before the next read, so a cut link loses
+                    # nothing (iter_bytes(chunk_size) would drop its half-filled buffer on an error).
+                    for chunk in response.iter_bytes():
                         if have + len(chunk) > size:
                             raise IntegrityError(f"{url} sent more than the {size} bytes the hub announced")
                         out.write(chunk)
@@ -150,7 +153,8 @@ def fetch_file(url: str, partial: Path, size: int, progress: Progress | None = N
             if have < size:
                 raise _Short()
         except HfHubHTTPError as exc:
-            raise _hub_error(exc, url) from None
+            kept = f"; {have} of {size} bytes are kept in {partial}: run the same command again to resume" if have else ""
+            raise ApplianceError(f"{_hub_error(exc, url)}{kept}") from None
         except (_Short, *_network_errors()) as exc:
             failures = 0 if have > before else failures + 1
             if failures >= MAX_RETRIES:
