@@ -3,7 +3,6 @@ mechanics only, a fake knowledge base for progress mechanics, and tiny GGUF file
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from pathlib import Path
@@ -173,13 +172,7 @@ def tiny_unknown_gguf(tmp_path) -> Path:
     return write_tiny_gguf(tmp_path / "mystery.gguf", license=None, name="mystery")
 
 
-# -- async tests run on asyncio through anyio's pytest plugin (no extra dependency) ----------------------------
+# -- async tests (modules with `pytestmark = pytest.mark.anyio`) run on asyncio through anyio's pytest plugin ----
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def pytest_collection_modifyitems(items):
-    for item in items:
-        if asyncio.iscoroutinefunction(getattr(item, "function", None)):
-            item.add_marker(pytest.mark.anyio)

@@ -3,6 +3,7 @@ the real default model (SmolLM2-135M from its wheel)."""
 
 from __future__ import annotations
 
+import pytest
 import shutil
 
 from textual.widgets import Input, Markdown, OptionList
@@ -16,6 +17,8 @@ from tui.screens.dialogs import ConversationsScreen, SourceScreen
 from tui.widgets.exchange import Exchange, SourceList
 
 QUESTION = "What is the boiling point of water at sea level?"
+
+pytestmark = pytest.mark.anyio
 
 
 def recorder():

@@ -13,6 +13,8 @@ from tui.screens.dialogs import ConfirmScreen, TextPrompt
 from tui.screens.help import HelpScreen
 from tui.screens.library import LibraryScreen
 
+pytestmark = pytest.mark.anyio
+
 
 async def open_library(pilot) -> LibraryScreen:
     await pilot.press("f4")

@@ -3,6 +3,7 @@ and a model with an unknown license is shown to the user before its first use.""
 
 from __future__ import annotations
 
+import pytest
 from textual.widgets import Checkbox, DataTable, Input, Static
 
 from appliance.config import Config
@@ -11,6 +12,8 @@ from tui.app import create_app
 from tui.messages import ModelLoading, VerifyFinished, VerifyProgress
 from tui.screens.dialogs import ConsentScreen, ImportPrompt
 from tui.screens.models import ModelsScreen
+
+pytestmark = pytest.mark.anyio
 
 
 def rows(table: DataTable) -> dict[str, list[str]]:
@@ -104,9 +107,10 @@ async def test_unknown_license_default_asks_before_first_use_in_chat(services, t
         await wait_for(pilot, lambda: isinstance(app.screen, ConsentScreen), 60, "the license warning")
         assert app.model_state == "needs-consent"
         assert [m.name for m in seen if isinstance(m, ModelLoading)] == [""]  # resolved, never loaded
-        await pilot.click("#decline")
         await pilot.pause()
-        assert app.model_state == "declined"
+        await pilot.click("#decline")
+        await wait_for(pilot, lambda: app.model_state == "declined", 10, "the refusal")
+        assert not isinstance(app.screen, ConsentScreen)
         # Asking shows the warning again instead of silently using the model.
         prompt = app.screen.query_one("#prompt", Input)
         prompt.value = "hello"

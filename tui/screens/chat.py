@@ -58,6 +58,8 @@ class ChatScreen(Screen):
         Binding("ctrl+n", "new", "New"),
         Binding("ctrl+o", "conversations", "History"),
         Binding("ctrl+s", "export", "Export"),
+        Binding("pageup", "scroll_log(-1)", "Scroll up", show=False),
+        Binding("pagedown", "scroll_log(1)", "Scroll down", show=False),
     ]
 
     def __init__(self) -> None:
@@ -67,7 +69,7 @@ class ChatScreen(Screen):
         self.requests = 0
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll(id="log") as log:
+        with VerticalScroll(id="log", can_focus=False) as log:  # Tab goes prompt -> sources; PgUp/PgDn scroll
             log.border_title = NEW_TITLE
             yield Static(WELCOME, id="welcome")
         yield StatusLine(id="status")
@@ -207,6 +209,12 @@ class ChatScreen(Screen):
         self.prompt.focus()
         if not self.query(Exchange):
             await self.log_view.mount(Static(WELCOME, id="welcome"))
+
+    def action_scroll_log(self, direction: int) -> None:
+        if direction < 0:
+            self.log_view.scroll_page_up(animate=False)
+        else:
+            self.log_view.scroll_page_down(animate=False)
 
     # -- sources ---------------------------------------------------------------------------------------------
     @on(SourceList.Chosen)

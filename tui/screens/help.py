@@ -20,7 +20,7 @@ Chat
 - **Enter** asks the question in the prompt
 - **Esc** cancels the answer being written and puts the question back in the prompt
 - **Ctrl+N** new conversation · **Ctrl+O** past conversations (Enter open, r rename, d delete)
-- **Ctrl+S** exports the conversation to Markdown
+- **Ctrl+S** exports the conversation to Markdown · **PgUp** / **PgDn** scroll the answers
 - **Tab** to an answer's sources, then **Enter** (or a click) shows the cited passage
 
 Models

@@ -131,7 +131,7 @@ class ModelsScreen(Screen):
         except Exception as exc:  # noqa: BLE001
             text, warn = f"{entry.name}: the model record cannot be read ({exc})", True
         details.set_class(warn, "warning")
-        details.update(text + "\n* = default · v verify · i import · d set default")
+        details.update(text)
 
     # -- progress --------------------------------------------------------------------------------------------
     def _progress(self, label: str, done: int | None = None, total: int | None = None) -> None:

@@ -68,14 +68,13 @@ class Exchange(Vertical):
         notice.display = bool(self._notice)
         yield notice
         yield Markdown(self._answer, classes="answer")
+        yield SourceList(classes="sources")
         if self._streaming:
             yield Static("thinking…", classes="meta")
         else:
             meta = Static(self._meta, classes="meta", markup=False)
             meta.display = bool(self._meta)
             yield meta
-        sources = SourceList(classes="sources")
-        yield sources
 
     def on_mount(self) -> None:
         self.query_one(SourceList).set_sources(self._sources)
