@@ -23,7 +23,7 @@ from kb.chunking import chunk_document, embedding_text
 from kb.embedder import Embedder
 from kb.errors import KBError, ReadError
 from kb.index import Store, Vectors, is_disk_full
-from kb.search import Hit, fuse, local_candidates, terms
+from kb.search import Hit, fuse, local_candidates, rrf, terms
 
 EMBED_BATCH = 8
 
@@ -422,8 +422,11 @@ class KnowledgeBase:
     def search(self, query: str, k: int = 5, mode: str = "hybrid", floor: bool = True) -> list[Hit]:
         """Best k passages for `query`; empty when nothing in the library is relevant enough.
 
-        mode: "hybrid" (default), "vector" or "bm25" (the last two for evaluation); floor=False keeps noise too.
+        mode: "hybrid" (default), "vector", "bm25" or "rrf" (the last three for evaluation); floor=False keeps
+        noise too (for evaluation).
         """
+        if mode not in ("hybrid", "vector", "bm25", "rrf"):
+            raise KBError(f"unknown search mode {mode!r}")
         query = (query or "").strip()
         if not query or k <= 0:
             return []
@@ -447,8 +450,11 @@ class KnowledgeBase:
         kwargs = {} if floor else {"floor": -1.0, "lexical_floor": -1.0}
         if mode == "bm25":
             return _rank_only(candidates, k, terms(query))
-        return fuse(candidates, k, query_terms=terms(query), **kwargs) if mode == "hybrid" else \
-            _by_cosine(candidates, k, terms(query), floor)
+        if mode == "rrf":
+            return rrf(candidates, k, terms(query))
+        if mode == "vector":
+            return _by_cosine(candidates, k, terms(query), floor)
+        return fuse(candidates, k, query_terms=terms(query), **kwargs)
 
     def verify(self) -> dict:
         """Consistency check: every ready chunk has its text, FTS row and vector, and nothing else is left."""
@@ -484,15 +490,29 @@ class KnowledgeBase:
         self._zims = None
 
 
-def _rank_only(candidates, k, query_terms) -> list[Hit]:
-    from kb.search import _hit
+def _diverse(ordered, k, query_terms, score) -> list[Hit]:
+    from kb.search import PER_SOURCE, _hit
 
-    ordered = sorted(candidates, key=lambda c: min(r for n, r in c.ranks.items() if n in ("bm25", "zim")))
-    return [_hit(1.0 / (61 + i), c, query_terms) for i, c in enumerate(ordered[:k])]
+    hits, per = [], {}
+    for cand in ordered:
+        if per.get(cand.path, 0) < PER_SOURCE:
+            per[cand.path] = per.get(cand.path, 0) + 1
+            hits.append(_hit(score(cand), cand, query_terms))
+        if len(hits) >= k:
+            break
+    return hits
+
+
+def _rank_only(candidates, k, query_terms) -> list[Hit]:
+    def lexical_rank(c):
+        return min(r for n, r in c.ranks.items() if n in ("bm25", "zim"))
+
+    ordered = sorted(candidates, key=lexical_rank)
+    return _diverse(ordered, k, query_terms, lambda c: 1.0 / (61 + lexical_rank(c)))
 
 
 def _by_cosine(candidates, k, query_terms, floor) -> list[Hit]:
-    from kb.search import FLOOR, _hit
+    from kb.search import FLOOR
 
     ordered = [c for c in sorted(candidates, key=lambda c: -c.cosine) if not floor or c.cosine >= FLOOR]
-    return [_hit(c.cosine, c, query_terms) for c in ordered[:k]]
+    return _diverse(ordered, k, query_terms, lambda c: c.cosine)
