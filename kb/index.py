@@ -33,6 +33,11 @@ from kb.errors import KBError
 
 SCHEMA_VERSION = 1
 COLLECTION = "chunks"
+TOKENIZER = "porter unicode61 remove_diacritics 2"
+# A query word found in more than COMMON_TERM of all chunks (and in more than COMMON_FLOOR chunks, so small
+# libraries are never pruned) is dropped from the BM25 query.
+COMMON_TERM = 0.1
+COMMON_FLOOR = 5000
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -106,6 +111,7 @@ class Store:
         except sqlite3.Error as exc:
             raise KBError(f"cannot open the knowledge base at {path} ({exc})") from None
         self.lock = threading.RLock()
+        self._scratch = False
         with self.lock:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
@@ -296,9 +302,41 @@ class Store:
             self.db.execute("DELETE FROM batch")
 
     # --- reads for search -------------------------------------------------------------------------------------
-    def lexical(self, match: str, limit: int) -> list[int]:
-        """Chunk ids of ready documents by BM25 (heading matches count double)."""
+    def lexical(self, words: list[str], limit: int, common: float = COMMON_TERM) -> list[int]:
+        """Chunk ids by BM25 for an OR of `words` (heading matches count double).
+
+        Words in more than `common` of all chunks (and more than COMMON_FLOOR) are dropped first: their IDF is near
+        zero, and on 100k chunks their posting lists cost most of the time. The two rarest always stay. Words are stemmed by SQLite's own
+        porter tokenizer (a scratch FTS5 table), so the document frequencies are exactly the index's.
+        """
+        if not words:
+            return []
         with self.lock:
+            if not self._scratch:
+                self.db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.kb_query USING fts5(w, tokenize='"
+                                + TOKENIZER + "')")
+                self.db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.kb_query_terms USING "
+                                "fts5vocab(temp, kb_query, instance)")
+                self.db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.kb_vocab USING fts5vocab(main, chunks_fts, row)")
+                self._scratch = True
+            self.db.execute("DELETE FROM temp.kb_query")
+            self.db.executemany("INSERT INTO temp.kb_query(rowid, w) VALUES(?, ?)", list(enumerate(words)))
+            stems: dict[str, int] = {}
+            word_stem: dict[int, str] = {}
+            for index, term in self.db.execute("SELECT doc, term FROM temp.kb_query_terms ORDER BY doc"):
+                word_stem.setdefault(index, term)
+                if term not in stems:
+                    row = self.db.execute("SELECT doc FROM temp.kb_vocab WHERE term=?", (term,)).fetchone()
+                    stems[term] = row[0] if row else 0
+            total = self.db.execute("SELECT count(*) FROM chunks").fetchone()[0] or 1
+            present = sorted((df, term) for term, df in stems.items() if df > 0)
+            kept = {term for df, term in present if df <= max(common * total, COMMON_FLOOR)}
+            if len(kept) < 2:
+                kept = {term for _, term in present[:2]}
+            chosen = [words[i] for i, term in sorted(word_stem.items()) if term in kept]
+            if not chosen:
+                return []
+            match = " OR ".join('"' + word.replace('"', "") + '"' for word in chosen)
             rows = self.db.execute(
                 "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY bm25(chunks_fts, 1.0, 2.0, 1.0) "
                 "LIMIT ?", (match, limit)).fetchall()

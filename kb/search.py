@@ -67,13 +67,6 @@ def terms(query: str) -> list[str]:
     return seen
 
 
-def fts_query(query: str) -> str | None:
-    words = terms(query)[:16]
-    if not words:
-        return None
-    return " OR ".join('"' + w.replace('"', "") + '"' for w in words)
-
-
 def snippet(text: str, query_terms: list[str], limit: int = 240) -> str:
     """The sentence window that holds the most query terms, cut to about `limit` characters."""
     sentences = [s.strip() for s in _SENTENCES.split(text) if s and s.strip()]
@@ -182,9 +175,8 @@ def local_candidates(store, vectors, query_vector: np.ndarray, query: str, use_v
         for rank, (chunk_id, _) in enumerate(vectors.query(query_vector, n)):
             vector_ranks[chunk_id] = rank
     lexical_ranks: dict[int, int] = {}
-    match = fts_query(query) if use_bm25 else None
-    if match:
-        for rank, chunk_id in enumerate(store.lexical(match, n)):
+    if use_bm25:
+        for rank, chunk_id in enumerate(store.lexical(terms(query)[:16], n)):
             lexical_ranks[chunk_id] = rank
     rows = store.chunk_rows(set(vector_ranks) | set(lexical_ranks))
     if not rows:
