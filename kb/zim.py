@@ -7,6 +7,7 @@ that share the most words with the query, and embeds only those to rerank them w
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from kb.search import Candidate, terms
 
 ARTICLES = 5  # top articles asked from each archive's own index
 EMBED = 12  # chunks embedded per query across all archives (each costs ~30 ms on 2 cores)
+CACHE = 4096  # section vectors kept between searches
 
 
 class ZimShelf:
@@ -27,6 +29,8 @@ class ZimShelf:
     def __init__(self):
         self._open: dict[str, object] = {}
         self._lock = threading.Lock()
+        # Section vectors already computed (a follow-up question often reaches the same articles).
+        self._vectors: OrderedDict[tuple, np.ndarray] = OrderedDict()
 
     def archive(self, path: str):
         with self._lock:
@@ -39,6 +43,8 @@ class ZimShelf:
     def forget(self, path: str) -> None:
         with self._lock:
             self._open.pop(path, None)
+            for key in [key for key in self._vectors if key[0] == path]:
+                del self._vectors[key]
 
     def describe(self, path: Path) -> dict:
         archive = open_archive(path)
@@ -104,7 +110,16 @@ class ZimShelf:
             return []
         pool.sort(key=lambda item: (item[0], item[1]), reverse=True)
         chosen = pool[:EMBED]
-        vectors = embed([text for *_, text in chosen])
+        missing = [item for item in chosen if item[2].key not in self._vectors]
+        if missing:
+            for item, vector in zip(missing, embed([text for *_, text in missing])):
+                self._vectors[item[2].key] = vector
+        with self._lock:
+            vectors = [self._vectors[item[2].key] for item in chosen]
+            for item in chosen:
+                self._vectors.move_to_end(item[2].key)
+            while len(self._vectors) > CACHE:
+                self._vectors.popitem(last=False)
         out = []
         for (overlap, _, cand, _), vector in zip(chosen, vectors):
             cand.cosine = float(vector @ query_vector)
