@@ -307,7 +307,8 @@ class KnowledgeBase:
 
     def _register_zim(self, path: Path, report: IngestReport) -> None:
         info = self.zims.describe(path)
-        identity, size = f"zim:{info['uuid']}:{path.stat().st_size}", path.stat().st_size
+        size = path.stat().st_size
+        identity = f"zim:{info['uuid']}:{size}"
         existing = self.store.ready_document(str(path))
         if existing and existing.sha256 == identity and existing.mode == "registered":
             report.skipped += 1
