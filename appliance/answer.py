@@ -6,6 +6,7 @@ The knowledge-base part is optional: with no retriever (or `use_kb=False`) the m
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Protocol
 
@@ -46,6 +47,9 @@ class Source:
         return f"[{self.number}] " + ", ".join(parts)
 
 
+_CITATION = re.compile(r"\[(\d{1,3})\]")
+
+
 class Retriever(Protocol):
     def sources_for(self, question: str, model: LoadedModel) -> tuple[list[Source], list[dict]]:
         """Return the numbered sources and the chat messages that ground the answer in them."""
@@ -69,15 +73,22 @@ class AnswerRun:
     def text(self) -> str:
         return self.generation.text
 
+    @property
+    def cited(self) -> list[Source]:
+        """The sources the answer refers to as [n], in their numbered order."""
+        numbers = {int(n) for n in _CITATION.findall(self.generation.text)}
+        return [source for source in self.sources if source.number in numbers]
+
     def as_dict(self) -> dict[str, Any]:
         entry = self.model.entry
+        cited = self.cited
         return {
             "question": self.question,
             "answer": self.generation.text,
             "notice": self.notice or None,
             "cancelled": self.generation.cancelled,
             "model": {"name": entry.name, "sha256": entry.sha256, "license": entry.license_id},
-            "sources": [source.as_dict() for source in self.sources],
+            "sources": [source.as_dict() | {"cited": source in cited} for source in self.sources],
             "timings": self.generation.timings.as_dict(),
         }
 

@@ -97,7 +97,12 @@ def ask(obj: Context, question: str | None, model_name: str | None, max_tokens: 
         click.echo(dumps(result))
     else:
         click.echo()
-        for source in run.sources:
+        cited = run.cited
+        if cited:
+            click.echo("\nSources:")
+        elif run.sources:
+            click.echo("\nPassages given to the model (the answer cites none of them):")
+        for source in cited or run.sources:
             click.echo(source.cite())
         timings = result["timings"]
         if timings["tokens_per_s"]:

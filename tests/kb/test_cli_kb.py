@@ -76,7 +76,11 @@ def test_ask_cites_the_library(ingested):
 
     streamed = run_appliance("ask", "--max-tokens", "24", "Is it safe to run a generator in the garage?")
     assert streamed.returncode == 0, streamed.stderr
-    assert f"[1] {library / 'power.pdf'}, Generators, page 1" in streamed.stdout.splitlines()
+    lines = streamed.stdout.splitlines()
+    assert f"[1] {library / 'power.pdf'}, Generators, page 1" in lines
+    # The list is headed by what it is: sources the answer cites, or passages it was given but did not cite.
+    heading = lines[lines.index(f"[1] {library / 'power.pdf'}, Generators, page 1") - 1]
+    assert heading in ("Sources:", "Passages given to the model (the answer cites none of them):")
 
 
 def test_ask_abstains_before_model_text_when_the_library_has_nothing(ingested):

@@ -147,7 +147,7 @@ class ModelsScreen(Screen):
         entry = self.selected()
         if entry is None:
             return
-        self._progress(f"verifying {entry.name} ", 0, entry.size if entry.available else None)
+        self._progress(f"verifying {entry.name} ", 0, entry.total_size if entry.available else None)
         self.verify(entry.name)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="verify")
