@@ -145,11 +145,13 @@ def doctor(obj: Context, as_json: bool) -> None:
 
 
 def _register_subcommands() -> None:
+    from appliance.cli_history import history
     from appliance.cli_kb import kb
     from appliance.cli_models import models
 
     cli.add_command(models)
     cli.add_command(kb)
+    cli.add_command(history)
 
 
 _register_subcommands()
