@@ -7,6 +7,7 @@ truncated, absurd or hostile raises GGUFError with a plain reason, and nothing m
 from __future__ import annotations
 
 import hashlib
+import mmap
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,18 +88,24 @@ class GGUFInfo:
 
 
 class _Reader:
+    """Bounds-checked reads over the file mapped into memory (no system call per field: a vocabulary has
+    ~100k strings)."""
+
     def __init__(self, handle: BinaryIO, file_size: int):
-        self.handle = handle
         self.file_size = file_size
+        self.pos = 0
+        self.buf = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if file_size else b""
+
+    def close(self) -> None:
+        if isinstance(self.buf, mmap.mmap):
+            self.buf.close()
 
     def read(self, size: int) -> bytes:
-        pos = self.handle.tell()
+        pos = self.pos
         if size < 0 or pos + size > self.file_size or pos + size > MAX_HEADER_BYTES:
             raise GGUFError(f"header is truncated or oversized (needs {size} bytes at offset {pos})")
-        data = self.handle.read(size)
-        if len(data) != size:
-            raise GGUFError(f"header is truncated at offset {pos}")
-        return data
+        self.pos = pos + size
+        return self.buf[pos:self.pos]
 
     def unpack(self, fmt: str):
         return struct.unpack(fmt, self.read(struct.calcsize(fmt)))[0]
@@ -109,11 +116,25 @@ class _Reader:
             raise GGUFError(f"string of {length} bytes exceeds the limit of {limit}")
         return self.read(length).decode("utf-8", errors="replace")
 
+    def skip_strings(self, count: int) -> None:
+        buf, pos, end = self.buf, self.pos, min(self.file_size, MAX_HEADER_BYTES)
+        unpack_from = struct.unpack_from
+        for _ in range(count):
+            if pos + 8 > end:
+                raise GGUFError(f"header is truncated at offset {pos}")
+            (length,) = unpack_from("<Q", buf, pos)
+            if length > MAX_STRING_LEN:
+                raise GGUFError(f"string of {length} bytes exceeds the limit of {MAX_STRING_LEN}")
+            pos += 8 + length
+            if pos > end:
+                raise GGUFError(f"header is truncated (a string runs past the end of the file at offset {pos})")
+        self.pos = pos
+
     def skip(self, size: int) -> None:
-        pos = self.handle.tell()
+        pos = self.pos
         if pos + size > self.file_size:
             raise GGUFError(f"header is truncated (an array runs past the end of the file at offset {pos})")
-        self.handle.seek(size, 1)
+        self.pos = pos + size
 
     def value(self, kind: int, depth: int = 0) -> Any:
         if kind in _SCALARS:
@@ -130,18 +151,20 @@ class _Reader:
             # Each item takes at least this many bytes: an array longer than the rest of the file is refused at
             # once, not after millions of reads.
             least = struct.calcsize(_SCALARS[item_type]) if item_type in _SCALARS else (8 if item_type == T_STRING else 12)
-            if length * least > self.file_size - self.handle.tell():
+            if length * least > self.file_size - self.pos:
                 raise GGUFError(f"header is truncated (an array of {length} items runs past the end of the file)")
             if item_type in _SCALARS and length > KEEP_ARRAY_ITEMS:
                 size = struct.calcsize(_SCALARS[item_type])
                 head = [self.value(item_type, depth + 1) for _ in range(KEEP_ARRAY_ITEMS)]
                 self.skip(size * (length - KEEP_ARRAY_ITEMS))
                 return ArraySummary(item_type, length, head)
-            items = []
-            for index in range(length):
-                item = self.value(item_type, depth + 1)
-                if index < KEEP_ARRAY_ITEMS:
-                    items.append(item)
+            items = [self.value(item_type, depth + 1) for _ in range(min(length, KEEP_ARRAY_ITEMS))]
+            if length > KEEP_ARRAY_ITEMS:
+                if item_type == T_STRING:
+                    self.skip_strings(length - KEEP_ARRAY_ITEMS)  # the rest of a vocabulary: checked, not decoded
+                else:
+                    for _ in range(length - KEEP_ARRAY_ITEMS):
+                        self.value(item_type, depth + 1)
             return items if length <= KEEP_ARRAY_ITEMS else ArraySummary(item_type, length, items)
         raise GGUFError(f"unknown metadata value type {kind}")
 
@@ -172,13 +195,16 @@ def read_gguf(path: Path) -> GGUFInfo:
     except OSError as exc:
         raise GGUFError(f"{path}: cannot be read ({exc.strerror})") from None
     with handle:
-        reader = _Reader(handle, file_size)
+        try:
+            reader = _Reader(handle, file_size)
+        except (OSError, ValueError) as exc:
+            raise GGUFError(f"{path.name}: cannot be mapped for reading ({exc})") from None
         try:
             return _parse(reader, path, file_size)
-        except GGUFError as exc:
+        except (GGUFError, struct.error) as exc:
             raise GGUFError(f"{path.name}: not a usable GGUF file: {exc}") from None
-        except struct.error as exc:
-            raise GGUFError(f"{path.name}: not a usable GGUF file: {exc}") from None
+        finally:
+            reader.close()
 
 
 def _parse(reader: _Reader, path: Path, file_size: int) -> GGUFInfo:
@@ -211,7 +237,7 @@ def _parse(reader: _Reader, path: Path, file_size: int) -> GGUFInfo:
     alignment = metadata.get("general.alignment", 32)
     if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
         raise GGUFError(f"invalid alignment {alignment!r}")
-    header_end = reader.handle.tell()
+    header_end = reader.pos
     data_offset = (header_end + alignment - 1) // alignment * alignment
     if data_offset + tensors_end > file_size:
         raise GGUFError(
