@@ -21,7 +21,7 @@ import numpy as np
 from kb import readers
 from kb.chunking import chunk_document, embedding_text
 from kb.embedder import Embedder
-from kb.errors import KBError, ReadError
+from kb.errors import KBError, ReadError, file_errors
 from kb.index import Store, Vectors, is_disk_full
 from kb.search import Hit, fuse, local_candidates, rrf, terms
 
@@ -329,14 +329,8 @@ class KnowledgeBase:
         if kind == "zim":
             sha, size = self._zim_identity(path)
         else:
-            try:
+            with file_errors():
                 sha, size = self._hash(path)
-            except FileNotFoundError:
-                raise ReadError("vanished before it could be read") from None
-            except IsADirectoryError:
-                raise ReadError("not a regular file") from None
-            except PermissionError:
-                raise ReadError("permission denied") from None
         existing = self.store.ready_document(str(path))
         if existing and existing.sha256 == sha and existing.mode == "ingested":
             report.skipped += 1

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Iterator
 
 from kb.document import Document
-from kb.errors import ReadError
+from kb.errors import ReadError, file_errors
 
 KINDS = {
     ".txt": "txt", ".text": "txt",
@@ -29,10 +29,8 @@ def read(path: Path) -> Document:
     kind = kind_of(path)
     if kind is None or kind == "zim":
         raise ReadError(f"unsupported format {path.suffix or '(no extension)'}")
-    try:
+    with file_errors():
         size = path.stat().st_size
-    except FileNotFoundError:
-        raise ReadError("vanished before it could be read") from None
     if size > MAX_FILE_BYTES and kind in ("txt", "md", "html"):
         raise ReadError(f"too large for a text file ({size / 1e6:.0f} MB)")
     if kind == "txt":
@@ -46,13 +44,10 @@ def read(path: Path) -> Document:
     else:
         from kb.readers.epub import read_epub as reader
     try:
-        document = reader(path)
+        with file_errors():
+            document = reader(path)
     except ReadError:
         raise
-    except FileNotFoundError:
-        raise ReadError("vanished before it could be read") from None
-    except PermissionError:
-        raise ReadError("permission denied") from None
     except MemoryError:
         raise ReadError("too large to read in memory") from None
     except RecursionError:
