@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import codecs
 import re
+from pathlib import Path
+from typing import Callable
 
+from kb.document import Document
 from kb.errors import ReadError
 
 _SPACES = re.compile(r"[ \t\f\v\u00a0\u200b]+")
@@ -53,3 +56,12 @@ def paragraphs(text: str) -> list[str]:
         if block:
             out.append(block)
     return out
+
+
+def read_decoded(path: Path, parse: Callable[[str, str, str], Document]) -> Document:
+    """Read a text file, decode it (noting a non-UTF-8 fallback on the document), and parse it with `parse`."""
+    text, note = decode(path.read_bytes())
+    document = parse(text, str(path), path.stem)
+    if note:
+        document.notes.append(note)
+    return document

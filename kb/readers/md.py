@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from kb.document import Document, Section
-from kb.readers._text import clean, decode
+from kb.readers._text import clean, read_decoded
 
 _ATX = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
 _SETEXT = re.compile(r"^\s{0,3}(=+|-+)\s*$")
@@ -91,8 +91,4 @@ def parse_markdown(text: str, path: str, fallback_title: str) -> Document:
 
 
 def read_md(path: Path) -> Document:
-    text, note = decode(path.read_bytes())
-    document = parse_markdown(text, str(path), path.stem)
-    if note:
-        document.notes.append(note)
-    return document
+    return read_decoded(path, parse_markdown)

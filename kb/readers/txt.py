@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from kb.document import Document, Section
-from kb.readers._text import clean, decode
+from kb.readers._text import clean, read_decoded
 
 _UNDERLINE = re.compile(r"^\s*([=\-~*#])\1{2,}\s*$")
 
@@ -70,8 +70,4 @@ def parse_text(text: str, path: str, fallback_title: str) -> Document:
 
 
 def read_txt(path: Path) -> Document:
-    text, note = decode(path.read_bytes())
-    document = parse_text(text, str(path), path.stem)
-    if note:
-        document.notes.append(note)
-    return document
+    return read_decoded(path, parse_text)
