@@ -22,6 +22,7 @@ import os
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -131,6 +132,19 @@ class Store:
         if self.db.in_transaction:
             self.db.execute("ROLLBACK")
 
+    @contextmanager
+    def _write(self):
+        """One IMMEDIATE transaction under the lock: committed whole, or rolled back whole (a full disk too)."""
+        with self.lock:
+            cur = self.db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+
     # --- meta -------------------------------------------------------------------------------------------------
     def meta(self, key: str) -> str | None:
         with self.lock:
@@ -181,59 +195,38 @@ class Store:
     def begin_document(self, path: str, title: str, kind: str, sha256: str, size: int, chunks: list[Chunk],
                        vectors: np.ndarray, mode: str = "ingested", notes: str = "") -> tuple[int, list[int]]:
         """Step 1: pending document + chunks + FTS rows + journal 'add', in one transaction."""
-        with self.lock:
-            cur = self.db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
+        with self._write() as cur:
+            cur.execute(
+                "INSERT INTO documents(path, title, kind, mode, sha256, size, chunks, added, state, notes) "
+                "VALUES(?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+                (path, title, kind, mode, sha256, size, len(chunks), time.time(), notes))
+            doc_id = cur.lastrowid
+            ids: list[int] = []
+            blobs = vectors.astype(np.float16)
+            for ordinal, (chunk, vector) in enumerate(zip(chunks, blobs)):
+                heading = chunk.heading_text
                 cur.execute(
-                    "INSERT INTO documents(path, title, kind, mode, sha256, size, chunks, added, state, notes) "
-                    "VALUES(?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
-                    (path, title, kind, mode, sha256, size, len(chunks), time.time(), notes))
-                doc_id = cur.lastrowid
-                ids: list[int] = []
-                blobs = vectors.astype(np.float16)
-                for ordinal, (chunk, vector) in enumerate(zip(chunks, blobs)):
-                    heading = chunk.heading_text
-                    cur.execute(
-                        "INSERT INTO chunks(doc_id, ord, title, heading, page, text, vector) VALUES(?,?,?,?,?,?,?)",
-                        (doc_id, ordinal, title, heading, chunk.page, chunk.text, vector.tobytes()))
-                    ids.append(cur.lastrowid)
-                    cur.execute("INSERT INTO chunks_fts(rowid, title, heading, text) VALUES(?, ?, ?, ?)",
-                                (cur.lastrowid, title, heading, chunk.text))
-                if ids:
-                    cur.execute("INSERT INTO journal(action, doc_id, lo, hi, created) VALUES('add', ?, ?, ?, ?)",
-                                (doc_id, ids[0], ids[-1], time.time()))
-                cur.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
+                    "INSERT INTO chunks(doc_id, ord, title, heading, page, text, vector) VALUES(?,?,?,?,?,?,?)",
+                    (doc_id, ordinal, title, heading, chunk.page, chunk.text, vector.tobytes()))
+                ids.append(cur.lastrowid)
+                cur.execute("INSERT INTO chunks_fts(rowid, title, heading, text) VALUES(?, ?, ?, ?)",
+                            (cur.lastrowid, title, heading, chunk.text))
+            if ids:
+                cur.execute("INSERT INTO journal(action, doc_id, lo, hi, created) VALUES('add', ?, ?, ?, ?)",
+                            (doc_id, ids[0], ids[-1], time.time()))
         return doc_id, ids
 
     def finish_document(self, doc_id: int, replaces: DocRow | None) -> list[tuple[int, int, int]]:
         """Step 3: make the new version visible, delete the old one; returns the journaled id ranges to drop."""
-        with self.lock:
-            cur = self.db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                ranges = self._delete_rows(cur, replaces.id) if replaces else []
-                cur.execute("UPDATE documents SET state='ready' WHERE id=?", (doc_id,))
-                cur.execute("DELETE FROM journal WHERE action='add' AND doc_id=?", (doc_id,))
-                cur.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
+        with self._write() as cur:
+            ranges = self._delete_rows(cur, replaces.id) if replaces else []
+            cur.execute("UPDATE documents SET state='ready' WHERE id=?", (doc_id,))
+            cur.execute("DELETE FROM journal WHERE action='add' AND doc_id=?", (doc_id,))
         return ranges
 
     def delete_document(self, doc_id: int) -> list[tuple[int, int, int]]:
-        with self.lock:
-            cur = self.db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                ranges = self._delete_rows(cur, doc_id)
-                cur.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
+        with self._write() as cur:
+            ranges = self._delete_rows(cur, doc_id)
         return ranges
 
     def _delete_rows(self, cur, doc_id: int) -> list[tuple[int, int, int]]:
@@ -259,19 +252,12 @@ class Store:
 
     def undo_add(self, entry_id: int, doc_id: int | None) -> None:
         """Recovery of an interrupted step 1-2: the pending document's rows go (its vectors went first)."""
-        with self.lock:
-            cur = self.db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                state = cur.execute("SELECT state FROM documents WHERE id=?", (doc_id,)).fetchone()
-                if state and state[0] == "pending":
-                    self._delete_rows(cur, doc_id)
-                    cur.execute("DELETE FROM journal WHERE action='delete' AND doc_id=?", (doc_id,))
-                cur.execute("DELETE FROM journal WHERE id=?", (entry_id,))
-                cur.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
+        with self._write() as cur:
+            state = cur.execute("SELECT state FROM documents WHERE id=?", (doc_id,)).fetchone()
+            if state and state[0] == "pending":
+                self._delete_rows(cur, doc_id)
+                cur.execute("DELETE FROM journal WHERE action='delete' AND doc_id=?", (doc_id,))
+            cur.execute("DELETE FROM journal WHERE id=?", (entry_id,))
 
     def drop_pending_without_chunks(self) -> None:
         """Pending rows with no journal entry (a registration or an empty document killed mid-write)."""
@@ -281,12 +267,10 @@ class Store:
 
     # --- the interrupted batch (so `kb add` with no path resumes it) ------------------------------------------
     def set_batch(self, paths: list[str], options: dict) -> None:
-        with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            self.db.execute("DELETE FROM batch")
-            self.db.executemany("INSERT INTO batch(ord, path, options) VALUES(?, ?, ?)",
-                                [(i, p, json.dumps(options)) for i, p in enumerate(paths)])
-            self.db.execute("COMMIT")
+        with self._write() as cur:
+            cur.execute("DELETE FROM batch")
+            cur.executemany("INSERT INTO batch(ord, path, options) VALUES(?, ?, ?)",
+                            [(i, p, json.dumps(options)) for i, p in enumerate(paths)])
 
     def batch_done(self, path: str) -> None:
         with self.lock:
