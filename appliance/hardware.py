@@ -58,7 +58,10 @@ class Hardware:
 
 def estimate_model_ram(file_size: int, context: int, n_layer: int | None = None, n_embd: int | None = None) -> int:
     """Bytes a GGUF needs loaded: weights (mmap'd, but they get paged in) + KV cache (f16) + compute buffers."""
-    kv = 2 * 2 * context * (n_layer or 32) * (n_embd or 4096) if n_layer and n_embd else context * 256 * 1024 // 8
+    if n_layer and n_embd:
+        kv = 2 * 2 * context * n_layer * n_embd  # K and V, 2 bytes each, per layer and token
+    else:
+        kv = context * 32 * 1024  # header without the shape: a generous 32 KiB per token
     return int(file_size + kv + 64 * MIB)
 
 
