@@ -122,8 +122,27 @@ def hub_refuses() -> Check:
     return Check("huggingface_hub offline", False, "a hub request went through")
 
 
-def doctor(library, progress_for=None) -> list[Check]:
-    """The self-check: env guards, hub offline mode, every reachable model verifies, and no network was used."""
+def engine_canary(engine) -> Check:
+    """Load the default model in the engine process and generate a few tokens: `doctor` never says "ok" on a
+    machine where `ask` crashes."""
+    from appliance.errors import ApplianceError
+
+    try:
+        report = engine.canary()
+    except ApplianceError as exc:
+        return Check("engine", False, str(exc), exc.exit_code)
+    detail = (f"{report['model']} answered: {report['tokens']} tokens at {report['tokens_per_s'] or 0:.1f} tokens/s "
+              f"in {report['mode']} mode; llama.cpp build {report['variant']} using "
+              f"{' '.join(report['features']) or 'no SIMD'}; CPU {report['cpu']} "
+              f"({' '.join(report['cpu_flags']) or 'flags unknown'}); {report['threads']} threads")
+    if report.get("notice"):
+        detail += f"; {report['notice']}"
+    return Check("engine", True, detail)
+
+
+def doctor(library, progress_for=None, engine=None) -> list[Check]:
+    """The self-check: env guards, hub offline mode, every reachable model verifies, the engine answers, and no
+    network was used."""
     from appliance.errors import ApplianceError
 
     watch = network_watch()
@@ -142,6 +161,8 @@ def doctor(library, progress_for=None) -> list[Check]:
                 checks.append(Check(label, True, f"sha256 matches the record ({entry.total_size / 1e6:.1f} MB)"))
             except ApplianceError as exc:
                 checks.append(Check(label, False, str(exc), exc.exit_code))
+        if engine is not None:
+            checks.append(engine_canary(engine))
     finally:
         watch.active = False
     attempts = list(watch.attempts)

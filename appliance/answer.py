@@ -67,7 +67,7 @@ class AnswerRun:
         yield from self.generation.tokens()
 
     def cancel(self) -> None:
-        self.generation.cancel.set()
+        self.generation.stop()
 
     @property
     def text(self) -> str:
@@ -86,6 +86,7 @@ class AnswerRun:
             "question": self.question,
             "answer": self.generation.text,
             "notice": self.notice or None,
+            "engine_notice": self.generation.notice or self.model.notice or None,
             "cancelled": self.generation.cancelled,
             "model": {"name": entry.name, "sha256": entry.sha256, "license": entry.license_id},
             "sources": [source.as_dict() | {"cited": source in cited} for source in self.sources],
@@ -111,11 +112,12 @@ class Answerer:
         use_kb: bool = True,
         history: list[dict] | None = None,
         progress: Progress | None = None,
+        threads: int | None = None,
     ) -> AnswerRun:
         question = (question or "").strip()
         if not question:
             raise UsageError("the question is empty; ask something, e.g. appliance ask \"How do I purify water?\"")
-        loaded = self.engine.load(model, progress=progress)
+        loaded = self.engine.load(model, progress=progress, threads=threads)
         sources: list[Source] = []
         notice = ""
         if use_kb and self.retriever is not None:

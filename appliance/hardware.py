@@ -35,11 +35,28 @@ def _cgroup_limit() -> int | None:
     return None
 
 
+def _physical_cores(cpus: set[int]) -> int | None:
+    """Distinct physical cores among the CPUs this process may run on (SMT siblings counted once)."""
+    cores = set()
+    for cpu in cpus:
+        base = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            siblings = (base / "core_cpus_list").read_text().strip()
+        except OSError:
+            try:
+                siblings = (base / "thread_siblings_list").read_text().strip()
+            except OSError:
+                return None
+        cores.add(siblings)
+    return len(cores) or None
+
+
 @dataclass(frozen=True)
 class Hardware:
     total_ram: int
     available_ram: int
-    cores: int
+    cores: int  # logical CPUs this process may use
+    physical_cores: int = 0  # 0: unknown
 
     @classmethod
     def detect(cls) -> "Hardware":
@@ -49,11 +66,15 @@ class Hardware:
         limit = _cgroup_limit()
         if limit is not None:
             total, available = min(total, limit), min(available, limit)
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        return cls(total_ram=total, available_ram=available, cores=cores)
+        cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+        physical = _physical_cores(cpus) or 0
+        return cls(total_ram=total, available_ram=available, cores=len(cpus), physical_cores=min(physical, len(cpus)))
 
     def threads(self, configured: int = 0) -> int:
-        return configured if configured > 0 else max(1, self.cores)
+        """Threads for llama.cpp: the owner's number, else one per physical core (SMT siblings only contend)."""
+        if configured > 0:
+            return configured
+        return max(1, self.physical_cores or self.cores)
 
 
 def estimate_model_ram(file_size: int, context: int, n_layer: int | None = None, n_embd: int | None = None) -> int:

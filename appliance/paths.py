@@ -50,6 +50,10 @@ class Paths:
     def llama_log(self) -> Path:
         return self.logs / "llama.log"
 
+    @property
+    def engine_state(self) -> Path:
+        return self.home / "engine-state.json"
+
     def ensure(self) -> "Paths":
         """Create the data dirs, or say plainly why they cannot be used."""
         try:

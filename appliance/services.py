@@ -29,7 +29,7 @@ class Services:
 
     @cached_property
     def engine(self) -> Engine:
-        return Engine(self.library, self.config, self.paths.llama_log)
+        return Engine(self.library, self.config, self.paths.llama_log, self.paths.engine_state)
 
     @cached_property
     def history(self) -> History:

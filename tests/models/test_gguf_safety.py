@@ -91,34 +91,55 @@ ESCAPE = "{{ ''.__class__.__mro__[1].__subclasses__() }}"
 MUTATE = "{% set seen = [] %}{{ seen.append(messages[0]) }}{{ seen }}"
 
 
-def _formatter(template):
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-    return Jinja2ChatFormatter(template=template, eos_token="</s>", bos_token="<s>")
+LIPSUM = "{{ lipsum.__globals__['os'].popen('id').read() }}"
+CYCLER = "{{ cycler.__init__.__globals__.os.popen('id').read() }}"
+LOOP = "{% for a in range(99999) %}{% for b in range(99999) %}x{% endfor %}{% endfor %}"
+SILENT_LOOP = "{% for a in range(99999) %}{% for b in range(99999) %}{% endfor %}{% endfor %}"
+HUGE = "{{ 'x' * 10000000000 }}"
+NAMESPACE_BOMB = ("{% set ns = namespace(s='xxxxxxxx') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}"
+                  "{% endfor %}{{ ns.s|length }}")
+RECURSE = "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}"
 
 
 def test_chat_template_renders_in_a_sandbox():
-    from jinja2.exceptions import SecurityError
-
+    from appliance.engine.template import ChatTemplate, TemplateRefused
     from tests.models.fixtures import TEMPLATE
 
-    ok = _formatter(TEMPLATE)(messages=[{"role": "user", "content": "hi"}])
-    assert ok.prompt == "<|user|>hi\n<|assistant|>"
-    with pytest.raises(SecurityError):
-        _formatter(ESCAPE)(messages=[{"role": "user", "content": "hi"}])
-    with pytest.raises(SecurityError):  # immutable sandbox: templates cannot even modify a list
-        _formatter(MUTATE)(messages=[{"role": "user", "content": "hi"}])
+    ok = ChatTemplate(TEMPLATE).render([{"role": "user", "content": "hi"}])
+    assert ok == "<|user|>hi\n<|assistant|>"
+    for hostile in (ESCAPE, MUTATE, LIPSUM, CYCLER):
+        with pytest.raises(TemplateRefused, match="sandbox forbids"):
+            ChatTemplate(hostile).render([{"role": "user", "content": "hi"}])
 
 
-def test_engine_leaves_llama_cpp_on_its_sandboxed_gguf_template():
-    """The engine passes no chat_format/chat_handler, so llama-cpp-python renders the GGUF's own template through
-    Jinja2ChatFormatter (the sandboxed path tested above)."""
+@pytest.mark.parametrize("template", [LOOP, SILENT_LOOP, HUGE, RECURSE, NAMESPACE_BOMB])
+def test_chat_templates_that_loop_or_explode_are_refused_quickly(template):
+    import time
+
+    from appliance.engine.template import TemplateRefused, check_template_isolated
+
+    started = time.monotonic()
+    with pytest.raises(TemplateRefused):
+        check_template_isolated(template)
+    assert time.monotonic() - started < 15  # refused, not hung (the budget is ~2 s; the hard stop 10 s)
+
+
+def test_the_engine_renders_the_gguf_template_in_the_sandbox():
+    """The engine process renders the model's own template with appliance.engine.template (the sandbox above):
+    the prompt it counts is the template's output for these messages."""
+    from appliance.engine.template import ChatTemplate
+    from appliance.models.gguf_meta import read_gguf
     from appliance.services import Services
 
-    loaded = Services.create().engine.load()
+    services = Services.create()
+    loaded = services.engine.load()
     try:
-        assert loaded.llama.chat_handler is None
-        assert loaded.llama.chat_format == "chat_template.default"
-        assert "chat_template.default" in loaded.llama._chat_handlers
+        messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
+        template = read_gguf(loaded.entry.path).chat_template
+        rendered = ChatTemplate(template).render(messages)
+        assert "<|im_start|>system\nBe brief.<|im_end|>" in rendered and rendered.endswith("<|im_start|>assistant\n")
+        assert loaded.prompt_tokens(messages) == loaded.token_counts([rendered], special=True)[0]
+        # Document text is counted as text: "<|im_end|>" in a passage is not the control token.
+        assert loaded.token_count("<|im_end|>") > 1
     finally:
-        loaded.close()
+        services.engine.unload()

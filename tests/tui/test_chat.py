@@ -290,3 +290,42 @@ async def test_real_answer_cites_a_document_from_the_knowledge_base(services, tm
         assert "rolling boil for one minute" in app.screen.query_one(Markdown).source
     saved = services.history.messages(services.history.conversations()[0]["id"])[1]
     assert saved["sources"][0]["path"] == str(doc)
+
+
+# -- the engine process dies: the TUI stays up ------------------------------------------------------------------
+async def test_engine_crash_mid_answer_keeps_the_app_the_question_and_history(services, monkeypatch):
+    services.config.model.max_tokens = 40
+    services.history.record_exchange("Earlier question", {"answer": "Earlier answer", "model": {"name": "m"}})
+    monkeypatch.setenv("APPLIANCE_ENGINE_FAULT", "segv:token:3")
+    seen, hook = recorder()
+    app = create_app(services)
+    async with app.run_test(size=(80, 24), message_hook=hook) as pilot:
+        await wait_for(pilot, lambda: app.model_state == "ready", 180, "the model to load")
+        await ask(pilot, QUESTION)
+        await wait_for(pilot, lambda: app.screen.pending is None and app.screen.query_one("#prompt", Input).value,
+                       180, "the failed answer")
+        assert app.screen.query_one("#prompt", Input).value == QUESTION
+        assert any(n.severity == "error" and "SIGSEGV" in n.message for n in notifications(app))
+        assert not any(isinstance(m, AnswerDone) for m in seen)
+        # Still usable: the next answer starts a fresh engine process.
+        monkeypatch.delenv("APPLIANCE_ENGINE_FAULT")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: any(isinstance(m, AnswerDone) for m in seen), 180, "the answer")
+        await app.workers.wait_for_complete()
+        assert next(m for m in seen if isinstance(m, AnswerDone)).result["answer"].strip()
+    titles = [c["title"] for c in services.history.conversations()]
+    assert "Earlier question" in titles and QUESTION in titles
+
+
+async def test_engine_crash_while_loading_falls_back_to_safe_mode_and_says_so(services, monkeypatch):
+    services.config.model.max_tokens = 16
+    monkeypatch.setenv("APPLIANCE_ENGINE_FAULT", "segv:load:normal")
+    app = create_app(services)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.model_state in ("ready", "failed"), 180, "the model to load")
+        assert app.model_state == "ready"
+        assert [n for n in notifications(app) if "safe mode" in n.message and n.severity == "warning"]
+        await ask(pilot, QUESTION)
+        await wait_for(pilot, lambda: app.screen.pending is None, 180, "the answer")
+        await app.workers.wait_for_complete()
+        assert app.screen.query_one(Exchange).markdown.source.strip()

@@ -172,6 +172,9 @@ class ChatScreen(Screen):
             self.log_view.border_title = pending.question[:70]
         if message.saved_error:
             self.notify(f"Not saved to history: {message.saved_error}", severity="warning")
+        if result.get("engine_notice") and result["engine_notice"] != self.app.engine_notice_shown:
+            self.app.engine_notice_shown = result["engine_notice"]
+            self.notify(result["engine_notice"], severity="warning", title="Engine in safe mode", timeout=15)
 
     @on(AnswerFailed)
     async def _failed(self, message: AnswerFailed) -> None:

@@ -1,0 +1,13 @@
+"""The engine: llama.cpp in its own process, driven over a socket (see client.py for the flow).
+
+  client.py    Engine, LoadedModel, Generation: what the rest of the appliance uses
+  process.py   one engine process: spawn, requests and events, death and hangs turned into one error
+  child.py     the engine process itself, the only code that imports llama_cpp
+  protocol.py  JSON frames over a Unix socket; model file descriptors passed with SCM_RIGHTS
+  template.py  the model's chat template, rendered in Jinja's sandbox with a budget
+  variants.py  which llama.cpp build and mode (normal, safe, baseline), remembered per CPU and model
+"""
+
+from appliance.engine.client import Engine, Generation, LoadedModel, Timings
+
+__all__ = ["Engine", "Generation", "LoadedModel", "Timings"]

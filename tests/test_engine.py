@@ -1,0 +1,250 @@
+"""The engine process: a real token stream from the default model, and every way the native layer can fail.
+
+Faults are injected with the test-only APPLIANCE_ENGINE_FAULT switch, read by the engine process alone: it kills
+itself with a real signal (SIGSEGV, SIGKILL as the OOM killer would) at a named stage, or hangs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+
+import pytest
+
+from appliance.errors import EngineCrashed, IntegrityError
+from appliance.services import Services
+from tests.conftest import run_appliance
+
+QUESTION = "What is the boiling point of water at sea level?"
+MESSAGES = [{"role": "system", "content": "You are a careful assistant."}, {"role": "user", "content": QUESTION}]
+
+
+def engine_children(services: Services) -> list[int]:
+    loaded = services.engine._loaded
+    return [loaded.process.proc.pid] if loaded and loaded.process else []
+
+
+def test_the_engine_answers_with_a_real_token_stream():
+    """If llama.cpp cannot run on this CPU, this is the test that fails (and only it), with a clear reason."""
+    services = Services.create()
+    loaded = services.engine.load()
+    assert loaded.process.proc.pid != os.getpid()
+    assert loaded.mode == "normal" and loaded.context > 0 and loaded.n_params > 100_000_000
+    generation = loaded.generate(MESSAGES, 24, temperature=0.0)
+    pieces = list(generation.tokens())
+    assert len(pieces) > 1 and "".join(pieces) == generation.text and generation.text.strip()
+    assert generation.timings.tokens >= len(pieces)
+    assert generation.finish_reason in ("length", "stop")
+    # Greedy decoding is deterministic: the same question gives the same text.
+    again = loaded.generate(MESSAGES, 24, temperature=0.0)
+    assert "".join(again.tokens()) == generation.text
+    services.engine.unload()
+
+
+def test_prefix_cache_a_follow_up_processes_fewer_prompt_tokens():
+    services = Services.create()
+    loaded = services.engine.load()
+    first = loaded.generate(MESSAGES, 8, temperature=0.0)
+    list(first.tokens())
+    follow_up = MESSAGES + [{"role": "assistant", "content": first.text},
+                            {"role": "user", "content": "And at the top of a high mountain?"}]
+    second = loaded.generate(follow_up, 8, temperature=0.0)
+    list(second.tokens())
+    assert first.timings.cached_tokens == 0
+    assert second.timings.prompt_tokens > first.timings.prompt_tokens
+    # The system prompt and the first exchange are already in the KV cache: only the new turn is processed.
+    assert second.timings.cached_tokens >= first.timings.prompt_tokens - 1
+    assert second.timings.prompt_tokens - second.timings.cached_tokens < first.timings.prompt_tokens
+    # A different question still shares the system prompt.
+    other = loaded.generate([MESSAGES[0], {"role": "user", "content": "How do I splint an arm?"}], 4, temperature=0.0)
+    list(other.tokens())
+    system_tokens = loaded.prompt_tokens([MESSAGES[0]])
+    assert other.timings.cached_tokens >= system_tokens - 4
+    services.engine.unload()
+
+
+def test_cancel_from_another_thread_stops_the_engine_promptly():
+    services = Services.create()
+    loaded = services.engine.load()
+    generation = loaded.generate([{"role": "user", "content": "Write a long story about a lighthouse keeper."}], 400)
+    received = []
+    for piece in generation.tokens():
+        received.append(piece)
+        if len(received) == 3:
+            stopper = threading.Thread(target=generation.stop)
+            stopper.start()
+            stopper.join()
+    assert generation.cancelled and generation.finish_reason == "cancelled"
+    assert len(received) == 3  # nothing shown after the cancel
+    # The engine stopped at its next token check, far from the 400 asked for (the latency, a few ms, is measured
+    # in scripts/bench; a wall-clock bound here would only measure how busy the machine is).
+    assert generation.timings.tokens < 100
+    # The engine is immediately usable again.
+    follow = loaded.generate(MESSAGES, 4, temperature=0.0)
+    assert "".join(follow.tokens()).strip()
+    services.engine.unload()
+
+
+def test_cancel_during_a_long_prompt_aborts_prompt_processing():
+    services = Services.create()
+    loaded = services.engine.load()
+    long_text = " ".join(["The river carried silt past the old mill and the bridge."] * 250)
+    generation = loaded.generate([{"role": "user", "content": long_text + "\nSummarize."}], 32)
+    threading.Timer(0.15, generation.stop).start()
+    pieces = list(generation.tokens())
+    assert generation.cancelled and pieces == []
+    assert generation.timings.tokens == 0
+    # The cache holds only what was really processed: the next prompt is still answered correctly.
+    again = loaded.generate(MESSAGES, 8, temperature=0.0)
+    assert "".join(again.tokens()).strip()
+    services.engine.unload()
+
+
+# -- faults ----------------------------------------------------------------------------------------------------
+def ask_with_fault(fault: str, *args: str, extra_env: dict | None = None):
+    env = {"APPLIANCE_ENGINE_FAULT": fault, **(extra_env or {})}
+    return run_appliance("ask", "--no-kb", "--max-tokens", "24", *args, QUESTION, env=env, timeout=300)
+
+
+def one_clear_line(result) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return errors[0]
+
+
+def test_crash_while_loading_falls_back_to_safe_mode_and_remembers(appliance_home):
+    result = ask_with_fault("segv:load:normal", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["answer"].strip()
+    assert "SIGSEGV while loading" in result.stderr and "safe mode" in result.stderr
+    state = json.loads((appliance_home / "engine-state.json").read_text())
+    [(key, remembered)] = state["modes"].items()
+    assert remembered["mode"] == "safe" and "SIGSEGV" in remembered["reason"]
+    # The next start goes straight to safe mode: the normal-mode crash is not hit again, nothing is said again.
+    again = ask_with_fault("segv:load:normal", "--json")
+    assert again.returncode == 0 and "safe mode" not in again.stderr
+    # doctor reports the mode; --reset-engine forgets it.
+    doctor = run_appliance("doctor", "--json", env={"APPLIANCE_ENGINE_FAULT": "segv:load:normal"})
+    engine = next(c for c in json.loads(doctor.stdout) if c["check"] == "engine")
+    assert engine["result"] == "ok" and "safe mode" in engine["detail"]
+    run_appliance("doctor", "--reset-engine", env={"APPLIANCE_ENGINE_FAULT": "segv:load:normal"})
+    state = json.loads((appliance_home / "engine-state.json").read_text())
+    assert list(state["modes"].values())[0]["mode"] == "safe"  # re-learned after the reset, by crashing again
+
+
+def test_crash_before_the_first_token_retries_in_safe_mode():
+    result = ask_with_fault("segv:prefill:normal")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+    assert "SIGSEGV while answering with" in result.stderr and "safe mode" in result.stderr
+
+
+def test_crash_in_every_mode_is_one_clear_error_with_exit_1(appliance_home):
+    result = ask_with_fault("segv:load")
+    assert result.returncode == 1  # not 139: the appliance itself did not crash
+    line = one_clear_line(result)
+    assert "smollm2-135m-instruct" in line and "SIGSEGV" in line and "llama.log" in line
+    assert result.stdout == ""
+    assert Services.create().history.conversations() == []
+
+
+def test_crash_mid_answer_ends_that_answer_with_one_line_and_keeps_history(appliance_home):
+    assert run_appliance("ask", "--no-kb", "--max-tokens", "8", "Say hello.").returncode == 0
+    result = ask_with_fault("segv:token:3")
+    assert result.returncode == 1
+    line = one_clear_line(result)
+    assert "SIGSEGV" in line and "while answering with model 'smollm2-135m-instruct'" in line
+    conversations = Services.create().history.conversations()
+    assert len(conversations) == 1 and conversations[0]["title"] == "Say hello."
+    # The next question starts a fresh engine process and is answered.
+    assert run_appliance("ask", "--no-kb", "--max-tokens", "8", QUESTION).returncode == 0
+
+
+def test_oom_kill_is_named_as_such():
+    result = ask_with_fault("kill:token:2")
+    assert result.returncode == 1
+    line = one_clear_line(result)
+    assert "SIGKILL" in line and "memory" in line
+
+
+def test_hung_engine_is_stopped_after_the_timeout():
+    started = time.monotonic()
+    result = ask_with_fault("hang:prefill", extra_env={"APPLIANCE_ENGINE_HANG_TIMEOUT_S": "3"})
+    assert result.returncode == 1
+    line = one_clear_line(result)
+    assert "stopped responding for 3 s" in line
+    assert time.monotonic() - started < 60
+
+
+def test_engine_process_gets_the_offline_guards_and_dies_with_its_parent():
+    services = Services.create()
+    loaded = services.engine.load()
+    pid = loaded.process.proc.pid
+    environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+    assert b"HF_HUB_OFFLINE=1" in environ and b"ORT_DISABLE_TELEMETRY=1" in environ
+    assert os.getpgid(pid) != os.getpgid(0)  # its own session: Ctrl+C in the terminal is the parent's
+    services.engine.unload()
+    time.sleep(0.2)
+    assert not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().split()[2]
+
+
+# -- verified is what is loaded ----------------------------------------------------------------------------------
+def test_a_file_swapped_after_verification_is_not_what_gets_loaded(tmp_path, default_model_path):
+    """The engine loads the descriptors that were hashed, not the path: swap the file right after the check."""
+    from tests.tui.conftest import write_tiny_gguf
+
+    model = tmp_path / "model.gguf"
+    shutil.copyfile(default_model_path, model)
+    services = Services.create()
+    services.library.register(model, name="swapme")
+    hostile = write_tiny_gguf(tmp_path / "hostile.gguf", name="hostile")
+    library = services.library
+    original = library.open_verified
+
+    def verify_then_swap(entry, progress=None, public_key=None):
+        files = original(entry, progress, public_key)
+        os.replace(hostile, model)  # the path now names a different, unverified file
+        return files
+
+    library.open_verified = verify_then_swap
+    loaded = services.engine.load("swapme")
+    assert loaded.n_params > 100_000_000  # the verified SmolLM2, not the one-tensor file now at that path
+    generation = loaded.generate(MESSAGES, 8, temperature=0.0)
+    assert "".join(generation.tokens()).strip()
+    services.engine.unload()
+
+
+def test_a_file_that_fails_verification_never_reaches_the_engine(tmp_path, default_model_path, appliance_home):
+    services = Services.create()
+    model = tmp_path / "flipped.gguf"
+    shutil.copyfile(default_model_path, model)
+    services.library.register(model, name="flipped")
+    with model.open("r+b") as handle:
+        handle.seek(model.stat().st_size // 2)
+        byte = handle.read(1)
+        handle.seek(-1, 1)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(IntegrityError):
+        services.engine.load("flipped")
+    assert services.engine._loaded is None
+    log = appliance_home / "logs" / "llama.log"
+    assert "llama_model_load" not in (log.read_text() if log.exists() else "")  # no load request was ever sent
+
+
+def test_no_llama_cpp_text_reaches_the_parents_stdout_or_stderr(appliance_home):
+    result = run_appliance("ask", "--no-kb", "--max-tokens", "8", QUESTION)
+    assert result.returncode == 0
+    for stream in (result.stdout, result.stderr):
+        for marker in ("llama_", "ggml", "load_tensors", "print_info", "sched_"):
+            assert marker not in stream
+    assert "llama_model_loader" in (appliance_home / "logs" / "llama.log").read_text()
+
+
+def test_engine_crash_error_is_an_appliance_error():
+    assert issubclass(EngineCrashed, Exception)
+    assert EngineCrashed("x", signal_name="SIGSEGV").exit_code == 1
