@@ -6,6 +6,7 @@ Used by scripts/_setup.sh (with the venv's python), scripts/build-engine and the
   python packaging/llama_build.py cmake-args VARIANT  the CMAKE_ARGS of a variant
   python packaging/llama_build.py wheel VARIANT       build (once) and print the wheel's path
   python packaging/llama_build.py cached VARIANT      the wheel's path if it is built already, else nothing
+  python packaging/llama_build.py dirname VARIANT     <variant>-<flags key>: the folder name for its libraries
   python packaging/llama_build.py extract VARIANT DIR unpack a variant's shared libraries into DIR
   python packaging/llama_build.py record VARIANT      write the engine record the appliance reads at run time
   python packaging/llama_build.py add-extra VARIANT DIR
@@ -193,7 +194,8 @@ def write_record(config: dict, primary: str, extras: dict[str, str], prefix: Pat
     variants = {primary: {"lib_path": None}}
     for name, entry in (old.get("variants") or {}).items():
         folder = entry.get("lib_path") if isinstance(entry, dict) else None
-        if name != primary and folder and Path(folder).is_dir() and name in config["variant"]:
+        current = name in config["variant"] and Path(folder or "").name == f"{name}-{key(config, name)}"
+        if name != primary and folder and Path(folder).is_dir() and current:  # built with today's flags
             variants[name] = {"lib_path": folder}
     for name, folder in extras.items():
         if name != primary:
@@ -226,6 +228,8 @@ def main(argv: list[str]) -> int:
         print(choose(config, cpu_flags(), machine()))
     elif command == "cmake-args":
         print(" ".join(cmake_args(config, rest[0])))
+    elif command == "dirname":
+        print(f"{rest[0]}-{key(config, rest[0])}")
     elif command == "cached":
         print(find_wheel(wheel_dir(config, rest[0])) or "")
     elif command == "wheel":

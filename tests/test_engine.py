@@ -144,6 +144,19 @@ def test_crash_before_the_first_token_retries_in_safe_mode():
     assert "SIGSEGV while answering with" in result.stderr and "safe mode" in result.stderr
 
 
+def test_crash_in_normal_and_safe_mode_falls_back_to_the_baseline_build(appliance_home):
+    from appliance.engine.variants import Build
+
+    if not Build.installed().baseline_lib():
+        pytest.skip("no baseline build installed (./scripts/build-engine x86_64-baseline adds it)")
+    result = ask_with_fault("segv:load:primary", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["answer"].strip()
+    assert "baseline build" in result.stderr
+    state = json.loads((appliance_home / "engine-state.json").read_text())
+    assert list(state["modes"].values())[0]["mode"] == "baseline"
+
+
 def test_crash_in_every_mode_is_one_clear_error_with_exit_1(appliance_home):
     result = ask_with_fault("segv:load")
     assert result.returncode == 1  # not 139: the appliance itself did not crash

@@ -35,7 +35,8 @@ HEARTBEAT_S = 1.0
 
 class Faults:
     """`APPLIANCE_ENGINE_FAULT=kind:stage[:arg][,...]`; kind segv|ill|kill|hang; stage load|prefill|token; a
-    `:normal` arg applies the fault only outside safe mode, a number N (for token) after the Nth token."""
+    `:normal` arg applies the fault only outside safe mode, `:primary` only with the main build (not a variant
+    from LLAMA_CPP_LIB_PATH), a number N (for token) after the Nth token."""
 
     def __init__(self, spec: str):
         self.rules = [part.split(":") for part in spec.split(",") if part.strip()]
@@ -43,7 +44,8 @@ class Faults:
     def hit(self, stage: str, safe: bool, count: int = 0) -> None:
         for rule in self.rules:
             kind, where, arg = rule[0], rule[1] if len(rule) > 1 else "", rule[2] if len(rule) > 2 else ""
-            if where != stage or (arg == "normal" and safe) or (arg.isdigit() and count != int(arg)):
+            if where != stage or (arg == "normal" and safe) or (arg.isdigit() and count != int(arg)) \
+                    or (arg == "primary" and os.environ.get("LLAMA_CPP_LIB_PATH")):
                 continue
             if kind == "hang":
                 while True:

@@ -26,7 +26,8 @@ from appliance.models.library import ModelEntry, ModelLibrary, VerifiedFiles
 from appliance.models.verify import Progress
 
 MODE_NOTES = {
-    "safe": "safe mode (llama.cpp's repacked and AMX weight layouts off; prompts are read more slowly)",
+    "safe": "safe mode (llama.cpp's repacked and AMX weight layouts off: on CPUs with AMX or AVX-512 it can be "
+            "slower; `appliance doctor` measures it)",
     "baseline": "the baseline build without AVX2 (answers come several times slower)",
 }
 
