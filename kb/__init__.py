@@ -7,5 +7,6 @@ first so that the environment guards (telemetry off) are set before chromadb and
 from kb.base import IngestProgress, IngestReport, KnowledgeBase
 from kb.errors import KBError, ReadError
 from kb.search import Hit
+from kb.source import Source
 
-__all__ = ["KnowledgeBase", "IngestProgress", "IngestReport", "Hit", "KBError", "ReadError"]
+__all__ = ["KnowledgeBase", "IngestProgress", "IngestReport", "Hit", "KBError", "ReadError", "Source"]
