@@ -1,16 +1,27 @@
-"""Hybrid retrieval: vector (chroma) + BM25 (FTS5) fused by reciprocal rank, with per-source diversity and a
-relevance floor so a question the library cannot answer returns nothing rather than noise.
+"""Search: candidates from the vector index and BM25 (FTS5), every ranking mode, and per-source diversity.
 
-Every candidate's cosine similarity is computed exactly from the fp16 vector kept in SQLite, so the floor is an
-absolute measure of relevance whichever list found the candidate (RRF alone has no absolute scale).
+The default ("hybrid") reranks the union of both candidate lists by each passage's exact cosine similarity
+(computed from the fp16 vector kept in SQLite, so the relevance floor is an absolute measure whichever list found
+the passage), adds a small boost for BM25's top ranks, drops what is below the floor, and keeps at most
+PER_SOURCE passages from one file while other files still have some. A question the library cannot answer
+returns nothing rather than noise. "vector", "bm25" and "rrf" (plain reciprocal rank fusion) exist for
+scripts/eval_kb; all four share `diverse`.
+
+`nearest` is whatever finds the nearest vectors: the chroma index, or the store's exact scan while the index
+cannot be used. Registered ZIM archives add their own candidates (kb.zim).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
+
+from kb.errors import KBError
+from kb.files import shown
+from kb.source import Source
 
 # Words that carry no topic: an FTS5 OR-query over them only adds noise and time.
 STOPWORDS = frozenset("""
@@ -37,12 +48,16 @@ PER_SOURCE = 2
 FLOOR = 0.32
 LEXICAL_FLOOR = 0.22
 LEXICAL_BOOST = 0.05
+MODES = ("hybrid", "vector", "bm25", "rrf")
+LEXICAL = ("bm25", "zim")
+
+Nearest = Callable[[np.ndarray, int], list[tuple[int, float]]]
 
 
 @dataclass
 class Hit:
     score: float
-    path: str
+    path: str  # as shown: a name that is not UTF-8 has its bytes as \xNN
     title: str
     heading: str
     page: int | None
@@ -52,11 +67,22 @@ class Hit:
     cosine: float = 0.0
     chunk_id: int | None = None
     sources: list[str] = field(default_factory=list)  # which lists found it: "vector", "bm25", "zim"
+    article: str = ""  # a ZIM hit: the article's path inside the archive, e.g. "A/sect.network-config.html"
+
+    def source(self, number: int | None = None) -> Source:
+        """Where this passage came from, as the one Source type (cite() writes the citation)."""
+        section = self.heading
+        if self.article and self.title:
+            # A ZIM section's heading path starts with its article's title, which the citation already names.
+            parts = self.heading.split(" > ")
+            section = " > ".join(parts[1:] if parts and parts[0] == self.title else parts)
+        return Source(path=self.path, title=self.title, section=section, page=self.page, snippet=self.snippet,
+                      score=round(self.score, 4), number=number, article=self.article)
 
     def as_dict(self) -> dict:
         return {"score": round(self.score, 4), "path": self.path, "title": self.title, "heading": self.heading,
-                "page": self.page, "snippet": self.snippet, "text": self.text, "kind": self.kind,
-                "cosine": round(self.cosine, 4), "found_by": self.sources}
+                "page": self.page, "article": self.article or None, "snippet": self.snippet, "text": self.text,
+                "kind": self.kind, "cosine": round(self.cosine, 4), "found_by": self.sources}
 
 
 def terms(query: str) -> list[str]:
@@ -92,7 +118,7 @@ def snippet(text: str, query_terms: list[str], limit: int = 240) -> str:
 
 @dataclass
 class Candidate:
-    key: object  # chunk id, or (zim path, article, n) for ZIM sections
+    key: object  # chunk id, or (zim path, article path, n) for ZIM sections
     path: str
     title: str
     heading: str
@@ -103,76 +129,43 @@ class Candidate:
     ranks: dict[str, int] = field(default_factory=dict)
 
 
-def fuse(candidates: list[Candidate], k: int, floor: float = FLOOR, lexical_floor: float = LEXICAL_FLOOR,
-         per_source: int = PER_SOURCE, query_terms: list[str] | None = None) -> list[Hit]:
-    """Exact-cosine rerank of the union of both lists, plus a small lexical boost; then floor, then diversity.
-
-    The union matters most: BM25 brings in passages the approximate vector search missed, and every candidate is
-    then scored by its exact cosine. The boost (LEXICAL_BOOST * 5 / (5 + BM25 rank)) lets an exact term (an error
-    code, an option name) tip a close call. On scripts/eval this beats reciprocal rank fusion (see
-    docs/knowledge-base.md).
-    """
-    scored = []
-    for cand in candidates:
-        lexical = [r for name, r in cand.ranks.items() if name in ("bm25", "zim")]
-        passes = cand.cosine >= floor or (lexical and min(lexical) < 3 and cand.cosine >= lexical_floor)
-        if not passes:
-            continue
-        boost = LEXICAL_BOOST * 5 / (5 + min(lexical)) if lexical else 0.0
-        scored.append((cand.cosine + boost, cand))
-    scored.sort(key=lambda item: -item[0])
-    hits: list[Hit] = []
-    per: dict[str, int] = {}
-    overflow: list[tuple[float, Candidate]] = []
-    for score, cand in scored:
-        if per.get(cand.path, 0) >= per_source:
-            overflow.append((score, cand))
-            continue
-        per[cand.path] = per.get(cand.path, 0) + 1
-        hits.append(_hit(score, cand, query_terms or []))
-        if len(hits) >= k:
-            break
-    # Only when other sources have nothing more to offer does one source fill the rest.
-    for score, cand in overflow:
-        if len(hits) >= k:
-            break
-        hits.append(_hit(score, cand, query_terms or []))
-    return hits
+def search(query: str, k: int, *, store, embedder, nearest: Nearest, zims=None, zim_paths: list[str] = (),
+           mode: str = "hybrid", floor: bool = True) -> list[Hit]:
+    """Best k passages for `query` by `mode`; empty when nothing in the library is relevant enough.
+    floor=False keeps noise too (for evaluation)."""
+    if mode not in MODES:
+        raise KBError(f"unknown search mode {mode!r} (one of {', '.join(MODES)})")
+    query = (query or "").strip()
+    if not query or k <= 0:
+        return []
+    counts = store.counts()
+    if not counts["documents"]:
+        return []
+    query_vector = embedder.embed_query(query)
+    candidates: list[Candidate] = []
+    if counts["chunks"]:
+        candidates = local_candidates(store, nearest if mode != "bm25" else None, query_vector, query,
+                                      use_bm25=mode != "vector")
+    if zim_paths and zims is not None and mode != "vector":
+        candidates += zims.candidates(list(zim_paths), query, query_vector, embedder.embed)
+    words = terms(query)
+    if mode == "bm25":
+        return lexical_only(candidates, k, words)
+    if mode == "rrf":
+        return rrf(candidates, k, words)
+    if mode == "vector":
+        return by_cosine(candidates, k, words, floor)
+    if floor:
+        return fuse(candidates, k, query_terms=words)
+    return fuse(candidates, k, floor=-1.0, lexical_floor=-1.0, query_terms=words)
 
 
-def rrf(candidates: list[Candidate], k: int, query_terms: list[str] | None = None) -> list[Hit]:
-    """Plain reciprocal rank fusion (vector rank + BM25 rank), no floor: kept for comparison in scripts/eval_kb."""
-    by_cosine = sorted((c for c in candidates if "vector" in c.ranks), key=lambda c: -c.cosine)
-    vector_rank = {id(c): r for r, c in enumerate(by_cosine)}
-    scored = []
-    for cand in candidates:
-        score = sum(1.0 / (RRF_K + 1 + r) for name, r in cand.ranks.items() if name in ("bm25", "zim"))
-        if id(cand) in vector_rank:
-            score += 1.0 / (RRF_K + 1 + vector_rank[id(cand)])
-        scored.append((score, cand))
-    scored.sort(key=lambda item: -item[0])
-    hits, per = [], {}
-    for score, cand in scored:
-        if per.get(cand.path, 0) < PER_SOURCE:
-            per[cand.path] = per.get(cand.path, 0) + 1
-            hits.append(_hit(score, cand, query_terms or []))
-        if len(hits) >= k:
-            break
-    return hits
-
-
-def _hit(score: float, cand: Candidate, query_terms: list[str]) -> Hit:
-    found_by = [name for name in ("vector", "bm25", "zim") if name in cand.ranks]
-    return Hit(score=float(score), path=cand.path, title=cand.title, heading=cand.heading, page=cand.page,
-               snippet=snippet(cand.text, query_terms), text=cand.text, kind=cand.kind, cosine=float(cand.cosine),
-               chunk_id=cand.key if isinstance(cand.key, int) else None, sources=found_by)
-
-
-def local_candidates(store, vectors, query_vector: np.ndarray, query: str, use_vector: bool = True,
-                     use_bm25: bool = True, n: int = CANDIDATES) -> list[Candidate]:
+def local_candidates(store, nearest: Nearest | None, query_vector: np.ndarray, query: str, use_bm25: bool = True,
+                     n: int = CANDIDATES) -> list[Candidate]:
+    """The union of the vector and BM25 candidate lists, each with its exact cosine and its ranks."""
     vector_ranks: dict[int, int] = {}
-    if use_vector and vectors is not None:
-        for rank, (chunk_id, _) in enumerate(vectors.query(query_vector, n)):
+    if nearest is not None:
+        for rank, (chunk_id, _) in enumerate(nearest(query_vector, n)):
             vector_ranks[chunk_id] = rank
     lexical_ranks: dict[int, int] = {}
     if use_bm25:
@@ -182,8 +175,8 @@ def local_candidates(store, vectors, query_vector: np.ndarray, query: str, use_v
     if not rows:
         return []
     ids = list(rows)
-    matrix = np.stack([np.frombuffer(rows[i][5], dtype=np.float16) for i in ids]).astype(np.float32)
-    cosines = matrix @ query_vector
+    matrix = np.frombuffer(b"".join(rows[i][5] for i in ids), dtype=np.float16).reshape(len(ids), -1)
+    cosines = matrix.astype(np.float32) @ query_vector
     out = []
     for chunk_id, cosine in zip(ids, cosines):
         path, title, heading, page, text, _, kind = rows[chunk_id]
@@ -194,3 +187,88 @@ def local_candidates(store, vectors, query_vector: np.ndarray, query: str, use_v
             ranks["bm25"] = lexical_ranks[chunk_id]
         out.append(Candidate(chunk_id, path, title, heading, page, text, kind, float(cosine), ranks))
     return out
+
+
+# --- ranking modes ----------------------------------------------------------------------------------------------
+def _lexical_rank(cand: Candidate) -> int | None:
+    found = [r for name, r in cand.ranks.items() if name in LEXICAL]
+    return min(found) if found else None
+
+
+def fuse(candidates: list[Candidate], k: int, floor: float = FLOOR, lexical_floor: float = LEXICAL_FLOOR,
+         per_source: int = PER_SOURCE, query_terms: list[str] | None = None) -> list[Hit]:
+    """Hybrid: exact-cosine rerank of the union of both lists, plus a small lexical boost; floor; diversity.
+
+    The union matters most: BM25 brings in passages the approximate vector search missed, and every candidate is
+    then scored by its exact cosine. The boost (LEXICAL_BOOST * 5 / (5 + BM25 rank)) lets an exact term (an error
+    code, an option name) tip a close call. On scripts/eval this beats reciprocal rank fusion (see
+    docs/knowledge-base.md).
+    """
+    scored = []
+    for cand in candidates:
+        lexical = _lexical_rank(cand)
+        passes = cand.cosine >= floor or (lexical is not None and lexical < 3 and cand.cosine >= lexical_floor)
+        if passes:
+            boost = LEXICAL_BOOST * 5 / (5 + lexical) if lexical is not None else 0.0
+            scored.append((cand.cosine + boost, cand))
+    return diverse(scored, k, query_terms or [], per_source)
+
+
+def by_cosine(candidates: list[Candidate], k: int, query_terms: list[str], floor: bool = True) -> list[Hit]:
+    """Vector only: the exact cosine of what the vector index found."""
+    scored = [(c.cosine, c) for c in candidates if "vector" in c.ranks and (not floor or c.cosine >= FLOOR)]
+    return diverse(scored, k, query_terms)
+
+
+def lexical_only(candidates: list[Candidate], k: int, query_terms: list[str]) -> list[Hit]:
+    """BM25 only (and a ZIM archive's own index): by lexical rank, no floor."""
+    scored = []
+    for cand in candidates:
+        rank = _lexical_rank(cand)
+        if rank is not None:
+            scored.append((1.0 / (RRF_K + 1 + rank), cand))
+    return diverse(scored, k, query_terms)
+
+
+def rrf(candidates: list[Candidate], k: int, query_terms: list[str] | None = None) -> list[Hit]:
+    """Plain reciprocal rank fusion (vector rank + BM25 rank), no floor: kept for comparison in scripts/eval_kb."""
+    by_vector = sorted((c for c in candidates if "vector" in c.ranks), key=lambda c: -c.cosine)
+    vector_rank = {id(c): r for r, c in enumerate(by_vector)}
+    scored = []
+    for cand in candidates:
+        score = sum(1.0 / (RRF_K + 1 + r) for name, r in cand.ranks.items() if name in LEXICAL)
+        if id(cand) in vector_rank:
+            score += 1.0 / (RRF_K + 1 + vector_rank[id(cand)])
+        scored.append((score, cand))
+    return diverse(scored, k, query_terms or [])
+
+
+def diverse(scored: list[tuple[float, Candidate]], k: int, query_terms: list[str],
+            per_source: int = PER_SOURCE) -> list[Hit]:
+    """The k best by score, at most `per_source` from one file while other files still have candidates; only
+    when they have nothing more does one file fill the rest."""
+    ordered = sorted(scored, key=lambda item: -item[0])
+    hits: list[Hit] = []
+    per: dict[str, int] = {}
+    overflow: list[tuple[float, Candidate]] = []
+    for score, cand in ordered:
+        if len(hits) >= k:
+            break
+        if per.get(cand.path, 0) >= per_source:
+            overflow.append((score, cand))
+            continue
+        per[cand.path] = per.get(cand.path, 0) + 1
+        hits.append(_hit(score, cand, query_terms))
+    for score, cand in overflow:
+        if len(hits) >= k:
+            break
+        hits.append(_hit(score, cand, query_terms))
+    return hits
+
+
+def _hit(score: float, cand: Candidate, query_terms: list[str]) -> Hit:
+    found_by = [name for name in ("vector", "bm25", "zim") if name in cand.ranks]
+    article = cand.key[1] if isinstance(cand.key, tuple) else ""
+    return Hit(score=float(score), path=shown(cand.path), title=cand.title, heading=cand.heading, page=cand.page,
+               snippet=snippet(cand.text, query_terms), text=cand.text, kind=cand.kind, cosine=float(cand.cosine),
+               chunk_id=cand.key if isinstance(cand.key, int) else None, sources=found_by, article=article)

@@ -2,13 +2,17 @@
 
 A query asks each archive's index for its top articles, splits them into sections and chunks, keeps the chunks
 that share the most words with the query, and embeds only those to rerank them with the rest of the library.
+An archive is identified by its UUID and size (hashing a 90 GB Wikipedia would take minutes): `identify`.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -21,6 +25,25 @@ from kb.search import Candidate, terms
 ARTICLES = 5  # top articles asked from each archive's own index
 EMBED = 12  # chunks embedded per query across all archives (each costs ~30 ms on 2 cores)
 CACHE = 4096  # section vectors kept between searches
+
+
+@dataclass
+class ZimInfo:
+    identity: str  # "zim:<uuid>:<size>", what the store keeps in place of a sha256
+    size: int
+    title: str
+    articles: int
+    fulltext: bool
+
+
+def identify(path: Path, handle: BinaryIO) -> ZimInfo:
+    """Who this archive is (through the handle already opened as a regular file). Raises ReadError."""
+    archive = open_archive(path, handle)
+    if not archive.has_fulltext_index and not archive.has_title_index:
+        raise ReadError("ZIM has neither a full-text nor a title index; add it with full ingest instead")
+    size = os.fstat(handle.fileno()).st_size
+    return ZimInfo(identity=f"zim:{archive.uuid}:{size}", size=size, title=archive_title(archive, path),
+                   articles=archive.article_count, fulltext=bool(archive.has_fulltext_index))
 
 
 class ZimShelf:
@@ -45,13 +68,6 @@ class ZimShelf:
             self._open.pop(path, None)
             for key in [key for key in self._vectors if key[0] == path]:
                 del self._vectors[key]
-
-    def describe(self, path: Path) -> dict:
-        archive = open_archive(path)
-        if not archive.has_fulltext_index and not archive.has_title_index:
-            raise ReadError("ZIM has neither a full-text nor a title index; add it with full ingest instead")
-        return {"title": archive_title(archive, path), "uuid": str(archive.uuid), "articles": archive.article_count,
-                "fulltext": bool(archive.has_fulltext_index)}
 
     def article_paths(self, path: str, query: str, limit: int = ARTICLES) -> list[str]:
         archive = self.archive(path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import codecs
 import re
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 from kb.document import Document
 from kb.errors import ReadError
@@ -58,9 +58,18 @@ def paragraphs(text: str) -> list[str]:
     return out
 
 
-def read_decoded(path: Path, parse: Callable[[str, str, str], Document]) -> Document:
+def read_all(handle: BinaryIO, limit: int = 512 * 1024 * 1024) -> bytes:
+    """The whole file, refusing one that grows past `limit` while it is read."""
+    handle.seek(0)
+    data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ReadError(f"too large for a text file (over {limit / 1e6:.0f} MB)")
+    return data
+
+
+def read_decoded(handle: BinaryIO, path: Path, parse: Callable[[str, str, str], Document]) -> Document:
     """Read a text file, decode it (noting a non-UTF-8 fallback on the document), and parse it with `parse`."""
-    text, note = decode(path.read_bytes())
+    text, note = decode(read_all(handle))
     document = parse(text, str(path), path.stem)
     if note:
         document.notes.append(note)

@@ -7,6 +7,7 @@ import posixpath
 import warnings
 import zipfile
 from pathlib import Path
+from typing import BinaryIO
 
 from kb.document import Document
 from kb.errors import ReadError
@@ -18,12 +19,13 @@ MAX_RATIO = 150
 MAX_ENTRIES = 20000
 
 
-def check_zip(path: Path) -> None:
+def check_zip(handle: BinaryIO) -> None:
+    handle.seek(0)
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(handle) as archive:
             infos = archive.infolist()
-    except zipfile.BadZipFile:
-        raise ReadError("corrupt EPUB (not a zip archive)") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as exc:
+        raise ReadError(f"corrupt EPUB (not a readable zip archive: {str(exc)[:80]})") from None
     if len(infos) > MAX_ENTRIES:
         raise ReadError(f"EPUB with {len(infos)} entries looks like a zip bomb; refused")
     total = sum(i.file_size for i in infos)
@@ -55,15 +57,16 @@ def _toc_titles(book) -> dict[str, str]:
     return titles
 
 
-def read_epub(path: Path) -> Document:
-    check_zip(path)
+def read_epub(handle: BinaryIO, path: Path) -> Document:
+    check_zip(handle)
     import ebooklib
     from ebooklib import epub
 
+    handle.seek(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            book = epub.read_epub(str(path), options={"ignore_ncx": False})
+            book = epub.read_epub(handle, options={"ignore_ncx": False})
         except Exception as exc:
             raise ReadError(f"corrupt EPUB ({type(exc).__name__}: {str(exc)[:100]})") from None
     title = ""

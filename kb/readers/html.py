@@ -4,11 +4,12 @@ scripts, sidebars and footers are dropped; each block element is a paragraph."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 from selectolax.lexbor import LexborHTMLParser
 
 from kb.document import Document, Section
-from kb.readers._text import clean, decode
+from kb.readers._text import clean, decode, read_all
 
 HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 SKIP = {"script", "style", "noscript", "template", "nav", "header", "footer", "aside", "form", "button", "select",
@@ -91,7 +92,8 @@ def parse_html(html: str, path: str, fallback_title: str, kind: str = "html",
     title = clean(title_node.text()) if title_node else ""
     for selector in CHROME:
         for node in tree.css(selector):
-            node.decompose()
+            if node.tag not in ("html", "body", "-document"):  # chrome is inside a page, never the page itself
+                node.decompose()
     root = tree.css_first("[role=main]") or tree.css_first("main") or tree.body or tree.root
     builder = _Builder()
     if base_heading:
@@ -106,9 +108,8 @@ def parse_html(html: str, path: str, fallback_title: str, kind: str = "html",
     return Document(path=path, title=title or builder.first_h1 or fallback_title, kind=kind, sections=sections)
 
 
-def read_html(path: Path) -> Document:
-    data = path.read_bytes()
-    text, note = decode(data)
+def read_html(handle: BinaryIO, path: Path) -> Document:
+    text, note = decode(read_all(handle))
     document = parse_html(text, str(path), path.stem)
     if note and "charset" not in text[:2048].lower():
         document.notes.append(note)

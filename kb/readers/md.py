@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import BinaryIO
 
 from kb.document import Document, Section
 from kb.readers._text import clean, read_decoded
@@ -90,5 +91,5 @@ def parse_markdown(text: str, path: str, fallback_title: str) -> Document:
     return Document(path=path, title=title or fallback_title, kind="md", sections=sections)
 
 
-def read_md(path: Path) -> Document:
-    return read_decoded(path, parse_markdown)
+def read_md(handle: BinaryIO, path: Path) -> Document:
+    return read_decoded(handle, path, parse_markdown)

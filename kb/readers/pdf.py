@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import BinaryIO
 
 from kb.document import Document, Section
 from kb.errors import ReadError
@@ -43,12 +44,13 @@ def _outline(reader) -> list[tuple[int, list[str]]]:
     return marks
 
 
-def read_pdf(path: Path) -> Document:
+def read_pdf(handle: BinaryIO, path: Path) -> Document:
     from pypdf import PdfReader
     from pypdf.errors import FileNotDecryptedError, PdfReadError
 
+    handle.seek(0)
     try:
-        reader = PdfReader(str(path), strict=False)
+        reader = PdfReader(handle, strict=False)
     except PdfReadError as exc:
         raise ReadError(f"corrupt PDF ({str(exc)[:100]})") from None
     if reader.is_encrypted:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import BinaryIO
 
 from kb.document import Document, Section
 from kb.readers._text import clean, read_decoded
@@ -69,5 +70,5 @@ def parse_text(text: str, path: str, fallback_title: str) -> Document:
     return Document(path=path, title=title, kind="txt", sections=sections)
 
 
-def read_txt(path: Path) -> Document:
-    return read_decoded(path, parse_text)
+def read_txt(handle: BinaryIO, path: Path) -> Document:
+    return read_decoded(handle, path, parse_text)

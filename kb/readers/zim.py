@@ -1,20 +1,30 @@
-"""ZIM archives (Kiwix) through libzim: the HTML articles, each read by the HTML reader under its title."""
+"""ZIM archives (Kiwix) through libzim: the HTML articles, each read by the HTML reader under its title.
+
+libzim takes only a path, so an archive is opened as a regular file first (kb.files.open_regular) and libzim is
+given that descriptor's /proc/self/fd path: a FIFO or a device named `.zim` is never handed to it, and what it
+opens is what was checked.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 from kb.document import Document, Section
 from kb.errors import ReadError
+from kb.files import descriptor_path, open_regular
 from kb.readers.html import parse_html
 
 
-def open_archive(path: Path):
+def open_archive(path: Path, handle: BinaryIO | None = None):
+    """A libzim Archive on `path` (or on the already opened `handle`). Raises ReadError."""
+    if handle is None:
+        with open_regular(path) as opened:
+            return open_archive(path, opened)
     from libzim.reader import Archive
 
     try:
-        return Archive(str(path))
+        return Archive(descriptor_path(handle))
     except FileNotFoundError:
         raise ReadError("vanished before it could be read") from None
     except Exception as exc:
@@ -44,9 +54,8 @@ def article_sections(entry) -> list[Section]:
     return sections
 
 
-def iter_articles(path: Path) -> Iterator[tuple[str, list[Section]]]:
+def iter_articles(archive) -> Iterator[tuple[str, list[Section]]]:
     """(article path, sections) for every HTML article, redirects skipped."""
-    archive = open_archive(path)
     for index in range(archive.entry_count):
         entry = archive._get_entry_by_id(index)
         if entry.is_redirect:
@@ -59,8 +68,8 @@ def iter_articles(path: Path) -> Iterator[tuple[str, list[Section]]]:
             continue
 
 
-def read_zim(path: Path) -> Document:
+def read_zim(path: Path, handle: BinaryIO | None = None) -> Document:
     """The whole archive as one Document (for small ZIMs ingested on request)."""
-    archive = open_archive(path)
-    sections = [s for _, article in iter_articles(path) for s in article]
+    archive = open_archive(path, handle)
+    sections = [s for _, article in iter_articles(archive) for s in article]
     return Document(path=str(path), title=archive_title(archive, path), kind="zim", sections=sections)

@@ -18,9 +18,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
-import appliance  # noqa: E402,F401  (environment guards before chromadb/onnxruntime)
 from appliance.models import packs  # noqa: E402
-from kb import KnowledgeBase  # noqa: E402
+from kb import KnowledgeBase  # noqa: E402  (kb sets its own offline guards)
 
 SUBDIRS = ["tutorial", "howto", "faq", "using"]
 K = 5

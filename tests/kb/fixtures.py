@@ -21,6 +21,53 @@ GENERATOR = ("Never run a portable generator indoors or in a garage: carbon mono
              "at least six metres from windows and doors.")
 
 
+TOPICS = ["water", "fire", "shelter", "radio", "battery", "engine", "wound", "fever", "bread", "solar"]
+
+
+def make_corpus(root: Path, files: int = 36) -> Path:
+    """`files` markdown guides of three parts each (about five passages a file), on ten topics."""
+    root.mkdir(parents=True)
+    for n in range(files):
+        topic = TOPICS[n % len(TOPICS)]
+        sections = []
+        for s in range(3):
+            sentences = " ".join(f"Step {k} of the {topic} procedure number {n} in part {s} needs care and a "
+                                 f"second check by another person." for k in range(12))
+            sections.append(f"## Part {s}\n\n{sentences}\n")
+        (root / f"{n:02d}-{topic}.md").write_text(f"# {topic.title()} guide {n}\n\n" + "\n".join(sections))
+    return root
+
+
+def make_filler_book(path: Path, passages: int = 1500) -> Path:
+    """One markdown file of `passages` short sections (one passage each), every one holding the word
+    "fillerword" (tests/kb/full_disk.py gives those hashed vectors instead of embedding them)."""
+    sections = "\n\n".join(f"## Section {i}\n\nfillerword passage number {i} of the long appendix, with a few "
+                            f"more words so that it is a passage of its own." for i in range(passages))
+    path.write_text(f"# Appendix\n\n{sections}\n")
+    return path
+
+
+def add_synthetic(knowledge, passages: int, per_document: int = 500, seed: int = 7) -> None:
+    """`passages` filler passages with random unit vectors, written through the store's journaled steps and the
+    real vector index (enough of them that chroma persists its HNSW files: it does so every 1,000 additions)."""
+    import numpy as np
+
+    from kb.chunking import Chunk
+
+    rng = np.random.default_rng(seed)
+    done = 0
+    while done < passages:
+        count = min(per_document, passages - done)
+        chunks = [Chunk(heading=[f"Part {i}"], text=f"synthetic filler passage {done + i}") for i in range(count)]
+        vectors = rng.normal(size=(count, 384)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        doc_id, ids = knowledge.store.begin_document(f"/synthetic/{seed}-{done}.md", f"Synthetic {done}", "md",
+                                                     f"synthetic-{seed}-{done}", 0, chunks, vectors)
+        knowledge.vectors.add(ids, vectors)
+        knowledge.store.finish_document(doc_id, None)
+        done += count
+
+
 def make_pdf(path: Path, pages: list[tuple[str, str]], title: str = "Field Manual") -> Path:
     """One page per (heading, text); every page is an outline entry (bookmark) with that heading."""
     from reportlab.lib.pagesizes import A4

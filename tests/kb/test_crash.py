@@ -11,23 +11,9 @@ import textwrap
 import time
 from pathlib import Path
 
-from kb.index import Vectors
+from kb.vectors import Vectors
 from tests.conftest import appliance_cmd
-
-TOPICS = ["water", "fire", "shelter", "radio", "battery", "engine", "wound", "fever", "bread", "solar"]
-
-
-def _corpus(root: Path, files: int = 36) -> Path:
-    root.mkdir(parents=True)
-    for n in range(files):
-        topic = TOPICS[n % len(TOPICS)]
-        sections = []
-        for s in range(3):
-            sentences = " ".join(f"Step {k} of the {topic} procedure number {n} in part {s} needs care and a "
-                                 f"second check by another person." for k in range(12))
-            sections.append(f"## Part {s}\n\n{sentences}\n")
-        (root / f"{n:02d}-{topic}.md").write_text(f"# {topic.title()} guide {n}\n\n" + "\n".join(sections))
-    return root
+from tests.kb.fixtures import make_corpus as _corpus
 
 
 def _ready(db_path: Path) -> int:
@@ -52,8 +38,9 @@ def _consistent_on_disk(kb_dir: Path) -> None:
     journaled = set()
     for lo, hi in db.execute("SELECT lo, hi FROM journal WHERE action='add'"):
         journaled |= set(range(lo, hi + 1))
+    current = db.execute("SELECT value FROM meta WHERE key='vectors_dir'").fetchone()
     db.close()
-    vectors = Vectors(kb_dir / "chroma").ids()
+    vectors = Vectors(kb_dir / (current[0] if current else "chroma")).ids()
     assert ready <= vectors, "a visible chunk lost its vector"
     assert ready <= fts, "a visible chunk lost its text index"
     assert pending <= journaled, "a half-written document is not in the journal"
@@ -103,10 +90,9 @@ def test_kill_9_between_vectors_and_commit_is_undone(tmp_path, embedder_files, m
     kb_dir = tmp_path / "kb"
     script = textwrap.dedent(f"""
         import os, signal
-        import appliance
         from pathlib import Path
         from kb import KnowledgeBase
-        from kb.index import Vectors
+        from kb.vectors import Vectors
         real_add = Vectors.add
         calls = []
         def add_then_die(self, ids, vectors):

@@ -10,8 +10,9 @@ import threading
 import numpy as np
 import pytest
 
-from kb import Hit, IngestProgress, KBError
+from kb import Hit, IngestProgress, KBError, Source
 from kb.embedder import Embedder
+from kb.search import Candidate, by_cosine, fuse, lexical_only, rrf
 
 
 @pytest.fixture
@@ -156,7 +157,8 @@ def test_a_full_disk_writes_nothing_half(make_kb, library, tmp_path):
     knowledge.store.db.execute(f"PRAGMA max_page_count={pages + 1}")
     report = knowledge.add([library])
     assert report.failed and all("disk is full" in reason for _, reason in report.failed)
-    assert report.added + report.skipped + len(report.failed) == 5
+    assert report.stopped and "the disk is full" in report.stopped
+    assert report.added + report.skipped + len(report.failed) + len(report.not_added) == 5
     assert len(knowledge.documents()) == 1 + report.added
     assert knowledge.stats()["chunks"] == before + report.chunks
     check = knowledge.verify()
@@ -248,3 +250,31 @@ def test_fts_holds_the_text(filled):
     db = sqlite3.connect(filled.directory / "text.sqlite")
     rows = db.execute("SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH 'bowline'").fetchall()
     assert len(rows) == 1
+
+
+def test_a_hit_is_the_one_source_type(filled, library):
+    hit = filled.search("is it safe to run the generator in the garage", k=1)[0]
+    assert hit.source(2) == Source(path=str(library / "power.pdf"), title="Field Manual", section="Generators", page=1,
+                                   snippet=hit.snippet, score=round(hit.score, 4), number=2)
+    assert hit.source(2).cite() == f"[2] {library / 'power.pdf'}, Generators, page 1"
+    assert hit.source().number is None and hit.as_dict()["article"] is None
+
+
+def _candidate(key: int, path: str, cosine: float, **ranks) -> Candidate:
+    return Candidate(key, path, "T", "H", None, f"text {key}", "md", cosine, dict(ranks))
+
+
+def test_one_diversity_rule_for_every_ranking_mode():
+    crowded = [_candidate(i, "/a.md", 0.9 - i / 100, vector=i, bm25=i) for i in range(5)]
+    others = [_candidate(10 + i, f"/{i}.md", 0.5, vector=10 + i, bm25=10 + i) for i in range(2)]
+    for rank in (lambda c: fuse(c, 4), lambda c: by_cosine(c, 4, []), lambda c: lexical_only(c, 4, []),
+                 lambda c: rrf(c, 4)):
+        paths = [h.path for h in rank(crowded + others)]
+        assert paths.count("/a.md") == 2 and len(paths) == 4, paths  # two from the crowded file, then the others
+        alone = [h.path for h in rank(crowded)]
+        assert alone == ["/a.md"] * 4  # one file fills the rest only when nothing else is left
+
+
+def test_an_unknown_search_mode_is_refused(filled):
+    with pytest.raises(KBError, match="unknown search mode"):
+        filled.search("water", mode="magic")

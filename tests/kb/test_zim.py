@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from tests.conftest import run_appliance
 from tests.kb import fixtures
 
 ARTICLES = {
@@ -66,3 +69,24 @@ def test_a_zim_that_is_not_a_zim_fails_cleanly(make_kb, tmp_path):
     fake.write_bytes(b"not a zim archive at all" * 100)
     report = make_kb().add([fake])
     assert len(report.failed) == 1 and "corrupt ZIM" in report.failed[0][1]
+
+
+def test_a_zim_hit_names_its_article(make_kb, wiki):
+    knowledge = make_kb()
+    knowledge.add([wiki])
+    hit = knowledge.search("how many drops of bleach per litre to purify water", k=1)[0]
+    assert hit.article == "Water_purification.html" and hit.title == "Water purification"
+    source = hit.source(3)
+    assert (source.path, source.article, source.title, source.section) == (
+        str(wiki), "Water_purification.html", "Water purification", "Chemical disinfection")
+    assert source.cite() == f"[3] {wiki} › Water purification › Chemical disinfection"
+    assert source.cite(short=True) == "[3] wiki.zim › Water purification › Chemical disinfection"
+
+
+def test_kb_search_shows_and_names_zim_articles(wiki):
+    assert run_appliance("kb", "add", str(wiki)).returncode == 0
+    found = run_appliance("kb", "search", "--json", "bleach drops per litre of water")
+    hits = json.loads(found.stdout)
+    assert hits[0]["article"] == "Water_purification.html" and hits[0]["kind"] == "zim"
+    text = run_appliance("kb", "search", "bleach drops per litre of water")
+    assert text.stdout.splitlines()[0].startswith(f"[1] {wiki} › Water purification › Chemical disinfection  (")

@@ -1,7 +1,7 @@
-"""Storage: text, metadata, BM25 (FTS5) and the ingest journal in SQLite; vectors in chromadb.
-
-SQLite is the source of truth. A document is written in three steps, each recorded so that a `kill -9` at any
-point leaves the knowledge base consistent:
+"""The library's own store, in SQLite: documents, passage text, each passage's embedding (fp16), the FTS5 index,
+the ingest journal and the interrupted batch. It is the source of truth; the vector index (kb.vectors, chroma) is
+a rebuildable copy of the vectors kept here. A document is written in three steps, each recorded so that a
+`kill -9` at any point leaves the knowledge base consistent:
 
   1. one SQLite transaction: the document row (state 'pending'), its chunks (text, fp16 vector, FTS5 row) and a
      journal entry ('add', chunk id range). Pending documents are invisible to search.
@@ -10,16 +10,24 @@ point leaves the knowledge base consistent:
      chunk id range journaled as 'delete'; the 'add' entry is dropped. Then chroma drops the old vectors and the
      'delete' entry goes.
 
-Recovery (`recover()`) undoes every 'add' entry (its vectors and rows) and finishes every 'delete' entry; both are
-idempotent. The vectors are also kept in SQLite (fp16) so that reranking needs no chroma round trip and a lost
-chroma directory can be rebuilt from SQLite alone (`rebuild_vectors`).
+Recovery (kb.recovery) undoes every 'add' entry (its vectors and rows) and finishes every 'delete' entry; both are
+idempotent. Every passage's vector is written here in the same transaction as its text, so reranking needs no
+chroma round trip, a damaged chroma directory is rebuilt from here alone, and search still works (an exact scan)
+while it cannot be.
+
+File names that are not UTF-8 (surrogate escapes in Python) cannot be stored as SQLite text; their undecodable
+bytes are kept as private-use characters U+10DC80-U+10DCFF (`to_db` / `from_db`), so they round-trip exactly.
+Errors become one-line KBErrors: a full disk is DiskFull, a damaged or foreign file says so.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 import sqlite3
+import stat
 import threading
 import time
 from contextlib import contextmanager
@@ -30,10 +38,12 @@ from typing import Iterable
 import numpy as np
 
 from kb.chunking import Chunk
-from kb.errors import KBError
+from kb.diskspace import is_full
+from kb.embedder import DIM
+from kb.errors import DiskFull, KBError, StoreDamaged
 
 SCHEMA_VERSION = 1
-COLLECTION = "chunks"
+VECTOR_BYTES = DIM * 2  # fp16
 TOKENIZER = "porter unicode61 remove_diacritics 2"
 # A query word found in more than COMMON_TERM of all chunks (and in more than COMMON_FLOOR chunks, so small
 # libraries are never pruned) is dropped from the BM25 query.
@@ -97,9 +107,30 @@ class DocRow:
     notes: str
 
 
-def is_disk_full(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return getattr(exc, "errno", None) == 28 or "disk is full" in text or "no space left" in text
+_ESCAPED = re.compile("[\udc80-\udcff]")
+_KEPT = re.compile("[\U0010dc80-\U0010dcff]")
+
+
+def to_db(path: str) -> str:
+    """A path as SQLite text: undecodable bytes (surrogates U+DC80-U+DCFF) as U+10DC80-U+10DCFF."""
+    return _ESCAPED.sub(lambda m: chr(ord(m.group()) + 0x100000), path)
+
+
+def from_db(text: str) -> str:
+    return _KEPT.sub(lambda m: chr(ord(m.group()) - 0x100000), text)
+
+
+def _guard(method):
+    """Reads and writes end in one KBError line (never a raw sqlite3 traceback); a full disk is DiskFull."""
+
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise self.problem(exc) from None
+
+    return guarded
 
 
 class Store:
@@ -108,20 +139,54 @@ class Store:
     def __init__(self, path: Path):
         self.path = path
         try:
-            self.db = sqlite3.connect(str(path), check_same_thread=False, timeout=30, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise KBError(f"cannot open the knowledge base at {path} ({exc})") from None
+            kind = os.stat(path).st_mode
+        except FileNotFoundError:
+            kind = None
+        except OSError as exc:
+            raise KBError(f"cannot open the knowledge base at {path} ({exc.strerror or exc})") from None
+        if kind is not None and not stat.S_ISREG(kind):
+            raise KBError(f"{path} is not a regular file; move it aside and add your files again")
         self.lock = threading.RLock()
         self._scratch = False
-        with self.lock:
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA foreign_keys=OFF")
-            version = self.db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise KBError(f"{path} was written by a newer version of the appliance (schema {version})")
-            if version < SCHEMA_VERSION:
-                self.db.executescript("BEGIN;" + SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+        try:
+            self.db = sqlite3.connect(str(path), check_same_thread=False, timeout=30, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self.problem(exc) from None
+        try:
+            with self.lock:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
+                self.db.execute("PRAGMA foreign_keys=OFF")
+                self.db.execute("PRAGMA temp_store=MEMORY")  # search's scratch tables need no disk (a full one too)
+                version = self.db.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise KBError(f"{path} was written by a newer version of the appliance (schema {version})")
+                if version < SCHEMA_VERSION:
+                    self.db.executescript("BEGIN;" + SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+                missing = {"documents", "chunks", "chunks_fts", "journal", "batch", "meta"} - {
+                    r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type IN ('table')")}
+                if missing:
+                    raise StoreDamaged(f"{path} is not a knowledge base (no {', '.join(sorted(missing))} table); "
+                                       "move it aside and add your files again")
+        except sqlite3.Error as exc:
+            self.db.close()
+            raise self.problem(exc) from None
+        except KBError:
+            self.db.close()
+            raise
+
+    def problem(self, exc: sqlite3.Error) -> KBError:
+        """One line for what SQLite said: a full disk, a read-only directory, a file that is not a database."""
+        text = str(exc)
+        low = text.lower()
+        if is_full(exc) or isinstance(exc, sqlite3.OperationalError) and "full" in low:
+            return DiskFull(f"the disk is full at {self.path.parent} (SQLite: {text}); nothing was half-written")
+        if "not a database" in low or "malformed" in low or "corrupt" in low:
+            return StoreDamaged(f"{self.path} is damaged or is not a knowledge base ({text}); move it aside and add "
+                                "your files again")
+        if "readonly" in low or "read-only" in low or not os.access(self.path.parent, os.W_OK):
+            return KBError(f"cannot write to the knowledge base at {self.path.parent} (read-only: {text})")
+        return KBError(f"the knowledge base at {self.path} cannot be used ({text})")
 
     def close(self) -> None:
         with self.lock:
@@ -129,44 +194,58 @@ class Store:
 
     def _rollback(self) -> None:
         # SQLite rolls back by itself on some errors (SQLITE_FULL): only roll back what is still open.
-        if self.db.in_transaction:
-            self.db.execute("ROLLBACK")
+        try:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
     @contextmanager
     def _write(self):
         """One IMMEDIATE transaction under the lock: committed whole, or rolled back whole (a full disk too)."""
         with self.lock:
-            cur = self.db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self.db.cursor()
+                cur.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self.problem(exc) from None
             try:
                 yield cur
                 cur.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise self.problem(exc) from None
             except BaseException:
                 self._rollback()
                 raise
 
     # --- meta -------------------------------------------------------------------------------------------------
+    @_guard
     def meta(self, key: str) -> str | None:
         with self.lock:
             row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return row[0] if row else None
 
     def set_meta(self, key: str, value: str) -> None:
-        with self.lock:
-            self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", (key, value))
+        with self._write() as cur:
+            cur.execute("INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", (key, value))
 
     # --- documents --------------------------------------------------------------------------------------------
     def _doc(self, row) -> DocRow:
-        return DocRow(*row)
+        doc = DocRow(*row)
+        doc.path = from_db(doc.path)
+        return doc
 
     _DOC_COLUMNS = "id, path, title, kind, mode, sha256, size, chunks, added, state, notes"
 
+    @_guard
     def ready_document(self, path: str) -> DocRow | None:
         with self.lock:
             row = self.db.execute(f"SELECT {self._DOC_COLUMNS} FROM documents WHERE path=? AND state='ready'",
-                                  (path,)).fetchone()
+                                  (to_db(path),)).fetchone()
         return self._doc(row) if row else None
 
+    @_guard
     def documents(self, mode: str | None = None) -> list[DocRow]:
         sql = f"SELECT {self._DOC_COLUMNS} FROM documents WHERE state='ready'"
         args: tuple = ()
@@ -176,14 +255,17 @@ class Store:
         with self.lock:
             return [self._doc(r) for r in self.db.execute(sql + " ORDER BY path", args)]
 
+    @_guard
     def documents_under(self, path: str) -> list[DocRow]:
-        prefix = path.rstrip(os.sep) + os.sep
+        key = to_db(path)
+        prefix = key.rstrip(os.sep) + os.sep
         with self.lock:
             rows = self.db.execute(
                 f"SELECT {self._DOC_COLUMNS} FROM documents WHERE state='ready' AND (path=? OR substr(path, 1, ?)=?)",
-                (path, len(prefix), prefix)).fetchall()
+                (key, len(prefix), prefix)).fetchall()
         return [self._doc(r) for r in rows]
 
+    @_guard
     def counts(self) -> dict[str, int]:
         with self.lock:
             documents, chunks = self.db.execute(
@@ -194,12 +276,14 @@ class Store:
     # --- the three steps of a write ---------------------------------------------------------------------------
     def begin_document(self, path: str, title: str, kind: str, sha256: str, size: int, chunks: list[Chunk],
                        vectors: np.ndarray, mode: str = "ingested", notes: str = "") -> tuple[int, list[int]]:
-        """Step 1: pending document + chunks + FTS rows + journal 'add', in one transaction."""
+        """Step 1: pending document + chunks (text and fp16 vector) + FTS rows + journal 'add', in one transaction."""
+        if len(chunks) != len(vectors):
+            raise KBError(f"{len(chunks)} passages but {len(vectors)} vectors; nothing written")
         with self._write() as cur:
             cur.execute(
                 "INSERT INTO documents(path, title, kind, mode, sha256, size, chunks, added, state, notes) "
                 "VALUES(?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
-                (path, title, kind, mode, sha256, size, len(chunks), time.time(), notes))
+                (to_db(path), title, kind, mode, sha256, size, len(chunks), time.time(), notes))
             doc_id = cur.lastrowid
             ids: list[int] = []
             blobs = vectors.astype(np.float16)
@@ -242,13 +326,14 @@ class Store:
                     (doc_id, lo, hi, time.time()))
         return [(cur.lastrowid, lo, hi)]
 
+    @_guard
     def journal(self) -> list[tuple[int, str, int | None, int, int]]:
         with self.lock:
             return self.db.execute("SELECT id, action, doc_id, lo, hi FROM journal ORDER BY id").fetchall()
 
     def drop_journal(self, entry_id: int) -> None:
-        with self.lock:
-            self.db.execute("DELETE FROM journal WHERE id=?", (entry_id,))
+        with self._write() as cur:
+            cur.execute("DELETE FROM journal WHERE id=?", (entry_id,))
 
     def undo_add(self, entry_id: int, doc_id: int | None) -> None:
         """Recovery of an interrupted step 1-2: the pending document's rows go (its vectors went first)."""
@@ -261,37 +346,40 @@ class Store:
 
     def drop_pending_without_chunks(self) -> None:
         """Pending rows with no journal entry (a registration or an empty document killed mid-write)."""
-        with self.lock:
-            self.db.execute("DELETE FROM documents WHERE state='pending' AND id NOT IN "
-                            "(SELECT doc_id FROM journal WHERE doc_id IS NOT NULL)")
+        with self._write() as cur:
+            cur.execute("DELETE FROM documents WHERE state='pending' AND id NOT IN "
+                        "(SELECT doc_id FROM journal WHERE doc_id IS NOT NULL)")
 
     # --- the interrupted batch (so `kb add` with no path resumes it) ------------------------------------------
     def set_batch(self, paths: list[str], options: dict) -> None:
         with self._write() as cur:
             cur.execute("DELETE FROM batch")
             cur.executemany("INSERT INTO batch(ord, path, options) VALUES(?, ?, ?)",
-                            [(i, p, json.dumps(options)) for i, p in enumerate(paths)])
+                            [(i, to_db(p), json.dumps(options)) for i, p in enumerate(paths)])
 
     def batch_done(self, path: str) -> None:
-        with self.lock:
-            self.db.execute("DELETE FROM batch WHERE path=?", (path,))
+        with self._write() as cur:
+            cur.execute("DELETE FROM batch WHERE path=?", (to_db(path),))
 
+    @_guard
     def pending_batch(self) -> tuple[list[str], dict]:
         with self.lock:
             rows = self.db.execute("SELECT path, options FROM batch ORDER BY ord").fetchall()
-        return [r[0] for r in rows], (json.loads(rows[0][1]) if rows else {})
+        return [from_db(r[0]) for r in rows], (json.loads(rows[0][1]) if rows else {})
 
     def clear_batch(self) -> None:
-        with self.lock:
-            self.db.execute("DELETE FROM batch")
+        with self._write() as cur:
+            cur.execute("DELETE FROM batch")
 
     # --- reads for search -------------------------------------------------------------------------------------
+    @_guard
     def lexical(self, words: list[str], limit: int, common: float = COMMON_TERM) -> list[int]:
         """Chunk ids by BM25 for an OR of `words` (heading matches count double).
 
         Words in more than `common` of all chunks (and more than COMMON_FLOOR) are dropped first: their IDF is near
-        zero, and on 100k chunks their posting lists cost most of the time. The two rarest always stay. Words are stemmed by SQLite's own
-        porter tokenizer (a scratch FTS5 table), so the document frequencies are exactly the index's.
+        zero, and on 100k chunks their posting lists cost most of the time. The two rarest always stay. Words are
+        stemmed by SQLite's own porter tokenizer (a scratch FTS5 table in memory), so the document frequencies are
+        exactly the index's.
         """
         if not words:
             return []
@@ -301,7 +389,8 @@ class Store:
                                 + TOKENIZER + "')")
                 self.db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.kb_query_terms USING "
                                 "fts5vocab(temp, kb_query, instance)")
-                self.db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.kb_vocab USING fts5vocab(main, chunks_fts, row)")
+                self.db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.kb_vocab USING fts5vocab(main, chunks_fts, "
+                                "row)")
                 self._scratch = True
             self.db.execute("DELETE FROM temp.kb_query")
             self.db.executemany("INSERT INTO temp.kb_query(rowid, w) VALUES(?, ?)", list(enumerate(words)))
@@ -326,6 +415,7 @@ class Store:
                 "LIMIT ?", (match, limit)).fetchall()
         return [r[0] for r in rows]
 
+    @_guard
     def chunk_rows(self, ids: Iterable[int]) -> dict[int, tuple]:
         """id -> (path, title, heading, page, text, vector, kind) for chunks of ready documents."""
         ids = list(ids)
@@ -335,88 +425,76 @@ class Store:
         with self.lock:
             rows = self.db.execute(
                 f"SELECT c.id, d.path, c.title, c.heading, c.page, c.text, c.vector, d.kind FROM chunks c "
-                f"JOIN documents d ON d.id = c.doc_id WHERE c.id IN ({marks}) AND d.state='ready'", ids).fetchall()
-        return {r[0]: r[1:] for r in rows}
+                f"JOIN documents d ON d.id = c.doc_id WHERE c.id IN ({marks}) AND d.state='ready' "
+                f"AND length(c.vector)={VECTOR_BYTES}", ids).fetchall()
+        return {r[0]: (from_db(r[1]),) + tuple(r[2:]) for r in rows}
 
     def all_vectors(self, batch: int = 5000) -> Iterable[tuple[list[int], np.ndarray]]:
+        """(chunk ids, fp16 vectors) of every ready passage, in id order, `batch` at a time."""
         last = 0
         while True:
-            with self.lock:
-                rows = self.db.execute(
-                    "SELECT c.id, c.vector FROM chunks c JOIN documents d ON d.id=c.doc_id "
-                    "WHERE d.state='ready' AND c.id > ? ORDER BY c.id LIMIT ?", (last, batch)).fetchall()
+            try:
+                with self.lock:
+                    rows = self.db.execute(
+                        "SELECT c.id, c.vector FROM chunks c JOIN documents d ON d.id=c.doc_id "
+                        "WHERE d.state='ready' AND c.id > ? AND length(c.vector)=? ORDER BY c.id LIMIT ?",
+                        (last, VECTOR_BYTES, batch)).fetchall()
+            except sqlite3.Error as exc:
+                raise self.problem(exc) from None
             if not rows:
                 return
             last = rows[-1][0]
-            yield [r[0] for r in rows], np.stack([np.frombuffer(r[1], dtype=np.float16) for r in rows])
+            matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float16).reshape(len(rows), DIM)
+            yield [r[0] for r in rows], matrix
 
+    def nearest(self, vector: np.ndarray, n: int) -> list[tuple[int, float]]:
+        """The n ready passages nearest to `vector` by an exact scan of the vectors kept here (the fallback while
+        the vector index cannot be used: slower than HNSW, never wrong)."""
+        best_ids = np.zeros(0, dtype=np.int64)
+        best = np.zeros(0, dtype=np.float32)
+        query = vector.astype(np.float32)
+        for ids, matrix in self.all_vectors(batch=20000):
+            scores = matrix.astype(np.float32) @ query
+            best_ids = np.concatenate([best_ids, np.asarray(ids, dtype=np.int64)])
+            best = np.concatenate([best, scores])
+            if len(best) > n:
+                keep = np.argpartition(-best, n)[:n]
+                best_ids, best = best_ids[keep], best[keep]
+        order = np.argsort(-best)
+        return [(int(best_ids[i]), float(best[i])) for i in order]
+
+    @_guard
     def ready_chunk_ids(self) -> set[int]:
         with self.lock:
             return {r[0] for r in self.db.execute(
                 "SELECT c.id FROM chunks c JOIN documents d ON d.id=c.doc_id WHERE d.state='ready'")}
 
+    @_guard
+    def ready_chunk_count(self) -> int:
+        with self.lock:
+            return self.db.execute("SELECT count(*) FROM chunks c JOIN documents d ON d.id=c.doc_id "
+                                   "WHERE d.state='ready'").fetchone()[0]
+
+    @_guard
+    def bad_vectors(self) -> int:
+        """Passages whose stored vector is missing or not DIM fp16 values (they cannot be rebuilt into an index)."""
+        with self.lock:
+            return self.db.execute("SELECT count(*) FROM chunks WHERE vector IS NULL OR length(vector) != ?",
+                                   (VECTOR_BYTES,)).fetchone()[0]
+
+    @_guard
     def all_chunk_ids(self) -> set[int]:
         with self.lock:
             return {r[0] for r in self.db.execute("SELECT id FROM chunks")}
 
+    @_guard
     def fts_ids(self) -> set[int]:
         with self.lock:
             return {r[0] for r in self.db.execute("SELECT rowid FROM chunks_fts")}
 
-
-class Vectors:
-    """The chroma side: one collection, ids are chunk ids, embeddings always passed explicitly."""
-
-    def __init__(self, directory: Path):
-        import chromadb
-        from chromadb.config import Settings
-
-        self.directory = directory
-        try:
-            self.client = chromadb.PersistentClient(
-                path=str(directory), settings=Settings(anonymized_telemetry=False, allow_reset=False))
-            # embedding_function=None: chroma must never fall back to its default model (which downloads one).
-            self.collection = self.client.get_or_create_collection(
-                COLLECTION, embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
-        except Exception as exc:
-            raise KBError(f"cannot open the vector index at {directory} ({str(exc)[:160]})") from None
-        self.lock = threading.Lock()
-        try:
-            self.max_batch = int(self.client.get_max_batch_size())
-        except Exception:
-            self.max_batch = 5000
-
-    def add(self, ids: list[int], vectors: np.ndarray) -> None:
-        step = max(1, min(self.max_batch, 5000))
+    @_guard
+    def quick_check(self) -> str:
+        """SQLite's own structural check: "ok", or what it found."""
         with self.lock:
-            for start in range(0, len(ids), step):
-                self.collection.upsert(ids=[str(i) for i in ids[start:start + step]],
-                                       embeddings=vectors[start:start + step].astype(np.float32))
-
-    def delete_range(self, lo: int, hi: int) -> None:
-        step = max(1, min(self.max_batch, 5000))
-        with self.lock:
-            for start in range(lo, hi + 1, step):
-                ids = [str(i) for i in range(start, min(hi, start + step - 1) + 1)]
-                self.collection.delete(ids=ids)
-
-    def query(self, vector: np.ndarray, n: int) -> list[tuple[int, float]]:
-        with self.lock:
-            count = self.collection.count()
-            if count == 0:
-                return []
-            result = self.collection.query(query_embeddings=vector[None, :].astype(np.float32),
-                                           n_results=min(n, count), include=["distances"])
-        return [(int(i), 1.0 - float(d)) for i, d in zip(result["ids"][0], result["distances"][0])]
-
-    def ids(self) -> set[int]:
-        out: set[int] = set()
-        with self.lock:
-            total = self.collection.count()
-            for offset in range(0, total, 5000):
-                out.update(int(i) for i in self.collection.get(limit=5000, offset=offset, include=[])["ids"])
-        return out
-
-    def count(self) -> int:
-        with self.lock:
-            return self.collection.count()
+            rows = self.db.execute("PRAGMA quick_check").fetchall()
+        return "; ".join(r[0] for r in rows[:5])

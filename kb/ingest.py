@@ -1,0 +1,304 @@
+"""The ingest pipeline: one `add` batch, file by file.
+
+    expand the paths (kb.files: walk folders, refuse what cannot be a document)
+    estimate what the batch will write; refuse it when it will not fit (kb.diskspace)
+    for each file:
+      open it as a regular file (O_NONBLOCK + fstat) -> hash through that descriptor -> skip if unchanged
+      -> read it (kb.readers) -> chunk -> embed in groups (progress and cancel between groups)
+      -> check the room for this file's exact passages -> the journaled write (kb.store step 1, the vector index,
+         step 3) -> old vectors dropped
+
+A file that cannot be read is one line in the report and the batch goes on. A full disk (or a failing vector
+index) stops the batch cleanly: the file being written is rolled back, the rest stay listed in the interrupted
+batch, and a re-run of the same `kb add` (or `kb add` alone) completes it once there is room. Cancel is checked
+between files and between embedding groups; nothing is raised through a caller's callback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, Callable
+
+import numpy as np
+
+from kb import diskspace, files, readers, recovery
+from kb.chunking import chunk_document, embedding_text
+from kb.embedder import DIM
+from kb.errors import DiskFull, KBError, ReadError, VectorIndexError
+
+if TYPE_CHECKING:
+    from kb.knowledge_base import KnowledgeBase
+
+EMBED_BATCH = 8
+EMBED_GROUP = EMBED_BATCH * 4  # texts embedded between two looks at progress and cancel
+
+
+@dataclass
+class IngestProgress:
+    files_done: int
+    files_total: int
+    chunks_done: int
+    current: str  # as shown (kb.files.shown)
+    rate: float  # chunks per second
+    eta_s: float | None
+
+
+@dataclass
+class IngestReport:
+    added: int = 0
+    skipped: int = 0
+    replaced: int = 0
+    chunks: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path as shown, reason)
+    registered: int = 0  # ZIM archives registered for search through their own index
+    ignored: int = 0  # files of other formats met while walking a directory
+    cancelled: bool = False
+    stopped: str | None = None  # why the batch stopped early (a full disk); the rest is resumable
+    not_added: list[str] = field(default_factory=list)  # files not tried after it stopped (paths as shown)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (path, note) e.g. non-UTF-8 text decoded
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {"added": self.added, "replaced": self.replaced, "skipped": self.skipped, "chunks": self.chunks,
+                "registered_zims": self.registered, "ignored": self.ignored, "cancelled": self.cancelled,
+                "stopped": self.stopped, "not_added": self.not_added,
+                "failed": [{"path": p, "reason": r} for p, r in self.failed],
+                "notes": [{"path": p, "note": n} for p, n in self.notes], "seconds": round(self.seconds, 2)}
+
+
+class _Cancelled(Exception):
+    """Internal: the batch was cancelled between two embedding groups (never raised through a callback)."""
+
+
+def estimate(knowledge: "KnowledgeBase", paths: list[Path], full_zim: bool) -> int:
+    """Bytes the batch will write, from file sizes by format; files whose size matches a stored one are taken
+    to be unchanged (they are hashed and skipped)."""
+    needed = 0
+    for path in paths:
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            continue
+        kind = readers.kind_of(path)
+        if kind == "zim" and not full_zim:
+            continue
+        existing = knowledge.store.ready_document(os.fspath(path))
+        if existing is not None and existing.size == size and existing.mode == "ingested":
+            continue
+        needed += diskspace.file_cost(kind or "txt", size)
+    return needed
+
+
+def run(knowledge: "KnowledgeBase", paths: list[Path], progress: Callable[[IngestProgress], None] | None,
+        cancel: threading.Event | None, full_zim: bool) -> IngestReport:
+    """One batch. The caller holds the writer lock and has replayed the journal."""
+    return _Batch(knowledge, progress, cancel, full_zim).run(paths)
+
+
+class _Batch:
+    def __init__(self, knowledge: "KnowledgeBase", progress, cancel, full_zim: bool):
+        self.kb = knowledge
+        self.store = knowledge.store
+        self.progress = progress
+        self.cancel = cancel
+        self.full_zim = full_zim
+        self.report = IngestReport()
+        self.started = time.monotonic()
+        self.chunks_done = 0
+        self.embed_seconds = 0.0
+        self.done_bytes = 0
+        self.total_bytes = 1
+        self.files: list[Path] = []
+        self.index = 0  # the file in hand
+
+    # --- the batch --------------------------------------------------------------------------------------------
+    def run(self, paths: list[Path]) -> IngestReport:
+        report = self.report
+        if not paths:
+            pending, options = self.store.pending_batch()
+            paths = [Path(p) for p in pending]
+            self.full_zim = self.full_zim or bool(options.get("full_zim"))
+        self.files, report.ignored = files.expand(paths, readers.kind_of, report.failed)
+        if self.files:
+            diskspace.ensure(self.kb.directory, estimate(self.kb, self.files, self.full_zim),
+                             f"adding {len(self.files)} file{'s' if len(self.files) != 1 else ''}")
+        self.store.set_batch([os.fspath(f) for f in self.files], {"full_zim": self.full_zim})
+        sizes = {}
+        for path in self.files:
+            try:
+                sizes[path] = os.stat(path).st_size
+            except OSError:
+                sizes[path] = 0
+        self.total_bytes = sum(sizes.values()) or 1
+        for self.index, path in enumerate(self.files):
+            if self._cancelled():
+                report.cancelled = True
+                break
+            self._tell(self.index, path)
+            if report.stopped:
+                report.not_added.append(files.shown(path))
+                continue
+            try:
+                self._one(path)
+                self._done(path)
+            except _Cancelled:
+                report.cancelled = True
+                break
+            except ReadError as exc:
+                report.failed.append((files.shown(path), str(exc)))
+                self._done(path)
+            except (DiskFull, VectorIndexError) as exc:
+                self._stop(path, exc)
+            finally:
+                self.done_bytes += sizes.get(path, 0)
+        if not report.cancelled and not report.stopped:
+            try:
+                self.store.clear_batch()
+            except DiskFull:
+                pass  # its files are all done: a later `kb add` finds them unchanged
+        done = self.index if report.cancelled else len(self.files)
+        self._tell(done, self.files[-1] if self.files else Path("."))
+        report.seconds = time.monotonic() - self.started
+        return report
+
+    def _done(self, path: Path) -> None:
+        try:
+            self.store.batch_done(os.fspath(path))
+        except DiskFull as exc:
+            self._stop(None, exc)
+
+    def _stop(self, path: Path | None, exc: KBError) -> None:
+        """A full disk or a failing vector index: the file in hand is not added, the batch stops cleanly."""
+        said = str(exc)
+        if isinstance(exc, DiskFull) and "disk is full" not in said:
+            said = f"the disk is full: {said}"
+        if path is not None:
+            self.report.failed.append((files.shown(path), f"not added: {said}"))
+        if self.report.stopped is None:
+            advice = "free some space" if isinstance(exc, DiskFull) else "run `appliance kb repair`"
+            self.report.stopped = f"{said}; {advice} and run the same `kb add` again to finish"
+        self.kb.forget_vectors()  # its files may be damaged now: checked again before the next use
+        try:
+            recovery.replay(self.store, self.kb.vectors)
+        except KBError:
+            pass  # the journal keeps it; replayed at the next open or `kb add`
+
+    def _cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
+
+    def _tell(self, index: int, current: Path) -> None:
+        if self.progress is None:
+            return
+        elapsed = time.monotonic() - self.started
+        rate = self.chunks_done / self.embed_seconds if self.embed_seconds > 0 else 0.0
+        eta = None
+        if self.done_bytes > 0 and elapsed > 0:
+            eta = elapsed / self.done_bytes * (self.total_bytes - self.done_bytes)
+        self.progress(IngestProgress(index, len(self.files), self.chunks_done, files.shown(current), rate, eta))
+
+    # --- one file ---------------------------------------------------------------------------------------------
+    def _one(self, path: Path) -> None:
+        kind = readers.kind_of(path)
+        if kind is None:
+            raise ReadError(f"unsupported format {path.suffix or '(no extension)'}")
+        key = os.fspath(path)
+        with files.open_regular(path) as handle:
+            before = os.fstat(handle.fileno())
+            if kind == "zim":
+                from kb.zim import identify
+
+                info = identify(path, handle)
+                if not self.full_zim:
+                    self._register(path, info)
+                    return
+                identity, size = info.identity, info.size
+            else:
+                identity, size = _sha256(handle)
+            existing = self.store.ready_document(key)
+            if existing and existing.sha256 == identity and existing.mode == "ingested":
+                self.report.skipped += 1
+                return
+            if kind == "zim":
+                from kb.readers.zim import read_zim
+
+                document = read_zim(path, handle)
+                if not document.sections:
+                    raise ReadError("ZIM has no HTML articles with text")
+            else:
+                document = readers.read_from(handle, path, kind)
+            after = os.fstat(handle.fileno())
+            if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+                raise ReadError("changed while it was being read; add it again once it is complete")
+        chunks = chunk_document(document)
+        if not chunks:
+            raise ReadError("contains no text")
+        vectors = self._embed([embedding_text(document.title, c) for c in chunks], path)
+        if not os.path.exists(path):
+            raise ReadError("vanished while it was being read; not added")
+        text_bytes = sum(len(c.text.encode("utf-8", "replace")) for c in chunks)
+        diskspace.ensure(self.kb.directory, diskspace.write_cost(len(chunks), text_bytes), "this file", advice="")
+        doc_id, ids = self.store.begin_document(key, document.title, document.kind, identity, size, chunks, vectors,
+                                                notes="; ".join(document.notes))
+        self.kb.vectors.add(ids, vectors)
+        ranges = self.store.finish_document(doc_id, existing)
+        report = self.report
+        for note in document.notes:
+            report.notes.append((files.shown(path), note))
+        report.chunks += len(chunks)
+        if existing:
+            report.replaced += 1
+        else:
+            report.added += 1
+        if ranges:
+            try:
+                recovery.drop_vectors(self.store, self.kb.vectors, ranges)
+            except (DiskFull, VectorIndexError) as exc:
+                self._stop(None, exc)  # the file is in; the old vectors go at the next replay
+
+    def _embed(self, texts: list[str], path: Path) -> np.ndarray:
+        embedder = self.kb.embedder
+        parts = []
+        for start in range(0, len(texts), EMBED_GROUP):
+            if self._cancelled():
+                raise _Cancelled()
+            began = time.monotonic()
+            parts.append(embedder.embed(texts[start:start + EMBED_GROUP], batch_size=EMBED_BATCH))
+            self.embed_seconds += time.monotonic() - began
+            self.chunks_done += len(parts[-1])
+            self._tell(self.index, path)
+        return np.concatenate(parts) if parts else np.zeros((0, DIM), np.float32)
+
+    def _register(self, path: Path, info) -> None:
+        key = os.fspath(path)
+        existing = self.store.ready_document(key)
+        if existing and existing.sha256 == info.identity and existing.mode == "registered":
+            self.report.skipped += 1
+            return
+        doc_id, _ = self.store.begin_document(key, info.title, "zim", info.identity, info.size, [],
+                                              np.zeros((0, DIM), np.float32), mode="registered",
+                                              notes=f"{info.articles} articles; searched through its own index")
+        ranges = self.store.finish_document(doc_id, existing)
+        if ranges:
+            recovery.drop_vectors(self.store, self.kb.vectors, ranges)
+        self.kb.zims.forget(key)
+        self.report.registered += 1
+        if existing:
+            self.report.replaced += 1
+        else:
+            self.report.added += 1
+
+
+def _sha256(handle: BinaryIO) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    handle.seek(0)
+    for block in iter(lambda: handle.read(1 << 20), b""):
+        digest.update(block)
+        size += len(block)
+    handle.seek(0)
+    return digest.hexdigest(), size

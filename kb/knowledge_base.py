@@ -1,0 +1,286 @@
+"""KnowledgeBase: the facade the appliance and the TUI use. It owns the parts and the writer lock; the work is
+done elsewhere (kb.ingest, kb.search, kb.recovery, kb.vectors).
+
+Thread use: every method may be called from any thread (a Textual worker); SQLite and chroma access are serialised
+by locks. Process use: one writer at a time per directory (kb.lock); a second `add` is refused with a clear
+message rather than interleaved.
+
+The vector index is opened on first use and checked first (kb.vectors.problem, then a probe, then its count against
+the store's); a damaged one is rebuilt from scratch out of the vectors the store keeps, with a notice
+(`take_notices`). While it cannot be used at all (a full disk, another program holding the writer lock), search
+scans the store's own vectors instead, so the library stays readable.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Callable
+
+from kb import ingest, recovery
+from kb import search as ranking
+from kb import vectors as vector_index
+from kb.embedder import DIM, Embedder
+from kb.errors import DiskFull, KBError, KBUsageError, VectorIndexError
+from kb.files import shown
+from kb.ingest import IngestProgress, IngestReport
+from kb.lock import WriterLock
+from kb.search import Hit
+from kb.store import Store
+from kb.vectors import Vectors
+
+__all__ = ["KnowledgeBase", "IngestProgress", "IngestReport"]
+
+
+class KnowledgeBase:
+    def __init__(self, directory: Path, embedder_model: Path, tokenizer: Path):
+        self.directory = Path(directory)
+        self.embedder_model = Path(embedder_model)
+        self.tokenizer = Path(tokenizer)
+        _make_directory(self.directory)
+        self.store = Store(self.directory / "text.sqlite")
+        self.lock = WriterLock(self.directory / "ingest.lock")
+        self._index = vector_index.VectorIndex(self.directory, self.store, self.lock, DIM)
+        self._embedder: Embedder | None = None
+        self._zims = None
+        self._parts = threading.RLock()
+        self._notices: list[str] = []
+        if self.store.journal() or self.store.pending_batch()[0]:
+            self._recover_if_idle()
+
+    # --- lazily built parts -----------------------------------------------------------------------------------
+    @property
+    def embedder(self) -> Embedder:
+        with self._parts:
+            if self._embedder is None:
+                embedder = Embedder(self.embedder_model, self.tokenizer)
+                files = embedder.files()
+                recorded = self.store.meta("embedder")
+                if recorded is None:
+                    self.store.set_meta("embedder", json.dumps(files))
+                elif json.loads(recorded) != files and self.store.counts()["chunks"]:
+                    raise KBError(
+                        f"this knowledge base was built with another embedder (model sha256 "
+                        f"{json.loads(recorded).get('model', '?')[:16]}...); remove {self.directory} and add the "
+                        "files again")
+                elif json.loads(recorded) != files:
+                    self.store.set_meta("embedder", json.dumps(files))
+                self._embedder = embedder
+            return self._embedder
+
+    @property
+    def zims(self):
+        from kb.zim import ZimShelf
+
+        with self._parts:
+            if self._zims is None:
+                self._zims = ZimShelf()
+            return self._zims
+
+    @property
+    def vectors(self) -> Vectors:
+        """The vector index, checked when opened; a damaged one is rebuilt (needs the writer lock and room)."""
+        opened, problem = self._index.open_checked()
+        if opened is not None:
+            return opened
+        with self.lock.try_hold() as held:
+            if not held:
+                raise VectorIndexError(f"the vector index is damaged ({problem}) and another program is changing "
+                                       "the library; it is rebuilt once that one is done")
+            self._notice(f"the vector index was damaged ({problem}); rebuilding it from the library's own store "
+                         "(no file is read again, nothing is embedded again)")
+            self._index.rebuild()
+            return self._index.open_checked()[0]  # type: ignore[return-value]
+
+    def vector_problem(self) -> str | None:
+        """What is wrong with the vector index now (None: it opens and answers). Opens it when it is sound."""
+        return self._index.open_checked()[1]
+
+    def forget_vectors(self) -> None:
+        """Close the vector index; the next use opens and checks it again."""
+        self._index.forget()
+
+    def _notice(self, text: str) -> None:
+        with self._parts:
+            if text not in self._notices:
+                self._notices.append(text)
+
+    def take_notices(self) -> list[str]:
+        """What the library did on its own since the last call (a vector index rebuilt, a fallback used)."""
+        with self._parts:
+            out, self._notices = self._notices, []
+        return out
+
+    # --- recovery ---------------------------------------------------------------------------------------------
+    def _recover_if_idle(self) -> None:
+        with self.lock.try_hold() as held:
+            if not held:
+                return  # another process is writing; its journal entries are live, not leftovers
+            try:
+                self.recover()
+            except KBError as exc:
+                self._notice(f"an interrupted change could not be finished yet ({exc}); it is retried at the "
+                             "next `kb add`")
+
+    def recover(self) -> int:
+        """Undo what an interrupted write left half-done. Returns how many journal entries were replayed."""
+        with self.lock.hold(wait=True):
+            self._index.remove_stale()
+            if not self.store.journal():
+                self.store.drop_pending_without_chunks()
+                return 0
+            return recovery.replay(self.store, self.vectors)
+
+    def rebuild_vectors(self, progress: Callable[[int, int], None] | None = None, wait: bool = True) -> int:
+        """Build a new vector index from scratch out of the vectors the store keeps (never a file re-read, never a
+        passage re-embedded), switch to it, and delete the old one. Returns how many vectors it holds.
+        wait=False: refuse (KBError) rather than wait while another program changes the library."""
+        return self._index.rebuild(progress, wait)
+
+    def repair(self, progress: Callable[[int, int], None] | None = None) -> recovery.RepairReport:
+        """`appliance kb repair`: check SQLite, rebuild the vector index from scratch, replay the journal, verify."""
+        return recovery.repair(self, progress)
+
+    # --- ingest -----------------------------------------------------------------------------------------------
+    def pending(self) -> list[str]:
+        """Paths of an interrupted `add` not yet done (`add([])` resumes them)."""
+        return [shown(p) for p in self.store.pending_batch()[0]]
+
+    def add(self, paths: list[Path], progress: Callable[[IngestProgress], None] | None = None,
+            cancel: threading.Event | None = None, full_zim: bool = False) -> IngestReport:
+        with self.lock.hold(wait=False, busy=f"another ingest is changing the library at {self.directory}; wait "
+                                             "for it to finish"):
+            self.recover()
+            return ingest.run(self, list(paths), progress, cancel, full_zim)
+
+    # --- remove, list, stats ----------------------------------------------------------------------------------
+    def remove(self, path: str | Path) -> int:
+        """Remove a document, or every document under a directory. Returns how many passages went."""
+        key = removal_target(path)
+        rows = [r for r in (self.store.ready_document(key), self.store.ready_document(os.fspath(path))) if r]
+        if not rows:
+            rows = self.store.documents_under(key)
+        if not rows:
+            rows = [d for d in self.store.documents() if shown(d.path) in (os.fspath(path), shown(key))]
+        if not rows:
+            raise KBError(f"{shown(path)} is not in the knowledge base (see `appliance kb list`)")
+        with self.lock.hold(wait=True):
+            removed = 0
+            unfinished = False
+            for row in {r.id: r for r in rows}.values():
+                ranges = self.store.delete_document(row.id)
+                try:
+                    if ranges:
+                        recovery.drop_vectors(self.store, self.vectors, ranges)
+                except (DiskFull, VectorIndexError):
+                    unfinished = True  # the journal keeps the old vectors' ids; dropped at the next replay
+                if row.kind == "zim":
+                    self.zims.forget(row.path)
+                removed += row.chunks
+            if unfinished:
+                self.forget_vectors()
+        return removed
+
+    def documents(self) -> list[dict]:
+        return [{"path": shown(d.path), "title": d.title, "kind": d.kind, "chunks": d.chunks, "added": d.added,
+                 "mode": d.mode, "sha256": d.sha256, "size": d.size, "notes": d.notes}
+                for d in self.store.documents()]
+
+    def stats(self) -> dict:
+        counts = self.store.counts()
+        size = 0
+        for root, _, names in os.walk(self.directory):
+            for name in names:
+                try:
+                    size += os.path.getsize(os.path.join(root, name))
+                except OSError:
+                    pass
+        recorded = self.store.meta("embedder")
+        return {**counts, "size_bytes": size, "directory": str(self.directory),
+                "embedder": json.loads(recorded) if recorded else None}
+
+    # --- search -----------------------------------------------------------------------------------------------
+    def search(self, query: str, k: int = 5, mode: str = "hybrid", floor: bool = True) -> list[Hit]:
+        """Best k passages for `query`; empty when nothing in the library is relevant enough.
+
+        mode: "hybrid" (default), "vector", "bm25" or "rrf" (the last three for evaluation); floor=False keeps
+        noise too (for evaluation).
+        """
+        if mode not in ranking.MODES:
+            raise KBError(f"unknown search mode {mode!r}")
+        if not (query or "").strip() or k <= 0 or not self.store.counts()["documents"]:
+            return []
+        zim_paths = [d.path for d in self.store.documents(mode="registered")]
+        return ranking.search(query, k, store=self.store, embedder=self.embedder, nearest=self._nearest,
+                              zims=self.zims if zim_paths else None, zim_paths=zim_paths, mode=mode, floor=floor)
+
+    def _nearest(self, vector, n: int) -> list[tuple[int, float]]:
+        try:
+            return self.vectors.query(vector, n)
+        except (VectorIndexError, DiskFull) as exc:
+            self.forget_vectors()
+            self._notice(f"the vector index cannot be used now ({exc}); searched the library's own store instead")
+            return self.store.nearest(vector, n)
+
+    def verify(self) -> dict:
+        """Consistency check: every ready chunk has its text, FTS row, stored vector and indexed vector, and nothing
+        else is left."""
+        ready = self.store.ready_chunk_ids()
+        rows = self.store.all_chunk_ids()
+        fts = self.store.fts_ids()
+        vectors = self.vectors.ids()
+        journal = self.store.journal()
+        bad = self.store.bad_vectors()
+        return {"chunks": len(ready), "pending_rows": len(rows - ready), "missing_vectors": len(ready - vectors),
+                "orphan_vectors": len(vectors - ready), "fts_mismatch": len(fts ^ rows),
+                "bad_stored_vectors": bad, "journal": len(journal),
+                "ok": ready == vectors and rows == ready and fts == rows and not journal and not bad}
+
+    def close(self) -> None:
+        self.forget_vectors()
+        self.store.close()
+        self._embedder = None
+        self._zims = None
+
+
+def _make_directory(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.errno == errno.EEXIST:
+            try:
+                os.stat(directory)
+            except OSError as inner:
+                exc = inner
+        if exc.errno == errno.ELOOP:
+            reason = "a symlink loop: too many levels of symbolic links"
+        elif exc.errno == errno.EEXIST:
+            reason = "it exists and is not a directory"
+        elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            reason = f"read-only: {exc.strerror}"
+        else:
+            reason = exc.strerror or str(exc)
+        raise KBError(f"cannot use the knowledge base directory {directory} ({reason})") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise KBError(f"the knowledge base directory {directory} is read-only; make it writable (or point "
+                      "APPLIANCE_HOME elsewhere)")
+
+
+def removal_target(path: str | Path) -> str:
+    """The absolute path a removal names; refuses an empty path, the root and the home directory (or above it),
+    which would remove whole libraries by accident."""
+    text = os.fspath(path)
+    if not text.strip():
+        raise KBUsageError("an empty path names nothing to remove; give a file or folder (see `appliance kb list`)")
+    key = os.path.abspath(os.path.expanduser(text))
+    home = os.path.abspath(os.path.expanduser("~"))
+    if key == os.path.abspath(os.sep):
+        raise KBUsageError("refusing to remove everything under the root directory; name the files or folders to "
+                           "remove (see `appliance kb list`)")
+    if key == home or home.startswith(key.rstrip(os.sep) + os.sep):
+        raise KBUsageError(f"refusing to remove everything under {shown(key)} (your home directory or above it); "
+                           "name the files or folders to remove (see `appliance kb list`)")
+    return key
