@@ -4,7 +4,12 @@ What goes where:
   hashes                  the sha256 of the file (and of every shard, as nested file components)
   licenses                every declared value (acknowledgement "declared") and, when the library could establish
                           one, the verdict ("concluded"); a license nobody established gets none, and the
-                          appliance:license.status property says "unknown" or "conflict" (never a guess)
+                          appliance:license.status property says "unknown" or "conflict" (never a guess);
+                          appliance:license.basis says what the verdict rests on (declared, established by the
+                          bytes, yours)
+  established             a catalog match: purl and distribution of the release the bytes are identical to, its
+                          license text, the evidence for the hash (externalReferences "evidence"), its lineage as
+                          ancestors marked "catalog (established)", kept apart from what the file claims
   pedigree.ancestors      base models from the GGUF header and the hub card, each with its relation
   modelCard               architecture from the header, considerations: content warnings, license terms, the
                           note that GGUF metadata is the converter's claim
@@ -35,70 +40,99 @@ def _props(pairs: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def build(entry) -> dict[str, Any]:
-    record = entry.record
-    file, lic, lineage, source = record["file"], record["license"], record["lineage"], record.get("source", {})
-    gguf = record.get("gguf", {})
+    info = entry.info  # the typed record: the license verdict and its basis are decided there
+    lic, established = info.license, info.established
+    source, gguf = info.source, info.gguf
     component: dict[str, Any] = {
         "type": "machine-learning-model",
         "bom-ref": f"model:{entry.name}",
         "name": entry.name,
-        "version": source.get("commit") or source.get("version") or file["sha256"][:12],
-        "description": f"GGUF file {file['name']} ({file['role']})",
-        "hashes": [{"alg": "SHA-256", "content": file["sha256"]}],
+        "version": source.get("commit") or source.get("version") or info.file.sha256[:12],
+        "description": f"GGUF file {info.file.name} ({info.file.role})",
+        "hashes": [{"alg": "SHA-256", "content": info.file.sha256}],
     }
-    license_entries = [_license(d["value"], "declared") for d in lic.get("declared", [])]
-    if lic["status"] in ("confirmed", "user-asserted"):
-        license_entries.append(_license(lic["id"], "concluded"))
+    license_entries = [_license(d.value, "declared") for d in lic.declared]
+    if lic.settled or lic.status == "user-asserted":
+        license_entries.append(_license(lic.id, "concluded"))
     if license_entries:
         component["licenses"] = license_entries
+    release = established.release if established and established.statement else None
     if source.get("kind") == "hub":
         component["purl"] = f"pkg:huggingface/{source['repo_id']}@{source['commit']}"
         component["externalReferences"] = [{"type": "distribution", "url": source["url"]},
                                            {"type": "website", "url": f"{source['endpoint']}/{source['repo_id']}"}]
-    links = [link["value"] for link in lic.get("links", []) if str(link.get("value", "")).startswith("http")]
-    if links:
-        component.setdefault("externalReferences", []).extend({"type": "license", "url": url} for url in links)
-    shards = file.get("shard_set")
-    if shards:
-        component["components"] = [{"type": "file", "bom-ref": f"model:{entry.name}:shard:{f['index']}",
-                                    "name": f["name"], "hashes": [{"alg": "SHA-256", "content": f["sha256"]}]}
-                                   for f in shards["files"]]
+    elif release:  # byte-identical to a known release: the same package
+        component["purl"] = f"pkg:huggingface/{release['repo']}@{release['revision']}"
+    references = component.setdefault("externalReferences", [])
+    if release:
+        references.append({"type": "distribution", "url": f"https://huggingface.co/{release['repo']}/tree/"
+                                                           f"{release['revision']}",
+                           "comment": f"established: {established.statement}"})
+        if lic.established and str(lic.established.text or "").startswith("http"):
+            references.append({"type": "license", "url": lic.established.text,
+                               "comment": "license text of the release the file's bytes match"})
+        for evidence in established.evidence:
+            if evidence.source.startswith("http"):
+                references.append({"type": "evidence", "url": evidence.source, "comment": evidence.says[:500]})
+    links = [value for value, _ in lic.links if value.startswith("http")]
+    references.extend({"type": "license", "url": url} for url in links)
+    if not references:
+        del component["externalReferences"]
+    if info.file.shards:
+        component["components"] = [{"type": "file", "bom-ref": f"model:{entry.name}:shard:{shard.index}",
+                                    "name": shard.name, "hashes": [{"alg": "SHA-256", "content": shard.sha256}]}
+                                   for shard in info.file.shards]
     ancestors = []
-    for index, base in enumerate(lineage.get("base_models", [])):
+    if release:
+        facts = dict(established.lineage)
+        for relation, key in (("fine-tune", "fine_tune"), ("base", "base_model")):
+            if facts.get(key):
+                ancestors.append({"type": "machine-learning-model",
+                                  "bom-ref": f"model:{entry.name}:established:{key}", "name": facts[key],
+                                  "externalReferences": [{"type": "website",
+                                                          "url": f"https://huggingface.co/{facts[key]}"}],
+                                  "properties": _props({"relation": relation, "from": "catalog (established)",
+                                                        "source": facts.get("from")})})
+    for index, base in enumerate(info.lineage.base_models):
         ancestor: dict[str, Any] = {"type": "machine-learning-model", "bom-ref": f"model:{entry.name}:base:{index}",
-                                    "name": str(base.get("name") or base.get("repo_url") or "unknown")}
-        if base.get("version"):
-            ancestor["version"] = str(base["version"])
-        if str(base.get("repo_url") or "").startswith("http"):
-            ancestor["externalReferences"] = [{"type": "website", "url": base["repo_url"]}]
-        ancestor["properties"] = _props({"relation": base.get("relation"), "from": base.get("from"),
-                                         "organization": base.get("organization")})
+                                    "name": str(base.name or base.repo_url or "unknown")}
+        if base.version:
+            ancestor["version"] = base.version
+        if str(base.repo_url or "").startswith("http"):
+            ancestor["externalReferences"] = [{"type": "website", "url": base.repo_url}]
+        ancestor["properties"] = _props({"relation": base.relation, "from": base.origin,
+                                         "organization": base.organization})
         ancestors.append(ancestor)
     if ancestors:
         component["pedigree"] = {"ancestors": ancestors}
     considerations: dict[str, Any] = {}
-    warnings = record.get("content_warnings", [])
-    if warnings:
+    if info.content_warnings:
         considerations["ethicalConsiderations"] = [
-            {"name": f"{w['kind']}: {w['value']}", "mitigationStrategy": f"recorded from {w['from']}"} for w in warnings]
+            {"name": f"{w.kind}: {w.value}", "mitigationStrategy": f"recorded from {w.origin}"}
+            for w in info.content_warnings]
     considerations["technicalLimitations"] = [manifest.GGUF_CLAIM]
-    considerations["useCases"] = [f"license {lic['id']} ({lic['status']}): commercial use {lic['commercial_use']}"
-                                  + (f"; {lic['note']}" if lic.get("note") else "")]
+    considerations["useCases"] = [f"license {lic.id} ({lic.status}, basis {lic.basis}): commercial use "
+                                  f"{lic.commercial_use}" + (f"; {lic.note}" if lic.note else "")]
     model_card: dict[str, Any] = {"bom-ref": f"model:{entry.name}:card", "considerations": considerations}
     if gguf.get("architecture"):
         model_card["modelParameters"] = {"architectureFamily": gguf["architecture"],
                                          "modelArchitecture": gguf.get("name") or gguf["architecture"]}
-    model_card["properties"] = _props({"chat_template_sha256": gguf.get("chat_template_sha256"),
-                                       "context_length": gguf.get("context_length")})
+    model_card["properties"] = _props({
+        "chat_template_sha256": gguf.get("chat_template_sha256"), "context_length": gguf.get("context_length"),
+        "chat_template_family": established.chat_template_family if release else None,
+    })
     component["modelCard"] = model_card
     component["properties"] = _props({
-        "license.status": lic["status"], "license.family": lic["family"],
-        "license.commercial_use": lic["commercial_use"],
-        "license.conflicts": ", ".join(lic.get("conflicts", [])),
-        "license.user_asserted": (lic.get("user_asserted") or {}).get("id"),
-        "quantization": lineage.get("quantization"), "quantized_by": lineage.get("quantized_by"),
-        "role": file["role"], "size": file.get("shard_set", {}) and file["shard_set"]["total_size"] or file["size"],
-        "source.kind": source.get("kind"), "signature.key_id": (record.get("signature") or {}).get("key_id"),
+        "license.status": lic.status, "license.basis": lic.basis, "license.family": lic.family,
+        "license.commercial_use": lic.commercial_use,
+        "license.conflicts": ", ".join(lic.conflicts),
+        "license.established": lic.established.id if lic.established else None,
+        "license.user_asserted": lic.user_asserted.id if lic.user_asserted else None,
+        "established": established.statement if established else None,
+        "established.note": established.note if established and not established.statement else None,
+        "quantization": info.lineage.quantization, "quantized_by": info.lineage.quantized_by,
+        "role": info.file.role, "size": info.file.total_size,
+        "source.kind": source.get("kind"), "signature.key_id": (info.signature or {}).get("key_id"),
     })
     return {
         "$schema": "http://cyclonedx.org/schema/bom-1.6.schema.json",

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import mmap
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from appliance.errors import ApplianceError
+from appliance.models.verify import open_regular
 
 MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -188,13 +190,14 @@ def read_gguf(path: Path) -> GGUFInfo:
     """Parse and bound-check the header, metadata and tensor table of a GGUF file."""
     path = Path(path)
     try:
-        file_size = path.stat().st_size
-        handle = path.open("rb")
+        fd = open_regular(path, missing_is_integrity=False)  # a FIFO named *.gguf is refused, never waited on
     except FileNotFoundError:
         raise GGUFError(f"{path}: file not found") from None
-    except OSError as exc:
-        raise GGUFError(f"{path}: cannot be read ({exc.strerror})") from None
+    except ApplianceError as exc:
+        raise GGUFError(str(exc)) from None
+    handle = os.fdopen(fd, "rb")
     with handle:
+        file_size = os.fstat(fd).st_size
         try:
             reader = _Reader(handle, file_size)
         except (OSError, ValueError) as exc:

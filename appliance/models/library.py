@@ -13,21 +13,25 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
-import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from appliance.errors import ApplianceError, IntegrityError, ModelNotFound, UsageError
-from appliance.models import manifest, packs, signing
+from appliance.models import catalog, manifest, packs, signing
 from appliance.models.gguf_meta import GGUFError, GGUFInfo, read_gguf
-from appliance.models.verify import Progress, check_fd, open_regular, sha256_file
+from appliance.models.record import ModelRecord
+from appliance.models.verify import CHUNK, Progress, check_fd, open_regular, read_regular, sha256_file
 from appliance.paths import Paths, atomic_write_text
 
 LIBRARY_VERSION = 1
+MAX_LIBRARY_BYTES = 64 * 1024 * 1024
+TEMPLATE_CHECKER = 1  # bump when the template sandbox's budget changes: stored verdicts are then made again
 SHARD_NAME = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$")
 MAX_SHARDS = 1024
 
@@ -41,11 +45,22 @@ class ModelEntry:
     quarantined: bool = False
     _record: dict[str, Any] | None = None
 
+    _info: tuple[dict[str, Any], ModelRecord] | None = None  # (the record it was read from, the typed view)
+
     @property
     def record(self) -> dict[str, Any]:
+        """The record as stored (the versioned JSON document); read it through `info` unless writing it."""
         if self._record is None:
             self._record = manifest.read(self.manifest_path)
         return self._record
+
+    @property
+    def info(self) -> ModelRecord:
+        """The typed view of the record: the license label, commercial use and consent reasons come from here."""
+        record = self.record
+        if self._info is None or self._info[0] is not record:
+            self._info = (record, ModelRecord.from_dict(record))
+        return self._info[1]
 
     @property
     def sha256(self) -> str:
@@ -62,11 +77,11 @@ class ModelEntry:
 
     @property
     def role(self) -> str:
-        return self.record["file"].get("role", "model")
+        return self.info.file.role
 
     @property
     def license_id(self) -> str:
-        return self.record["license"]["id"]
+        return self.info.license.id
 
     @property
     def files(self) -> list[tuple[Path, int, str]]:
@@ -94,6 +109,11 @@ class ModelEntry:
             return "offline"
         last = self.last_check
         return "verified" if last and last.get("result") == "ok" else "unverified"
+
+
+def _usable(raw: Any) -> bool:
+    return isinstance(raw, dict) and isinstance(raw.get("path"), str) and bool(raw["path"]) \
+        and isinstance(raw.get("manifest"), str) and bool(raw["manifest"])
 
 
 def slug(text: str) -> str:
@@ -156,6 +176,7 @@ class _Cumulative:
 class ModelLibrary:
     def __init__(self, paths: Paths):
         self.paths = paths
+        self._legacy_default: str | None = None
 
     # -- registry file ---------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -169,26 +190,52 @@ class ModelLibrary:
             self._save(data)
 
     def _load(self) -> dict[str, Any]:
+        where = self.paths.library
         try:
-            data = json.loads(self.paths.library.read_text(encoding="utf-8"))
+            raw = read_regular(where, MAX_LIBRARY_BYTES)
         except FileNotFoundError:
-            return {"version": LIBRARY_VERSION, "default": None, "models": {}}
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ApplianceError(f"{self.paths.library} is damaged ({exc}); move it aside and re-import models") from None
+            return {"version": LIBRARY_VERSION, "models": {}}
+        except ApplianceError as exc:
+            raise ApplianceError(f"{exc}; move {where.name} aside and re-import models") from None
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise ApplianceError(f"{where} is damaged ({str(exc)[:120]}); move it aside and re-import models") from None
         if not isinstance(data, dict) or not isinstance(data.get("models", {}), dict):
-            raise ApplianceError(f"{self.paths.library} is damaged; move it aside and re-import models")
+            raise ApplianceError(f"{where} is damaged (no table of models); move it aside and re-import models")
+        version = data.get("version", LIBRARY_VERSION)
+        if not isinstance(version, int) or version > LIBRARY_VERSION:
+            raise ApplianceError(f"{where} was written by a newer appliance (version {version!r}); upgrade to read it")
         data.setdefault("models", {})
+        if "default" in data:  # an old file: the default model lives in config.toml now
+            self._migrate_default(data.pop("default"))
         return data
+
+    def _migrate_default(self, value: Any) -> None:
+        """library.json once had a "default" key that nothing set; a hand-set value moves to config.toml once."""
+        if not isinstance(value, str) or not value or self._legacy_default is not None:
+            return
+        self._legacy_default = value
+        from appliance.config import Config, set_value
+
+        with contextlib.suppress(ApplianceError, OSError):
+            if not Config.load(self.paths.config).model.default:
+                set_value(self.paths.config, "model.default", value)
 
     def _save(self, data: dict[str, Any]) -> None:
         atomic_write_text(self.paths.library, json.dumps(data, indent=2) + "\n")
 
-    def _entry(self, name: str, raw: dict[str, Any]) -> ModelEntry:
+    def _entry(self, name: str, raw: Any) -> ModelEntry:
+        if not _usable(raw):
+            raise ApplianceError(
+                f"{self.paths.library} is damaged: the entry for {name!r} does not say where its file and record "
+                f"are; remove it with `appliance models remove {name}` and import the file again"
+            )
         return ModelEntry(
             name=name,
             path=Path(raw["path"]),
             manifest_path=Path(raw["manifest"]),
-            mode=raw.get("mode", "in-place"),
+            mode=str(raw.get("mode", "in-place")),
             quarantined=bool(raw.get("quarantined", False)),
         )
 
@@ -200,10 +247,11 @@ class ModelLibrary:
         return [self._entry(name, raw) for name, raw in sorted(data["models"].items())]
 
     def default_name(self, configured: str = "") -> str:
+        """The model used when none is named: [model] default from config.toml, else the bundled one."""
         if configured:
             return configured
-        data = self._load()
-        return data.get("default") or packs.DEFAULT_MODEL.name
+        self._load()  # an old library.json's "default" moves to config.toml here
+        return self._legacy_default or packs.DEFAULT_MODEL.name
 
     def resolve(self, name: str | None = None, configured_default: str = "") -> ModelEntry:
         self.ensure_default_pack()
@@ -280,6 +328,7 @@ class ModelLibrary:
         if expected_sha256 and measured[0]["sha256"] != expected_sha256:
             raise IntegrityError(
                 f"{first}: sha256 {measured[0]['sha256']} does not match the pinned {expected_sha256}; not registered")
+        template_check = check_template(info, f"{first.name}: not imported")  # a hostile template: refused up front
         # Re-importing a registered model is the user's deliberate act (it lifts a quarantine): the record is made
         # afresh from the file as it is now. Otherwise a sidecar beside the file must describe this very file.
         travelling = None if existing else self._read_sidecar(first, measured)
@@ -305,6 +354,11 @@ class ModelLibrary:
         if existing:
             manifest.add_history(record, "ok", f"re-imported on purpose (was quarantined: {existing.get('quarantined')})",
                                  "import")
+        record["gguf"]["template_check"] = template_check
+        # What the bytes establish comes from this machine's catalog, never from a record that travelled with them.
+        record["license"]["established"] = None
+        record["established"] = None
+        manifest.establish(record, self._established(measured))
         sig_path = signing.signature_path(first)
         if sig_path.exists() and not record.get("signature"):
             signing.check(sig_path, name, measured)  # a signature that fails refuses the import
@@ -349,19 +403,24 @@ class ModelLibrary:
         for f, m in zip(files, measured):
             target = self.paths.models / f.name
             if target != f:
-                if target.exists() and sha256_file(target) != m["sha256"]:
-                    raise ApplianceError(f"{target} already exists with other content; import under another file name")
-                tmp = target.with_name(target.name + ".partial")
-                shutil.copyfile(f, tmp)
-                if sha256_file(tmp) != m["sha256"]:
-                    tmp.unlink(missing_ok=True)
-                    raise IntegrityError(f"copy of {f} to {target} does not match the original; not registered")
-                tmp.replace(target)
-            for suffix in (signing.SUFFIX,):
-                if f.with_name(f.name + suffix).exists() and target != f:
-                    shutil.copyfile(f.with_name(f.name + suffix), target.with_name(target.name + suffix))
+                if target.exists():
+                    if sha256_file(target) != m["sha256"]:
+                        raise ApplianceError(f"{target} already exists with other content; import under another file "
+                                             "name")
+                else:
+                    _copy_checked(f, target, m["size"], m["sha256"])
+                sig = signing.signature_path(f)
+                if sig.exists():
+                    signing.copy_document(sig, signing.signature_path(target))
             targets.append(target)
         return targets
+
+    def _established(self, measured: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """What the catalog establishes for a single-file model with these bytes (a split set matches nothing)."""
+        if len(measured) != 1:
+            return None
+        match = catalog.Catalog.load(self.paths.home).match(measured[0]["sha256"], measured[0]["size"])
+        return match.as_record(manifest.now()) if match else None
 
     def _write_sidecar(self, first: Path, record: dict[str, Any]) -> None:
         try:
@@ -421,17 +480,45 @@ class ModelLibrary:
                 cumulative.advance(size)
             self._check_sidecar(entry)
             signed = self._check_signature(entry, public_key)
+            template_check = self._template_check(entry, opened)
         except IntegrityError as exc:
             opened.close()
             self._set_quarantine(entry.name, True)
             entry.quarantined = True
-            self._record_check(entry, "mismatch", str(exc))
+            self._record_check(entry, "refused" if isinstance(exc, TemplateRefusedError) else "mismatch", str(exc))
             raise
         except BaseException:
             opened.close()
             raise
-        self._record_check(entry, "ok", entry.sha256 + (f" signed {signed}" if signed else ""))
+        record = dict(entry.record)
+        if template_check is not None:
+            record["gguf"] = dict(record.get("gguf") or {}, template_check=template_check)
+        self._establish(entry, record)
+        manifest.add_history(record, "ok", entry.sha256 + (f" signed {signed}" if signed else ""), "verify")
+        self.save_record(entry, record)
         return opened
+
+    def _template_check(self, entry: ModelEntry, opened: "VerifiedFiles") -> dict[str, Any] | None:
+        """Check the chat template of the verified bytes once (per checker version); None when already done."""
+        gguf = entry.record.get("gguf") or {}
+        done = gguf.get("template_check") or {}
+        if done.get("checker") == TEMPLATE_CHECKER and done.get("result") in ("ok", "none") \
+                and done.get("sha256") == gguf.get("chat_template_sha256"):
+            return None
+        info = read_gguf(opened.fd_path(0))
+        if info.chat_template_sha256 != gguf.get("chat_template_sha256"):
+            raise IntegrityError(f"model {entry.name!r}: chat template differs from the manifest; not loaded")
+        return check_template(info, f"model {entry.name!r}")
+
+    def _establish(self, entry: ModelEntry, record: dict[str, Any]) -> None:
+        """Match the (just verified) bytes against the catalog; say in the history when that changes anything."""
+        measured = [{"sha256": sha, "size": size} for _, size, sha in entry.files]
+        before = (record.get("established") or {}).get("statement")
+        if manifest.establish(record, self._established(measured)):
+            after = (record.get("established") or {}).get("statement")
+            detail = f"established: {after}" if after else (
+                f"no longer established: {before}" if before else "catalog: these bytes are known, no release")
+            manifest.add_history(record, "ok", detail, "catalog")
 
     def _check_sidecar(self, entry: ModelEntry) -> None:
         path = manifest.sidecar_path(entry.path)
@@ -505,6 +592,15 @@ class ModelLibrary:
         return record["signature"]
 
     def remove(self, name: str, delete_file: bool = False) -> ModelEntry:
+        raw = self._load()["models"].get(name)
+        if raw is not None and not _usable(raw):  # a damaged entry can always be forgotten
+            if delete_file:
+                raise UsageError(f"the library's entry for {name!r} is damaged (it does not say where the file is); "
+                                 "remove it without --delete-file")
+            with self._locked() as data:
+                data["models"].pop(name, None)
+            return ModelEntry(name, Path(str(raw.get("path", "")) if isinstance(raw, dict) else ""), Path(""),
+                              "damaged")
         entry = self.resolve(name)
         if entry.mode == "pack":
             raise UsageError(f"{name!r} is the bundled default model; it is part of the installation")
@@ -516,8 +612,6 @@ class ModelLibrary:
                     doomed.unlink(missing_ok=True)
         with self._locked() as data:
             data["models"].pop(name, None)
-            if data.get("default") == name:
-                data["default"] = None
         entry.manifest_path.unlink(missing_ok=True)
         return entry
 
@@ -532,3 +626,57 @@ def _check_split(files: list[Path], infos: list[GGUFInfo]) -> None:
         if info.split != (index, len(files)):
             raise GGUFError(f"{path.name}: its header says split {info.split}, its name says {index + 1} "
                             f"of {len(files)}; the set is mixed up")
+
+
+class TemplateRefusedError(IntegrityError):
+    """The file's chat template broke the sandbox's rules or budget: the model is refused (exit 3)."""
+
+
+def check_template(info: GGUFInfo, refusal: str) -> dict[str, Any]:
+    """Render the file's chat template in the sandbox, in a child process with a deadline (the same renderer the
+    engine uses). A template that loops, explodes or escapes would hang or break every answer: IntegrityError."""
+    template = info.chat_template
+    verdict = {"checker": TEMPLATE_CHECKER, "sha256": info.chat_template_sha256, "at": manifest.now()}
+    if not template:
+        return dict(verdict, result="none")
+    from appliance.engine.template import TemplateRefused, check_template_isolated
+
+    try:
+        check_template_isolated(template)
+    except TemplateRefused as exc:
+        raise TemplateRefusedError(f"{refusal}: its chat template is refused ({exc}); every answer would hang or "
+                                   "fail") from None
+    return dict(verdict, result="ok")
+
+
+def _copy_checked(source: Path, target: Path, size: int, sha256: str) -> None:
+    """Copy through a temporary file in the target's directory, hashing as it goes; rename only when the copy has
+    the measured size and sha256. On any failure (a full disk, a read error) nothing is left behind."""
+    src = open_regular(source)
+    tmp: Path | None = None
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+        tmp = Path(tmp_name)
+        digest, done = hashlib.sha256(), 0
+        with os.fdopen(fd, "wb") as out:
+            while chunk := os.pread(src, CHUNK, done):
+                out.write(chunk)
+                digest.update(chunk)
+                done += len(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        if done != size or digest.hexdigest() != sha256:
+            raise IntegrityError(f"the copy of {source} does not match the file as it was hashed (it changed while "
+                                 "being copied); not registered")
+        os.replace(tmp, target)
+    except OSError as exc:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        raise ApplianceError(f"copying {source.name} into {target.parent} failed: {exc.strerror or exc}; nothing was "
+                             "left behind") from None
+    except BaseException:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(src)

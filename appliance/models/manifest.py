@@ -6,16 +6,20 @@ its record. Everything in it is either measured (size, sha256), recorded from a 
 header, the hub), or asserted by the user and marked as theirs. A value nobody established is unknown, never
 guessed; GGUF metadata is a claim by whoever converted the file and is recorded as such.
 
-Schema (version 2):
+Schema (version 3; versions 1 and 2 are upgraded on read):
   file              name, size, sha256 (of the file handed to llama.cpp), role (model / lora-adapter / projector),
                     shard_set (null, or count, total_size and every shard's name, size, sha256)
-  source            kind local-import | hub | wheel, and where it came from (hub: repo, commit, LFS sha256)
-  license           declared (every raw value with where it came from and its normalized id), id, family,
-                    commercial_use (permitted / restricted / conditional / unknown), status (confirmed / conflict /
+  source            kind local-import | hub | wheel | split-wheels, and where it came from (hub: repo, commit,
+                    LFS sha256)
+  license           declared (every raw value with where it came from and its normalized id), established (the
+                    license the file's bytes establish through the catalog, or null), id, family, commercial_use
+                    (permitted / restricted / conditional / unknown), status (confirmed / established / conflict /
                     unknown / user-asserted), declared_status, conflicts, user_asserted, links
-  lineage           base_models (name, repo, relation, from), quantization, quantized_by, claimed_by
+  lineage           base_models (name, repo, relation, from), quantization, quantized_by, claimed_by: the claims
+  established       null, or what a catalog match establishes from the bytes (see catalog.py): statement ("file is
+                    byte-identical to REPO@REV"), release, license, lineage, chat_template_family, evidence, note
   content_warnings  [{kind, value, from, text}] (hub tags such as not-for-all-audiences, user notes)
-  gguf              header claims (architecture, name, context length, chat_template_sha256 ...)
+  gguf              header claims (architecture, name, context length, chat_template_sha256 ...), template_check
   signature         null, or the pinned Ed25519 key id and public key (see signing.py)
   verification      the last checks: when, result, by whom
 """
@@ -30,14 +34,16 @@ from typing import Any
 from appliance.errors import ApplianceError
 from appliance.models import licenses
 from appliance.models.gguf_meta import GGUFInfo
+from appliance.models.verify import read_regular
 from appliance.paths import atomic_write_text
 
 SCHEMA = "appliance.model-manifest"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SUFFIX = ".manifest.json"
 ROLES = ("model", "lora-adapter", "projector")
 HISTORY_KEEP = 20
 GGUF_CLAIM = "gguf metadata: a claim by whoever converted the file"
+MAX_BYTES = 16 * 1024 * 1024  # a record is a few KiB; a bigger file is not one
 
 # Content tags on the hub that a user should see before choosing a model.
 WARNING_TAGS = ("not-for-all-audiences", "uncensored", "abliterated", "nsfw")
@@ -61,12 +67,17 @@ def declare(value: Any, origin: str) -> dict[str, str] | None:
 
 
 def license_section(declared: list[dict[str, str]], user_asserted: dict[str, Any] | None = None,
-                    links: list[dict[str, str]] | None = None) -> dict[str, Any]:
+                    links: list[dict[str, str]] | None = None,
+                    established: dict[str, Any] | None = None) -> dict[str, Any]:
     """Normalize the declared values into one verdict; conflicting declarations are kept side by side.
 
     A recognized license is an assertion. 'other', 'unknown' or an empty value asserts nothing. A value the table
     does not recognize is an assertion we cannot read: alone it leaves the license unknown, next to a recognized one
     it is a conflict (we cannot tell whether the two agree).
+
+    `established` is a license the file's bytes establish (a catalog match: {id, text, from}). It decides the
+    verdict (status `established`) unless a declaration disagrees with it: then the status is `conflict`, never a
+    silent override. `declared_status` is always what the declarations alone say.
     """
     declared = [entry for entry in declared if entry and entry.get("value")]
     specific: dict[str, licenses.LicenseInfo] = {}
@@ -79,22 +90,33 @@ def license_section(declared: list[dict[str, str]], user_asserted: dict[str, Any
         elif entry["value"].strip().lower() not in _NON_ASSERTIONS:
             unreadable.append(entry["value"])
     if len(specific) > 1 or (specific and unreadable):
-        status, info = "conflict", licenses.UNKNOWN_LICENSE
+        declared_status, info = "conflict", licenses.UNKNOWN_LICENSE
     elif specific:
-        status, info = "confirmed", next(iter(specific.values()))
+        declared_status, info = "confirmed", next(iter(specific.values()))
     else:
-        status, info = "unknown", (licenses.lookup("other") if declared else licenses.UNKNOWN_LICENSE)
+        declared_status, info = "unknown", (licenses.lookup("other") if declared else licenses.UNKNOWN_LICENSE)
+    status, conflicts = declared_status, (sorted(set(specific) | set(unreadable)) if declared_status == "conflict"
+                                          else [])
+    if established:
+        by_bytes = licenses.lookup(established.get("id"))
+        if by_bytes.known and (unreadable or set(specific) - {by_bytes.id}):
+            status, info = "conflict", licenses.UNKNOWN_LICENSE
+            conflicts = sorted(set(specific) | set(unreadable) | {by_bytes.id})
+        elif by_bytes.known:
+            status, info = "established", by_bytes
+    settled = status in ("confirmed", "established")
     section: dict[str, Any] = {
         "declared": declared,
         "links": links or [],
+        "established": established or None,
         "id": info.id,
         "family": info.family,
-        "commercial_use": info.commercial_use if status == "confirmed" else licenses.UNKNOWN,
-        "restricts_use": info.restricts_use if status == "confirmed" else None,
+        "commercial_use": info.commercial_use if settled else licenses.UNKNOWN,
+        "restricts_use": info.restricts_use if settled else None,
         "status": status,
-        "declared_status": status,
-        "conflicts": sorted(set(specific) | set(unreadable)) if status == "conflict" else [],
-        "note": info.note if status == "confirmed" else _STATUS_NOTES[status],
+        "declared_status": declared_status,
+        "conflicts": conflicts,
+        "note": info.note if settled else _STATUS_NOTES[status],
         "user_asserted": None,
     }
     if user_asserted:
@@ -111,7 +133,7 @@ def license_section(declared: list[dict[str, str]], user_asserted: dict[str, Any
 _NON_ASSERTIONS = {"other", "unknown", "none", "noassertion", "n/a"}
 _STATUS_NOTES = {
     "unknown": "no license could be established from the file or its source",
-    "conflict": "the declarations disagree; read them below before using this model",
+    "conflict": "the declarations (and what the file's bytes establish) disagree; read them before using this model",
 }
 
 
@@ -127,7 +149,30 @@ def user_assertion(value: str, note: str = "") -> dict[str, Any]:
 def relicense(record: dict[str, Any], user_asserted: dict[str, Any] | None) -> None:
     """Recompute the license verdict from the declared values and a (new or cleared) user assertion."""
     old = record["license"]
-    record["license"] = license_section([dict(d) for d in old["declared"]], user_asserted, old.get("links"))
+    record["license"] = license_section([dict(d) for d in old["declared"]], user_asserted, old.get("links"),
+                                        old.get("established"))
+
+
+def establish(record: dict[str, Any], section: dict[str, Any] | None) -> bool:
+    """Set what the file's bytes establish (a catalog match's section, or None) and recompute the license verdict.
+
+    Returns True when that changed anything. The declarations and the user's assertion are never touched.
+    """
+    before = (record.get("established"), record["license"].get("established"))
+    lic = section.get("license") if section else None
+    by_bytes = None
+    if lic and lic.get("id"):
+        by_bytes = {"id": lic["id"], "text": lic.get("text"), "from": f"catalog: {section['statement']}"}
+    def comparable(value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return {k: v for k, v in value.items() if k != "matched_at"} if value else None
+
+    changed = comparable(before[0]) != comparable(section) or before[1] != by_bytes
+    if changed or not before[0]:
+        record["established"] = section
+    old = record["license"]
+    record["license"] = license_section([dict(d) for d in old.get("declared", [])], old.get("user_asserted"),
+                                        old.get("links"), by_bytes)
+    return changed
 
 
 # -- lineage and role -------------------------------------------------------------------------------------------
@@ -229,6 +274,7 @@ def from_gguf(name: str, path: Path, size: int, sha256: str, info: GGUFInfo, sou
             "chat_template_sha256": info.chat_template_sha256,
         },
         "content_warnings": [],
+        "established": None,
         "signature": None,
         "verification": [{"at": now(), "result": "ok", "detail": sha256, "by": "import"}],
     }
@@ -264,28 +310,35 @@ def add_history(record: dict[str, Any], result: str, detail: str, by: str) -> No
 
 # -- read / write -----------------------------------------------------------------------------------------------
 def migrate(data: dict[str, Any]) -> dict[str, Any]:
-    """Bring an older record up to the current schema (in memory; it is written back on the next change)."""
-    if data.get("schema_version", 1) < 2:
+    """Bring an older record up to the current schema (in memory; it is written back on the next change).
+
+    Version 1 had no roles, shard sets, signatures or per-value license ids; version 2 had nothing established by
+    the file's bytes. Missing pieces become empty, never guessed.
+    """
+    version = data.get("schema_version", 1)
+    if version < 2:
         data["file"].setdefault("role", "model")
         data["file"].setdefault("shard_set", None)
         lic = data["license"]
         data["license"] = license_section(
-            [{"value": d["value"], "from": d["from"]} for d in lic.get("declared", [])], None, [])
+            [{"value": str(d["value"]), "from": str(d.get("from", "unknown"))}
+             for d in lic.get("declared", []) if isinstance(d, dict) and d.get("value")], None, [])
         data.setdefault("content_warnings", [])
         data.setdefault("signature", None)
-        data["schema_version"] = 2
+    if version < 3:
+        data.setdefault("established", None)
+        data["license"].setdefault("established", None)
+        data["schema_version"] = 3
     return data
 
 
 def read(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(read_regular(Path(path), MAX_BYTES).decode("utf-8"))
     except FileNotFoundError:
         raise ApplianceError(f"manifest {path} is missing; re-import the model") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApplianceError(f"manifest {path} is not valid JSON ({exc}); re-import the model") from None
-    except OSError as exc:
-        raise ApplianceError(f"manifest {path} cannot be read ({exc.strerror})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ApplianceError(f"manifest {path} is not valid JSON ({str(exc)[:200]}); re-import the model") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise ApplianceError(f"{path} is not a model manifest")
     version = data.get("schema_version", 0)
@@ -294,8 +347,29 @@ def read(path: Path) -> dict[str, Any]:
     for key in ("file", "license", "lineage"):
         if not isinstance(data.get(key), dict):
             raise ApplianceError(f"manifest {path} has no {key!r} section; re-import the model")
+    file = data["file"]
+    shards = file.get("shard_set")
+    if not _is_sha256(file.get("sha256")) or not _is_size(file.get("size")) or (shards is not None and not (
+            isinstance(shards, dict) and isinstance(shards.get("files"), list) and shards["files"]
+            and all(isinstance(f, dict) and isinstance(f.get("name"), str) and _is_sha256(f.get("sha256"))
+                    and _is_size(f.get("size")) for f in shards["files"]))):
+        raise ApplianceError(f"manifest {path} does not say which bytes it describes (size and sha256 of every "
+                             "file); re-import the model")
     return migrate(data)
 
 
+def _is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def _is_size(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def write(path: Path, record: dict[str, Any]) -> None:
-    atomic_write_text(Path(path), json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    text = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a file name that is not UTF-8 (kept as surrogate escapes): JSON escapes it exactly
+        text = json.dumps(record, indent=2, ensure_ascii=True) + "\n"
+    atomic_write_text(Path(path), text)

@@ -20,12 +20,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from appliance.errors import IntegrityError, UsageError
+from appliance.errors import ApplianceError, IntegrityError, UsageError
+from appliance.models.verify import read_regular
 from appliance.paths import atomic_write_text
 
 SCHEMA = "appliance.model-signature"
 VERSION = 1
 SUFFIX = ".sig.json"
+MAX_DOCUMENT_BYTES = 1024 * 1024
 
 
 def signature_path(model_path: Path) -> Path:
@@ -55,18 +57,29 @@ def generate_key(private_path: Path) -> tuple[Path, str]:
 
     private_path = Path(private_path).expanduser()
     public_path = private_path.with_name(private_path.name + ".pub")
+    if not private_path.parent.is_dir():
+        raise UsageError(f"{private_path.parent} is not a directory; create it first (no directories are made for "
+                         "a key)")
     if private_path.exists() or public_path.exists():
         raise UsageError(f"{private_path} or {public_path} already exists; choose another path")
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
     public = key.public_key()
-    private_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
-    public_path.write_bytes(public.public_bytes(serialization.Encoding.PEM,
-                                                serialization.PublicFormat.SubjectPublicKeyInfo))
+    try:
+        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(pem)
+            fd = os.open(public_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(public.public_bytes(serialization.Encoding.PEM,
+                                                 serialization.PublicFormat.SubjectPublicKeyInfo))
+        except BaseException:
+            private_path.unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise ApplianceError(f"cannot write the key to {private_path}: {exc.strerror or exc}") from None
     return public_path, key_id(_raw(public))
 
 
@@ -76,14 +89,21 @@ def _raw(public) -> bytes:
     return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
+def _read_key(path: Path) -> bytes:
+    try:
+        return read_regular(Path(path).expanduser(), 64 * 1024)
+    except FileNotFoundError:
+        raise UsageError(f"key file {path} not found") from None
+    except ApplianceError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _load_private(path: Path):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     try:
-        key = serialization.load_pem_private_key(Path(path).expanduser().read_bytes(), password=None)
-    except FileNotFoundError:
-        raise UsageError(f"key file {path} not found") from None
+        key = serialization.load_pem_private_key(_read_key(path), password=None)
     except (ValueError, TypeError) as exc:
         raise UsageError(f"{path} is not an unencrypted PEM private key ({exc})") from None
     if not isinstance(key, Ed25519PrivateKey):
@@ -96,10 +116,7 @@ def load_public_raw(path: Path) -> bytes:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    try:
-        data = Path(path).expanduser().read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"key file {path} not found") from None
+    data = _read_key(path)
     try:
         key = serialization.load_pem_public_key(data)
     except ValueError:
@@ -124,12 +141,12 @@ def sign(private_path: Path, payload: dict[str, Any], target: Path) -> dict[str,
 
 def read_document(path: Path) -> dict[str, Any]:
     try:
-        document = json.loads(Path(path).read_text(encoding="utf-8"))
+        document = json.loads(read_regular(Path(path), MAX_DOCUMENT_BYTES).decode("utf-8"))
     except FileNotFoundError:
         raise IntegrityError(f"{path}: signature document is missing; the model is signed and will not be loaded "
                              "without it") from None
-    except (OSError, ValueError) as exc:
-        raise IntegrityError(f"{path}: signature document is unreadable ({exc})") from None
+    except (ApplianceError, ValueError, RecursionError) as exc:
+        raise IntegrityError(f"{path}: signature document is unreadable ({str(exc)[:200]})") from None
     if not isinstance(document, dict) or document.get("schema") != SCHEMA or document.get("algorithm") != "ed25519":
         raise IntegrityError(f"{path}: not an appliance Ed25519 signature document")
     return document
@@ -163,6 +180,15 @@ def check(path: Path, name: str, files: list[dict[str, Any]], public_key_b64: st
     if not isinstance(payload, dict) or payload.get("files") != payload_for(name, files)["files"]:
         raise IntegrityError(f"{path}: the signed file hashes do not match {files[0]['name']}; refused")
     return key_id(embedded)
+
+
+def copy_document(source: Path, target: Path) -> None:
+    """Copy a signature document beside a copied model file (read as a small regular file, written atomically)."""
+    try:
+        data = read_regular(Path(source), MAX_DOCUMENT_BYTES)
+    except FileNotFoundError:
+        return
+    atomic_write_text(Path(target), data.decode("utf-8", errors="replace"))
 
 
 def load_for_pin(path: Path) -> dict[str, Any]:

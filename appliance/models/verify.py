@@ -14,17 +14,20 @@ Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 CHUNK = 4 * 1024 * 1024
 
 
-def open_regular(path: Path) -> int:
+def open_regular(path: Path, *, missing_is_integrity: bool = True) -> int:
     """Open a file for reading, refusing anything that is not a regular file (a FIFO, a device, a directory).
 
     O_NONBLOCK keeps a FIFO from blocking the open; the check is made on the open descriptor (fstat), so what is
-    checked is what is read.
+    checked is what is read. A missing file is an IntegrityError (a model file that vanished), or with
+    `missing_is_integrity=False` a plain FileNotFoundError for callers that say it their own way.
     """
     path = Path(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise IntegrityError(f"{path}: file is missing") from None
+        if missing_is_integrity:
+            raise IntegrityError(f"{path}: file is missing") from None
+        raise
     except OSError as exc:
         raise ApplianceError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     mode = os.fstat(fd).st_mode
@@ -33,6 +36,31 @@ def open_regular(path: Path) -> int:
         raise ApplianceError(f"{path}: not a regular file; only regular files are read")
     os.set_blocking(fd, True)
     return fd
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """The whole content of a small regular file (a record, a signature, a catalog), refusing anything that is not
+    a regular file or is larger than `limit` bytes: a FIFO or a device named like a record never blocks a read.
+    A missing file raises FileNotFoundError."""
+    fd = open_regular(path, missing_is_integrity=False)
+    try:
+        size = os.fstat(fd).st_size
+        if size > limit:
+            raise ApplianceError(f"{path}: {size} bytes is more than the {limit} a file of this kind may have")
+        chunks, done = [], 0
+        while done <= limit:
+            chunk = os.pread(fd, min(CHUNK, limit + 1 - done), done)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            done += len(chunk)
+        if done > limit:
+            raise ApplianceError(f"{path}: more than the {limit} bytes a file of this kind may have")
+        return b"".join(chunks)
+    except OSError as exc:
+        raise ApplianceError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
 
 
 def sha256_fd(fd: int, progress: Progress | None = None) -> str:

@@ -57,3 +57,36 @@ def raw_header(tensor_count: int = 0, kv: list[bytes] | None = None, kv_count: i
 
 def kv_string(key: bytes, value: bytes) -> bytes:
     return gguf_string(key) + struct.pack("<I", 8) + gguf_string(value)
+
+
+def sha256_of(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def catalog_entry(path: Path, **facts: Any) -> dict[str, Any]:
+    """A catalog entry naming `path`'s bytes as a release (override any field with keyword arguments)."""
+    entry = {
+        "id": f"test-{Path(path).stem}",
+        "sha256": sha256_of(path),
+        "size": Path(path).stat().st_size,
+        "file_name": Path(path).name,
+        "release": {"repo": "acme/tiny-GGUF", "revision": "0123456789abcdef0123456789abcdef01234567", "official": True},
+        "license": {"id": "Apache-2.0", "text": "https://example.invalid/acme/tiny-GGUF/LICENSE"},
+        "lineage": {"base_model": "acme/tiny", "fine_tune": "acme/tiny-instruct", "quantization": "F32",
+                    "from": "the test's own words"},
+        "chat_template_family": "test",
+        "evidence": [{"source": "https://example.invalid/pins/tiny", "says": "pins this sha256 for acme/tiny-GGUF"}],
+    }
+    entry.update(facts)
+    return entry
+
+
+def write_catalog(path: Path, entries: list[dict[str, Any]], **top: Any) -> Path:
+    import json
+
+    document = {"schema": "appliance.model-catalog", "version": 1, "entries": entries}
+    document.update(top)
+    Path(path).write_text(json.dumps(document, indent=2))
+    return Path(path)

@@ -181,7 +181,7 @@ def test_a_version_1_record_is_read_and_upgraded(tmp_path, appliance_home):
                       "family": "permissive", "commercial_use": "permitted", "status": "confirmed"}
     entry.manifest_path.write_text(json.dumps(old))
     record = manifest.read(entry.manifest_path)
-    assert record["schema_version"] == 2 and record["file"]["role"] == "model"
+    assert record["schema_version"] == 3 and record["file"]["role"] == "model" and record["established"] is None
     assert record["license"]["declared"][0]["id"] == "MIT" and record["license"]["user_asserted"] is None
     future = dict(old, schema_version=99)
     entry.manifest_path.write_text(json.dumps(future))

@@ -12,6 +12,7 @@ from tests.models.fixtures import make_gguf
 
 def _signed(tmp_path, invoke):
     key = tmp_path / "keys" / "signing.pem"
+    key.parent.mkdir()  # keygen makes no directories
     made = invoke.json("models", "keygen", str(key))
     assert (key.stat().st_mode & 0o777) == 0o600 and made["key_id"].startswith("ed25519:")
     path = make_gguf(tmp_path / "signed.gguf", {"general.license": "mit"})
