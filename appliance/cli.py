@@ -6,14 +6,76 @@ Answers go to stdout, diagnostics to stderr. User mistakes end with a one-line m
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 
 import click
 
 import appliance
 from appliance.cli_support import Context, diag, dumps, hash_progress, pass_ctx
-from appliance.errors import EXIT_FAILURE, ApplianceError, IntegrityError
+from appliance.config import max_threads
+from appliance.errors import EXIT_FAILURE, ApplianceError, IntegrityError, UsageError
+from appliance.sanitize import clean, clean_line
 from kb.errors import KBError
+
+
+def _say(message: str) -> None:
+    """One line on stderr, whatever state stderr is in (a closed pipe must not turn an error into a traceback)."""
+    try:
+        click.echo(clean_line(message), err=True)
+    except (OSError, ValueError):
+        pass
+
+
+def _disk_full(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "database or disk is full" in text \
+        or "no space left" in text
+
+
+def _unexpected(exc: BaseException) -> int:
+    """Any exception nobody expected: one line, the traceback in a file (as pip does), exit 1."""
+    if _disk_full(exc):
+        _say("error: the disk is full (no space left on device); free some space and run the command again")
+        return EXIT_FAILURE
+    if isinstance(exc, OSError) and exc.errno == errno.EPIPE:  # `appliance ask ... | head`
+        return EXIT_FAILURE
+    where = crash_report(exc)
+    detail = f"{type(exc).__name__}: {exc}"[:300]
+    _say(f"error: unexpected failure ({detail}); " + (f"the full report is in {where}" if where else
+                                                       "the report could not be written"))
+    return EXIT_FAILURE
+
+
+def crash_report(exc: BaseException) -> str | None:
+    """Write the traceback under the data directory's logs/ (or the temp dir); never raises."""
+    import os
+    import tempfile
+    import time
+    import traceback
+
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    home = os.environ.get("APPLIANCE_HOME")
+    folders = [os.path.join(home, "logs")] if home else []
+    try:
+        from appliance.paths import Paths
+
+        folders.append(str(Paths.default().logs))
+    except Exception:  # noqa: BLE001 - a report must never fail the report
+        pass
+    folders.append(tempfile.gettempdir())
+    name = f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    for folder in folders:
+        try:
+            os.makedirs(folder, exist_ok=True)
+            path = os.path.join(folder, name)
+            with open(path, "w", encoding="utf-8", errors="replace") as handle:
+                handle.write(f"appliance {appliance.__version__}, {' '.join(sys.argv)}\n\n{text}")
+            return path
+        except OSError:
+            continue
+    return None
 
 
 class ApplianceGroup(click.Group):
@@ -21,13 +83,13 @@ class ApplianceGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ApplianceError as exc:
-            click.echo(f"error: {exc}", err=True)
+            _say(f"error: {exc}")
             ctx.exit(exc.exit_code)
         except KBError as exc:
-            click.echo(f"error: {exc}", err=True)
+            _say(f"error: {exc}")
             ctx.exit(EXIT_FAILURE)
         except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
+            _say("interrupted")
             ctx.exit(130)
 
 
@@ -61,9 +123,13 @@ def cli(ctx: click.Context, quiet: bool) -> None:
 @click.option("--no-kb", is_flag=True, help="Do not search the knowledge base; the model answers alone.")
 @click.option("--no-history", is_flag=True, help="Do not save this exchange in the local history.")
 @click.option("--threads", type=click.IntRange(1, 1024), help="CPU threads for the model (default: one per physical core).")
+@click.option("-c", "--continue", "continue_", is_flag=False, flag_value="last", default=None, metavar="[ID]",
+              help="Continue a conversation: the most recent one, or the one with this id (see `appliance history list`).")
+@click.option("--quote-only", is_flag=True, help="Only the library's own sentences and their sources; the model is "
+              "not loaded.")
 @pass_ctx
 def ask(obj: Context, question: str | None, model_name: str | None, max_tokens: int | None, as_json: bool,
-        no_kb: bool, no_history: bool, threads: int | None) -> None:
+        no_kb: bool, no_history: bool, threads: int | None, continue_: str | None, quote_only: bool) -> None:
     """Ask one question; the answer streams to stdout.
 
     \b
@@ -72,52 +138,91 @@ def ask(obj: Context, question: str | None, model_name: str | None, max_tokens: 
       appliance ask "How do I purify water?"
       appliance ask --json --max-tokens 100 "What is hypothermia?"
       cat question.txt | appliance ask --model smollm2-135m-instruct
+      appliance ask -c "And at high altitude?"        # continues the most recent conversation
+      appliance ask --continue 3 "What else?"          # continues conversation 3
+      appliance ask --quote-only "How long do I boil water?"
+
+    \b
+    An answer starts with the sentences from your library that best answer the question (verbatim, with their
+    source), then the model's own words; sentences of the model's that no passage supports are listed after it
+    as not found in your library.
     """
+    if threads is not None and threads > max_threads():
+        raise UsageError(f"--threads {threads} is more than twice the CPUs this process may use ({max_threads()})")
+    if continue_ is not None and continue_ != "last" and not continue_.isdigit():
+        # `-c "question"`: click took the question as the option's value; it is the question.
+        if question is not None:
+            raise click.UsageError(f"--continue takes a conversation id (a number), not {continue_!r}")
+        question, continue_ = continue_, "last"
     if question is None or question == "-":
         if sys.stdin is None or sys.stdin.isatty():
             raise click.UsageError('no question given; try: appliance ask "How do I purify water?"')
-        question = sys.stdin.read()
-    if not question.strip():
-        raise click.UsageError('the question is empty; try: appliance ask "How do I purify water?"')
+        question = sys.stdin.buffer.read().decode("utf-8", "replace")
     services = obj.services
+    conversation_id = None
+    if continue_ == "last":
+        conversation_id = services.history.latest()
+        if conversation_id is None:
+            raise UsageError("there is no conversation to continue yet; ask without --continue first")
+    elif continue_ is not None:
+        conversation_id = int(continue_)
+        if services.history.conversation(conversation_id) is None:
+            raise UsageError(f"no conversation {conversation_id}; see `appliance history list`")
+    conversation = services.conversation(conversation_id)
     update, bar = hash_progress("verifying model", obj.quiet)
     with bar:
-        run = services.answerer.ask(question, model=model_name, max_tokens=max_tokens, use_kb=not no_kb, progress=update,
-                                    threads=threads)
-    if run.model.notice:
+        run = conversation.ask(question, model=model_name, max_tokens=max_tokens, use_kb=not no_kb, progress=update,
+                               threads=threads, quote_only=quote_only)
+    if run.model is not None and run.model.notice:
         diag(f"note: {run.model.notice}", obj.quiet)
     if run.notice:
         diag(run.notice, obj.quiet)
+    if run.quotes and not as_json:
+        click.echo("From your library:")
+        for quote in run.quotes:
+            click.echo(clean_line(f"  > {quote.text} [{quote.source.number}]"))
+        click.echo()
     try:
         for piece in run.tokens():
             if not as_json:
-                click.echo(piece, nl=False)
+                click.echo(clean(piece), nl=False)
                 sys.stdout.flush()
     except KeyboardInterrupt:
         run.cancel()
         raise
-    result = run.as_dict()
-    if run.generation.notice:  # the engine fell back to a safer mode while answering
+    if run.stopped:
+        diag(f"note: stopped: {run.stopped}", obj.quiet)
+    if run.generation is not None and run.generation.notice:  # the engine fell back to a safer mode
         diag(f"note: {run.generation.notice}", obj.quiet)
+    saved_error = ""
+    if not no_history and not quote_only:
+        try:
+            conversation.record(run)
+        except Exception as exc:  # noqa: BLE001 - the answer was delivered; a history failure must not undo it
+            saved_error = str(exc)
+    result = run.as_dict() | {"conversation_id": conversation.id if not no_history else run.conversation_id}
     if as_json:
         click.echo(dumps(result))
     else:
-        click.echo()
+        if run.generation is not None:
+            click.echo()
+        unsupported = [claim for claim in run.claims or [] if not claim.supported]
+        if unsupported:
+            click.echo("\nNot found in your library (check before acting on it):")
+            for claim in unsupported:
+                click.echo(clean_line(f"  - {claim.text}"))
         cited = run.cited
         if cited:
             click.echo("\nSources:")
         elif run.sources:
-            click.echo("\nPassages given to the model (the answer cites none of them):")
+            click.echo("\nPassages given to the model (none of them backs the answer):")
         for source in cited or run.sources:
-            click.echo(source.cite())
+            click.echo(clean_line(source.cite()))
         timings = result["timings"]
-        if timings["tokens_per_s"]:
+        if timings.get("tokens_per_s"):
             diag(f"[{result['model']['name']}: {timings['tokens']} tokens, {timings['tokens_per_s']} tokens/s]", obj.quiet)
-    if not no_history:
-        try:
-            services.history.record_exchange(question.strip(), result)
-        except Exception as exc:  # the answer was delivered; a history failure must not turn it into an error
-            diag(f"warning: not saved to history ({exc})", obj.quiet)
+    if saved_error:
+        diag(f"warning: not saved to history ({saved_error})", obj.quiet)
 
 
 @cli.command()
@@ -171,12 +276,21 @@ _register_subcommands()
 
 
 def main() -> None:
+    """The one top-level handler: no traceback ever reaches the user."""
     try:
         cli(standalone_mode=True)
-    except ApplianceError as exc:  # raised outside a command's invoke (rare)
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except OSError as exc:
-        if exc.errno == 32:  # broken pipe: `appliance ask ... | head`
-            sys.exit(EXIT_FAILURE)
+    except SystemExit:
         raise
+    except ApplianceError as exc:  # raised outside a command's invoke (rare)
+        _say(f"error: {exc}")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _say("interrupted")
+        sys.exit(130)
+    except BaseException as exc:  # noqa: BLE001 - a bug or an environment failure: one line, report in a file
+        code = _unexpected(exc)
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass
+        os._exit(code) if isinstance(exc, OSError) and exc.errno == errno.EPIPE else sys.exit(code)

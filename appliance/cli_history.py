@@ -8,6 +8,7 @@ import click
 
 from appliance.cli_support import Context, dumps, pass_ctx
 from appliance.errors import ApplianceError
+from appliance.sanitize import clean, clean_line
 
 
 def _conversation_or_fail(obj: Context, conversation_id: int) -> dict:
@@ -46,11 +47,11 @@ def history_list(obj: Context, limit: int, as_json: bool) -> None:
         return
     for row in rows:
         when = datetime.datetime.fromtimestamp(row["updated"]).strftime("%Y-%m-%d %H:%M")
-        click.echo(f"{row['id']:5}  {when}  {row['messages']:3} msgs  {row['title']}")
+        click.echo(f"{row['id']:5}  {when}  {row['messages']:3} msgs  {clean_line(row['title'])}")
 
 
 @history.command("show")
-@click.argument("conversation_id", type=int)
+@click.argument("conversation_id", type=click.IntRange(1, 2**63 - 1))
 @click.option("--format", "fmt", type=click.Choice(["md", "json"]), default="md", show_default=True,
               help="Markdown (readable, and what you export) or JSON (messages with sources and timings).")
 @pass_ctx
@@ -66,4 +67,4 @@ def history_show(obj: Context, conversation_id: int, fmt: str) -> None:
     if fmt == "json":
         click.echo(dumps(conversation | {"messages": obj.services.history.messages(conversation_id)}))
     else:
-        click.echo(obj.services.history.export_markdown(conversation_id))
+        click.echo(clean(obj.services.history.export_markdown(conversation_id)))

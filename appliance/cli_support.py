@@ -31,7 +31,12 @@ pass_ctx = click.make_pass_decorator(Context)
 
 def dumps(data: Any) -> str:
     """The one JSON serializer shared by every --json output."""
-    return json.dumps(data, indent=2, ensure_ascii=False, default=str)
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a path that is not UTF-8 (surrogate escapes): \u escapes keep it exact and printable
+        text = json.dumps(data, indent=2, ensure_ascii=True, default=str)
+    return text
 
 
 def diag(message: str, quiet: bool = False) -> None:

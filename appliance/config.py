@@ -1,10 +1,13 @@
 """Typed settings from config.toml. Precedence: command-line flag > environment > file > defaults.
 
-Read with tomllib; written with tomlkit (so a user's comments survive) by `set_value`.
+Read with tomllib; written with tomlkit (so a user's comments survive) by `set_value`. Every value is checked at
+the edge, with the offending key named: its type (4096.7 is not a context size, `true` is not a thread count),
+its range, and that floats are finite.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -16,25 +19,35 @@ from appliance.errors import ApplianceError
 from appliance.paths import atomic_write_text
 
 
+def max_threads() -> int:
+    return 2 * (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def _range(low, high, choices: tuple = ()) -> dict:
+    return {"low": low, "high": high, "choices": choices}
+
+
 @dataclass
 class ModelSettings:
     default: str = ""  # empty: the bundled default model pack
-    context: int = 4096
-    threads: int = 0  # 0: decided from the hardware
-    max_tokens: int = 512
-    temperature: float = 0.2
-    seed: int = 42
+    context: int = field(default=4096, metadata=_range(256, 1 << 20))  # capped at the model's own at load time
+    threads: int = field(default=0, metadata=_range(0, max_threads))  # 0: one per physical core
+    max_tokens: int = field(default=512, metadata=_range(1, 32768))
+    temperature: float = field(default=0.2, metadata=_range(0.0, 2.0))
+    repeat_penalty: float = field(default=1.1, metadata=_range(1.0, 2.0))  # >1 discourages repeating tokens
+    seed: int = field(default=42, metadata=_range(0, 2**32 - 1))
 
 
 @dataclass
 class HardwareSettings:
-    ram_limit_mb: int = 0  # 0: use what the machine has available; otherwise a cap the owner sets
+    ram_limit_mb: int = field(default=0, metadata=_range(0, 1 << 24))  # 0: what the machine has available
 
 
 @dataclass
 class EngineSettings:
-    mode: str = "auto"  # auto (normal, falling back to safe and remembering), or force normal / safe / baseline
-    hang_timeout_s: float = 120.0  # an engine process silent this long is stopped
+    # auto (normal, falling back to safe and remembering), or force normal / safe / baseline
+    mode: str = field(default="auto", metadata=_range(None, None, ("auto", "normal", "safe", "baseline")))
+    hang_timeout_s: float = field(default=120.0, metadata=_range(1.0, 86400.0))  # a silent engine is stopped
 
 
 @dataclass
@@ -46,11 +59,13 @@ class Config:
     @classmethod
     def load(cls, path: Path) -> "Config":
         data: dict = {}
-        if path.exists():
+        if path.exists() or path.is_symlink():
             try:
                 data = tomllib.loads(path.read_text(encoding="utf-8"))
             except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
                 raise ApplianceError(f"config file {path} is not valid TOML: {exc}") from None
+            except OSError as exc:
+                raise ApplianceError(f"config file {path} cannot be read ({exc.strerror or exc})") from None
         config = cls()
         for section in fields(cls):
             target = getattr(config, section.name)
@@ -66,23 +81,56 @@ def _apply(target, values: dict, where: str) -> None:
     for key, value in values.items():
         if key not in known:
             continue  # unknown keys are kept in the file and ignored, so newer configs still load
-        setattr(target, key, _coerce(value, type(getattr(target, key)), f"{where} {key}"))
+        setattr(target, key, _checked(value, known[key], f"{where} {key}"))
 
 
 def _apply_env(target, section: str) -> None:
     for f in fields(target):
-        env = os.environ.get(f"APPLIANCE_{section.upper()}_{f.name.upper()}")
+        name = f"APPLIANCE_{section.upper()}_{f.name.upper()}"
+        env = os.environ.get(name)
         if env is not None:
-            setattr(target, f.name, _coerce(env, type(getattr(target, f.name)), f"APPLIANCE_{section.upper()}_{f.name.upper()}"))
+            setattr(target, f.name, _checked(env, f, name))
 
 
-def _coerce(value, kind: type, where: str):
-    try:
-        if kind is bool and isinstance(value, str):
-            return value.strip().lower() in {"1", "true", "yes", "on"}
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ApplianceError(f"{where}: expected {kind.__name__}, got {value!r}") from None
+def _checked(value, spec, where: str):
+    """`value` (from TOML or the environment) as the field's type, within its range; else one clear error."""
+    kind = type(spec.default)
+    text = value.strip() if isinstance(value, str) else None
+    shown = repr(value)[:60]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if text is not None and text.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+            return text.lower() in {"1", "true", "yes", "on"}
+        raise ApplianceError(f"{where}: expected true or false, got {shown}")
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        elif text is not None and text.lstrip("+-").isdigit() and len(text) < 20:
+            number = int(text)
+        else:
+            raise ApplianceError(f"{where}: expected a whole number, got {shown}")
+    elif kind is float:
+        try:
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                raise ValueError
+            number = float(value)
+        except ValueError:
+            raise ApplianceError(f"{where}: expected a number, got {shown}") from None
+        if not math.isfinite(number):
+            raise ApplianceError(f"{where}: expected a finite number, got {shown}")
+    else:
+        if not isinstance(value, str):
+            raise ApplianceError(f"{where}: expected text, got {shown}")
+        choices = spec.metadata.get("choices") if spec.metadata else ()
+        if choices and value not in choices:
+            raise ApplianceError(f"{where}: expected one of {', '.join(choices)}, got {shown}")
+        return value
+    low, high = spec.metadata.get("low"), spec.metadata.get("high")
+    high = high() if callable(high) else high
+    if (low is not None and number < low) or (high is not None and number > high):
+        raise ApplianceError(f"{where}: {number} is out of range ({low} to {high})")
+    return number
 
 
 def set_value(path: Path, dotted_key: str, value) -> None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from appliance.errors import ApplianceError
+from kb.source import Source
 
 MIGRATIONS = [
     """
@@ -30,20 +33,29 @@ MIGRATIONS = [
     );
     CREATE INDEX messages_conversation ON messages(conversation_id, id);
     """,
+    # 2: an answer's quotes from the library, its claims checked against the passages, why it stopped early
+    """
+    ALTER TABLE messages ADD COLUMN details TEXT;
+    """,
 ]
 
 
 class History:
+    """One SQLite connection shared by the threads of a process (the TUI's workers and its UI thread): every use
+    goes through `self._lock`; every change is one transaction (`_write`)."""
+
     def __init__(self, path: Path):
         self.path = path
+        self._lock = threading.RLock()
         try:
-            self.db = sqlite3.connect(path, check_same_thread=False, timeout=10)
-        except sqlite3.Error as exc:
-            raise ApplianceError(f"history database {path} cannot be opened ({exc})") from None
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA foreign_keys = ON")
-        self.db.execute("PRAGMA journal_mode = WAL")
-        self._migrate()
+            self.db = sqlite3.connect(path, check_same_thread=False, timeout=10, isolation_level=None)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA foreign_keys = ON")
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise ApplianceError(f"history database {path} cannot be used ({exc}); move it aside and the next "
+                                 "question starts a new one") from None
 
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
@@ -54,100 +66,124 @@ class History:
                 self.db.executescript(f"BEGIN; {script} PRAGMA user_version = {number}; COMMIT;")
 
     def close(self) -> None:
-        self.db.close()
+        with self._lock:
+            self.db.close()
 
-    def new_conversation(self, title: str) -> int:
-        now = time.time()
-        with self.db:
-            cursor = self.db.execute(
-                "INSERT INTO conversations (title, created, updated) VALUES (?, ?, ?)", (title[:200] or "Untitled", now, now)
-            )
-        return int(cursor.lastrowid)
+    @contextmanager
+    def _write(self):
+        """One transaction under the lock: all of it is saved, or none of it."""
+        with self._lock:
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+                yield self.db
+                self.db.execute("COMMIT")
+            except BaseException:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
 
-    def add_message(self, conversation_id: int, role: str, content: str, *, model: str | None = None,
-                    sources: list[dict] | None = None, timings: dict | None = None) -> int:
-        now = time.time()
-        with self.db:
-            cursor = self.db.execute(
-                "INSERT INTO messages (conversation_id, role, content, model, sources, timings, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (conversation_id, role, content, model, json.dumps(sources or []), json.dumps(timings or {}), now),
-            )
-            self.db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, conversation_id))
-        return int(cursor.lastrowid)
+    def _read(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self.db.execute(sql, params).fetchall()
 
     def record_exchange(self, question: str, result: dict[str, Any], conversation_id: int | None = None) -> int:
-        """Save one question and its answer (the `as_dict()` of an AnswerRun); returns the conversation id."""
-        if conversation_id is None:
-            conversation_id = self.new_conversation(question)
-        self.add_message(conversation_id, "user", question)
-        self.add_message(conversation_id, "assistant", result.get("answer", ""), model=result.get("model", {}).get("name"),
-                         sources=result.get("sources"), timings=result.get("timings"))
+        """Save one question and its answer (the `as_dict()` of an AnswerRun) in one transaction: a new
+        conversation when `conversation_id` is None. Returns the conversation id."""
+        now = time.time()
+        with self._write() as db:
+            if conversation_id is None:
+                cursor = db.execute("INSERT INTO conversations (title, created, updated) VALUES (?, ?, ?)",
+                                    (question[:200] or "Untitled", now, now))
+                conversation_id = int(cursor.lastrowid)
+            elif db.execute("SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)).fetchone() is None:
+                raise ApplianceError(f"no conversation {conversation_id}; see `appliance history list`")
+            insert = ("INSERT INTO messages (conversation_id, role, content, model, sources, timings, created) "
+                      "VALUES (?, ?, ?, ?, ?, ?, ?)")
+            db.execute(insert, (conversation_id, "user", question, None, "[]", "{}", now))
+            cursor = db.execute(insert, (conversation_id, "assistant", result.get("answer", ""),
+                                         (result.get("model") or {}).get("name"),
+                                         json.dumps(result.get("sources") or []),
+                                         json.dumps(result.get("timings") or {}), now))
+            details = {key: result[key] for key in ("quotes", "claims", "stopped") if result.get(key)}
+            if details:
+                db.execute("UPDATE messages SET details = ? WHERE id = ?", (json.dumps(details), cursor.lastrowid))
+            db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, conversation_id))
         return conversation_id
 
+    def latest(self) -> int | None:
+        """The most recently updated conversation, for `appliance ask --continue`."""
+        rows = self._read("SELECT id FROM conversations ORDER BY updated DESC, id DESC LIMIT 1")
+        return int(rows[0]["id"]) if rows else None
+
     def conversations(self, limit: int = 100) -> list[dict[str, Any]]:
-        rows = self.db.execute(
+        rows = self._read(
             "SELECT c.id, c.title, c.created, c.updated, COUNT(m.id) AS messages FROM conversations c "
             "LEFT JOIN messages m ON m.conversation_id = c.id GROUP BY c.id ORDER BY c.updated DESC, c.id DESC LIMIT ?",
             (limit,),
-        ).fetchall()
+        )
         return [dict(row) for row in rows]
 
     def conversation(self, conversation_id: int) -> dict[str, Any] | None:
-        row = self.db.execute(
-            "SELECT id, title, created, updated FROM conversations WHERE id = ?", (conversation_id,)
-        ).fetchone()
-        return dict(row) if row else None
+        rows = self._read("SELECT id, title, created, updated FROM conversations WHERE id = ?", (conversation_id,))
+        return dict(rows[0]) if rows else None
 
     def rename_conversation(self, conversation_id: int, title: str) -> None:
         title = " ".join(title.split())[:200]
         if not title:
             raise ApplianceError("a conversation title cannot be empty")
-        with self.db:
-            cursor = self.db.execute("UPDATE conversations SET title = ? WHERE id = ?", (title, conversation_id))
+        with self._write() as db:
+            cursor = db.execute("UPDATE conversations SET title = ? WHERE id = ?", (title, conversation_id))
         if cursor.rowcount == 0:
             raise ApplianceError(f"no conversation {conversation_id}")
 
     def delete_conversation(self, conversation_id: int) -> None:
         """Delete a conversation and its messages (ON DELETE CASCADE)."""
-        with self.db:
-            cursor = self.db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+        with self._write() as db:
+            cursor = db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
         if cursor.rowcount == 0:
             raise ApplianceError(f"no conversation {conversation_id}")
 
     def chat_messages(self, conversation_id: int, last: int = 6) -> list[dict[str, str]]:
-        """The last `last` messages as {"role", "content"} dicts, ready to pass as `Answerer.ask(history=...)`."""
-        rows = self.db.execute(
+        """The last `last` messages as {"role", "content"} dicts: the earlier turns a Conversation shows the model."""
+        rows = self._read(
             "SELECT role, content FROM (SELECT id, role, content FROM messages WHERE conversation_id = ? "
             "ORDER BY id DESC LIMIT ?) ORDER BY id",
             (conversation_id, last),
-        ).fetchall()
+        )
         return [{"role": row["role"], "content": row["content"]} for row in rows if row["content"]]
 
     def messages(self, conversation_id: int) -> list[dict[str, Any]]:
-        rows = self.db.execute(
-            "SELECT id, role, content, model, sources, timings, created FROM messages WHERE conversation_id = ? ORDER BY id",
+        rows = self._read(
+            "SELECT id, role, content, model, sources, timings, details, created FROM messages WHERE conversation_id = ? "
+            "ORDER BY id",
             (conversation_id,),
-        ).fetchall()
+        )
         result = []
         for row in rows:
             item = dict(row)
             item["sources"] = json.loads(item["sources"] or "[]")
             item["timings"] = json.loads(item["timings"] or "{}")
+            item["details"] = json.loads(item["details"] or "{}")
             result.append(item)
         return result
 
     def export_markdown(self, conversation_id: int) -> str:
-        row = self.db.execute("SELECT title FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
-        if row is None:
+        conversation = self.conversation(conversation_id)
+        if conversation is None:
             raise ApplianceError(f"no conversation {conversation_id}")
-        lines = [f"# {row['title']}", ""]
+        lines = [f"# {conversation['title']}", ""]
         for message in self.messages(conversation_id):
-            lines += [f"**{'You' if message['role'] == 'user' else 'Appliance'}:**", "", message["content"], ""]
+            lines += [f"**{'You' if message['role'] == 'user' else 'Appliance'}:**", ""]
+            for quote in message["details"].get("quotes") or []:
+                lines.append(f"> {quote.get('text')} [{quote.get('number')}]")
+            if message["details"].get("quotes"):
+                lines.append("")
+            lines += [message["content"], ""]
+            unsupported = [c["sentence"] for c in message["details"].get("claims") or [] if not c.get("supported")]
+            if unsupported:
+                lines += ["*Not found in your library:*", *[f"- {s}" for s in unsupported], ""]
             for source in message["sources"]:
-                lines.append(f"- [{source.get('number')}] {source.get('path')}"
-                             + (f", {source['section']}" if source.get("section") else "")
-                             + (f", page {source['page']}" if source.get("page") is not None else ""))
+                lines.append(f"- {Source.from_dict(source).cite()}")
             if message["sources"]:
                 lines.append("")
         return "\n".join(lines)

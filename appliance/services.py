@@ -1,14 +1,19 @@
-"""The appliance's services, built once and handed to the CLI or the TUI (never reached through globals)."""
+"""The appliance's services, built once and handed to the CLI or the TUI (never reached through globals).
+
+The composition root: it builds each part and hands it what it needs; no part calls back into it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from appliance.answer import Answerer
 from appliance.config import Config
+from appliance.conversation import Conversation, KBRetriever
 from appliance.engine import Engine
+from appliance.evidence import Evidence
 from appliance.history import History
+from appliance.knowledge import KnowledgeHandle
 from appliance.models.library import ModelLibrary
 from appliance.paths import Paths
 
@@ -36,39 +41,21 @@ class Services:
         return History(self.paths.history)
 
     @cached_property
-    def kb(self):
-        """The knowledge base at paths.kb, its embedder files taken from their pinned wheels and verified first."""
-        from appliance.errors import ApplianceError, IntegrityError
-        from appliance.models import packs
-        from appliance.models.verify import check_file
-        from kb import KBError, KnowledgeBase
-
-        files = []
-        for pin in (packs.EMBEDDER_ONNX, packs.EMBEDDER_TOKENIZER):
-            path = pin.locate()
-            try:
-                check_file(path, pin.size, pin.sha256)
-            except IntegrityError as exc:
-                raise IntegrityError(f"embedder file does not match its pin: {exc}") from None
-            files.append(path)
-        try:
-            return KnowledgeBase(self.paths.kb, files[0], files[1])
-        except KBError as exc:
-            raise ApplianceError(str(exc)) from None
+    def knowledge(self) -> KnowledgeHandle:
+        return KnowledgeHandle(self.paths.kb)
 
     @cached_property
-    def answerer(self) -> Answerer:
-        return Answerer(self.engine, retriever=_LazyRetriever(self, self.config.model.max_tokens))
+    def kb(self):
+        """The knowledge base at paths.kb, its embedder files verified against their pins (opened on first use)."""
+        return self.knowledge.open()
 
+    @cached_property
+    def evidence(self) -> Evidence:
+        """Sentence-level quotes and support checks with the knowledge base's embedder (opened on first use)."""
+        knowledge = self.knowledge
+        return Evidence(lambda texts: knowledge.open().embedder.embed(texts, batch_size=32))
 
-class _LazyRetriever:
-    """Opens the knowledge base only when a question actually uses it (so `ask --no-kb` never touches it)."""
-
-    def __init__(self, services: Services, max_tokens: int):
-        self.services = services
-        self.max_tokens = max_tokens
-
-    def sources_for(self, question, model):
-        from appliance.grounding import KBRetriever
-
-        return KBRetriever(self.services.kb, self.max_tokens).sources_for(question, model)
+    def conversation(self, conversation_id: int | None = None) -> Conversation:
+        """A new conversation, or the one with this id continued (its earlier turns come from history)."""
+        return Conversation(self.engine, self.history, self.config.model, KBRetriever(self.knowledge),
+                            conversation_id, self.evidence)

@@ -39,7 +39,7 @@ def test_fresh_home_registers_the_default_pack(appliance_home):
 
 def test_tokens_stream_in_order_and_make_the_answer():
     services = Services.create()
-    run = services.answerer.ask(QUESTION, max_tokens=24, use_kb=False)
+    run = services.conversation().ask(QUESTION, max_tokens=24, use_kb=False)
     pieces = list(run.tokens())
     assert len(pieces) > 1
     assert "".join(pieces) == run.text
@@ -51,7 +51,7 @@ def test_tokens_stream_in_order_and_make_the_answer():
 
 def test_cancel_stops_generation():
     services = Services.create()
-    run = services.answerer.ask(QUESTION, max_tokens=200, use_kb=False)
+    run = services.conversation().ask(QUESTION, max_tokens=200, use_kb=False)
     received = []
     for piece in run.tokens():
         received.append(piece)

@@ -2,34 +2,28 @@
 
 Layout: one screen per area (chat, models, library, help) switched with F1-F4, one stylesheet
 (appliance.tcss). Every blocking call (model load, generation, hashing, ingest) runs in a thread worker
-and reports back by messages (tui/messages.py); errors become notifications.
+and reports back by messages declared next to their sender (Textual's pattern); errors become notifications.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from textual import on, work
 from textual.app import App
+from textual.message import Message
 from textual.binding import Binding
 from textual.reactive import reactive
 from textual.worker import Worker, WorkerState
 
-from tui.messages import (
-    DefaultModelChanged, KBStats, ModelFailed, ModelLoading, ModelNeedsConsent, ModelProgress, ModelReady,
-)
-from tui.present import Consents, consent_reasons, license_label
+from appliance.models.choice import Consents
 from tui.screens.chat import ChatScreen
 from tui.screens.dialogs import ConsentScreen
 from tui.screens.help import HelpScreen
 from tui.screens.library import LibraryScreen
 from tui.screens.models import ModelsScreen
-
-
-def knowledge_base(services: Any) -> Any | None:
-    """The knowledge base, or None when this build has none (or it cannot be opened). Call it in a worker."""
-    return getattr(services, "kb", None)
 
 
 class ApplianceApp(App):
@@ -48,6 +42,46 @@ class ApplianceApp(App):
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
+    # -- messages its workers post (handled here, on the UI thread) ------------------------------------------
+    @dataclass
+    class ModelLoading(Message, bubble=False):
+        """A model is being verified and loaded (`name` may be empty until it is resolved)."""
+
+        name: str
+
+    @dataclass
+    class ModelProgress(Message, bubble=False):
+        """Hashing progress while a model is verified before load."""
+
+        done: int
+        total: int
+
+    @dataclass
+    class ModelNeedsConsent(Message, bubble=False):
+        """The model's license is unknown or restrictive, or it carries content warnings: ask before first use."""
+
+        entry: Any
+
+    @dataclass
+    class ModelReady(Message, bubble=False):
+        name: str
+        license_id: str
+        load_s: float
+        restricted: bool = False
+        notice: str = ""  # the engine fell back to a safer mode: say so once
+
+    @dataclass
+    class ModelFailed(Message, bubble=False):
+        error: str
+
+    @dataclass
+    class KBStats(Message, bubble=False):
+        """Fresh knowledge-base figures; `stats` is None when the knowledge base could not be opened (`error`)."""
+
+        stats: dict | None
+        documents: list[dict] | None = None
+        error: str = ""
+
     model_name = reactive("")
     model_license = reactive("")
     model_restricted = reactive(False)
@@ -63,7 +97,7 @@ class ApplianceApp(App):
         self.services = services
         self.preload = preload
         self.consent_entry: Any = None  # a model waiting for the user's OK before first use
-        self.consents = Consents(Path(services.paths.home) / "tui-state.json")
+        self.consents = Consents(Path(services.paths.home))  # the same record `appliance models accept` writes
         self.first_paint_at: float | None = None
         self._kb_checked = False
         self.engine_notice_shown = ""  # the engine's fall-back notice is said once
@@ -86,36 +120,36 @@ class ApplianceApp(App):
     def prepare_model(self, name: str | None = None, consented: bool = False) -> None:
         """Resolve the default (or named) model, ask for consent if its license needs it, verify and load it."""
         services = self.services
-        self.post_message(ModelLoading(name or ""))
+        self.post_message(self.ModelLoading(name or ""))
         try:
             entry = services.library.resolve(name, services.config.model.default)
-            if consent_reasons(entry.record) and not consented and not self.consents.given(entry.sha256):
-                self.post_message(ModelNeedsConsent(entry))
+            if not consented and self.consents.needed(entry.info, entry.sha256):
+                self.post_message(self.ModelNeedsConsent(entry))
                 return
-            self.post_message(ModelLoading(entry.name))
+            self.post_message(self.ModelLoading(entry.name))
             loaded = services.engine.load(entry.name, progress=lambda done, total: self.post_message(
-                ModelProgress(done, total)))
+                self.ModelProgress(done, total)))
         except Exception as exc:  # noqa: BLE001 - a failed load is a notification, the app stays usable
-            self.post_message(ModelFailed(str(exc)))
+            self.post_message(self.ModelFailed(str(exc)))
             return
-        record = loaded.entry.record
-        self.post_message(ModelReady(loaded.entry.name, license_label(record), loaded.load_s,
-                                     restricted=bool(consent_reasons(record)), notice=loaded.notice))
+        info = loaded.entry.info
+        self.post_message(self.ModelReady(loaded.entry.name, info.license.label, loaded.load_s,
+                                     restricted=bool(info.consent_reasons()), notice=loaded.notice))
 
     @on(ModelLoading)
-    def _model_loading(self, message: ModelLoading) -> None:
+    def _model_loading(self, message: "ApplianceApp.ModelLoading") -> None:
         self.model_state = "checking" if not message.name else "loading"
         if message.name:
             self.model_name = message.name
         self.model_detail = "checking…" if not message.name else "loading…"
 
     @on(ModelProgress)
-    def _model_progress(self, message: ModelProgress) -> None:
+    def _model_progress(self, message: "ApplianceApp.ModelProgress") -> None:
         if message.total:
             self.model_detail = f"verifying {100 * message.done // message.total}%"
 
     @on(ModelReady)
-    def _model_ready(self, message: ModelReady) -> None:
+    def _model_ready(self, message: "ApplianceApp.ModelReady") -> None:
         self.model_name = message.name
         self.model_license = message.license_id
         self.model_restricted = message.restricted
@@ -132,14 +166,14 @@ class ApplianceApp(App):
             self.refresh_kb()
 
     @on(ModelFailed)
-    def _model_failed(self, message: ModelFailed) -> None:
+    def _model_failed(self, message: "ApplianceApp.ModelFailed") -> None:
         self.model_state = "failed"
         self.model_detail = ""
         self._kb_after_model()
         self.notify(message.error, severity="error", title="Model not loaded", timeout=12)
 
     @on(ModelNeedsConsent)
-    def _model_needs_consent(self, message: ModelNeedsConsent) -> None:
+    def _model_needs_consent(self, message: "ApplianceApp.ModelNeedsConsent") -> None:
         self.consent_entry = message.entry
         self.model_name = message.entry.name
         self.model_state = "needs-consent"
@@ -160,8 +194,8 @@ class ApplianceApp(App):
                 self.model_detail = "not loaded (license not accepted)"
                 return
             try:
-                self.consents.give(entry.sha256, entry.name)
-            except OSError as exc:
+                self.consents.give(entry.name, entry.info, "tui", entry.sha256)
+            except Exception as exc:  # noqa: BLE001 - the choice still applies to this session
                 self.notify(f"Could not remember your choice: {exc}", severity="warning")
             self.consent_entry = None
             self.prepare_model(entry.name, consented=True)
@@ -171,8 +205,8 @@ class ApplianceApp(App):
         if not isinstance(self.screen, ConsentScreen):
             self.push_screen(ConsentScreen(entry), decided)
 
-    @on(DefaultModelChanged)
-    def _default_changed(self, message: DefaultModelChanged) -> None:
+    @on(ModelsScreen.DefaultChanged)
+    def _default_changed(self, message: ModelsScreen.DefaultChanged) -> None:
         self.consent_entry = None
         self.tokens_per_s = None
         self.prepare_model(message.name)
@@ -182,16 +216,16 @@ class ApplianceApp(App):
     def refresh_kb(self) -> None:
         self._kb_checked = True
         try:
-            kb = knowledge_base(self.services)
+            kb = self.services.kb  # opened on first use: in this worker, never on the UI thread
             if kb is None:
-                self.post_message(KBStats(None))
+                self.post_message(self.KBStats(None))
                 return
-            self.post_message(KBStats(kb.stats(), kb.documents()))
+            self.post_message(self.KBStats(kb.stats(), kb.documents()))
         except Exception as exc:  # noqa: BLE001
-            self.post_message(KBStats(None, None, str(exc)))
+            self.post_message(self.KBStats(None, None, str(exc)))
 
     @on(KBStats)
-    def _kb_stats(self, message: KBStats) -> None:
+    def _kb_stats(self, message: "ApplianceApp.KBStats") -> None:
         self.kb_available = message.stats is not None
         self.kb_stats = message.stats
         self.kb_documents = message.documents

@@ -12,8 +12,8 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-from appliance.answer import Source
 from appliance.services import Services
+from kb.source import Source
 
 
 async def wait_for(pilot, predicate: Callable[[], Any], timeout: float = 120, what: str = "condition") -> None:
@@ -34,6 +34,7 @@ class FakeRun:
     def __init__(self, question: str, pieces: list[str], delay: float, sources: list[Source], notice: str = ""):
         self.question, self.pieces, self.delay = question, pieces, delay
         self.sources, self.notice = sources, notice
+        self.quotes: list = []
         self._cancel = threading.Event()
         self.cancelled = False
         self.text = ""
@@ -68,14 +69,16 @@ class FakeRun:
 
 
 class FakeAnswerer:
+    """Stands in for the model: answers with fixed pieces. `calls` holds (question, earlier turns shown)."""
+
     def __init__(self, pieces: list[str], delay: float = 0.0, sources: list[Source] | None = None,
                  error: str | None = None):
         self.pieces, self.delay, self.sources, self.error = pieces, delay, sources or [], error
         self.calls: list[tuple[str, Any]] = []
         self.runs: list[FakeRun] = []
 
-    def ask(self, question: str, *, history=None, **_: Any) -> FakeRun:
-        self.calls.append((question, history))
+    def ask(self, question: str, earlier: list[dict]) -> FakeRun:
+        self.calls.append((question, earlier))
         if self.error:
             from appliance.errors import ApplianceError
 
@@ -85,18 +88,37 @@ class FakeAnswerer:
         return run
 
 
+class FakeConversation:
+    """appliance.conversation.Conversation with the model replaced: earlier turns and records go to the real
+    History, exactly as the core does."""
+
+    def __init__(self, history, answerer: FakeAnswerer, conversation_id: int | None = None):
+        self.history, self.answerer, self.id = history, answerer, conversation_id
+
+    def ask(self, question: str, **_: Any) -> FakeRun:
+        earlier = self.history.chat_messages(self.id, 6) if self.id is not None else []
+        return self.answerer.ask(question, earlier)
+
+    def record(self, run: FakeRun) -> int:
+        self.id = self.history.record_exchange(run.question, run.as_dict(), self.id)
+        return self.id
+
+
 ANSWER_PIECES = ["Boil ", "water ", "for ", "**one ", "minute**", ".\n\n", "- let ", "it ", "cool\n", "- store ",
                  "it ", "covered"]
 SOURCES = [
-    Source(1, "/library/water.md", "Water", "Purifying water", None, "Boil clear water for one minute.", 0.9),
-    Source(2, "/library/field-guide.pdf", "Field guide", "Chapter 3", 12, "Cover stored water.", 0.7),
+    Source("/library/water.md", "Water", "Purifying water", None, "Boil clear water for one minute.", 0.9, number=1),
+    Source("/library/field-guide.pdf", "Field guide", "Chapter 3", 12, "Cover stored water.", 0.7, number=2),
 ]
 
 
 def with_fakes(services: Services, answerer: Any = None, kb: Any = None) -> Services:
-    """Real services (paths, history, library) with the answerer and knowledge base replaced."""
+    """Real services (paths, history, library) with the model (through the conversation) and the knowledge base
+    replaced."""
     if answerer is not None:
-        services.__dict__["answerer"] = answerer
+        services.answerer = answerer
+        services.conversation = lambda conversation_id=None: FakeConversation(services.history, answerer,
+                                                                              conversation_id)
     services.__dict__["kb"] = kb
     return services
 

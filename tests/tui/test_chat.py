@@ -10,9 +10,11 @@ from textual.widgets import Input, Markdown, OptionList
 
 from appliance.services import Services
 from tests.tui.conftest import ANSWER_PIECES, FakeAnswerer, notifications, wait_for, with_fakes
-from tui.app import create_app
-from tui.messages import AnswerDone, AnswerStarted, AnswerToken, ModelFailed, ModelReady
+from tui.app import ApplianceApp, create_app
 from tui.screens.chat import ChatScreen
+
+AnswerDone, AnswerStarted, AnswerToken = ChatScreen.AnswerDone, ChatScreen.AnswerStarted, ChatScreen.AnswerToken
+ModelFailed, ModelReady = ApplianceApp.ModelFailed, ApplianceApp.ModelReady
 from tui.screens.dialogs import ConversationsScreen, SourceScreen
 from tui.widgets.exchange import Exchange, SourceList
 
@@ -104,7 +106,7 @@ async def test_sources_are_listed_and_open_the_passage(fake_services):
         await pilot.press("enter")
         await pilot.pause()
         assert isinstance(app.screen, SourceScreen)
-        assert app.screen.source["page"] == 12
+        assert app.screen.source.page == 12
         assert "Cover stored water." in app.screen.query_one(Markdown).source
         await pilot.press("escape")
         assert isinstance(app.screen, ChatScreen)
@@ -120,7 +122,7 @@ async def test_conversations_persist_reopen_continue_and_export(fake_services):
         # A second question continues the same conversation and gives the model the earlier exchange.
         await ask(pilot, "And then?")
         await wait_for(pilot, lambda: len(history.messages(first)) == 4, 30, "the second answer")
-        assert fake_services.answerer.calls[1][1] == [
+        assert fake_services.answerer.calls[1][1] == [  # the earlier turns the model was shown
             {"role": "user", "content": "How do I purify water?"},
             {"role": "assistant", "content": "".join(ANSWER_PIECES)},
         ]

@@ -8,10 +8,11 @@ from textual.widgets import DataTable, Input, Static
 
 from tests.tui.conftest import FakeKB, notifications, wait_for, with_fakes
 from tui.app import create_app
-from tui.messages import IngestFinished, IngestUpdate
 from tui.screens.dialogs import ConfirmScreen, TextPrompt
 from tui.screens.help import HelpScreen
 from tui.screens.library import LibraryScreen
+
+IngestFinished, IngestUpdate = LibraryScreen.IngestFinished, LibraryScreen.IngestUpdate
 
 pytestmark = pytest.mark.anyio
 
@@ -77,29 +78,23 @@ async def test_escape_stops_an_ingest(services, tmp_path):
         await app.workers.wait_for_complete()
 
 
-async def test_without_a_knowledge_base_the_screen_says_so(services):
-    app = create_app(with_fakes(services, kb=None), preload=False)
+async def test_a_knowledge_base_that_cannot_be_opened_is_said_plainly(services):
+    services.paths.kb.write_text("a file where the knowledge base directory belongs")
+    app = create_app(services, preload=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("f4")
         await app.workers.wait_for_complete()
         await pilot.pause()
         empty = app.screen.query_one("#kb-empty", Static)
-        assert empty.display and "not part of this build" in str(empty.render())
+        assert empty.display and "could not be opened" in str(empty.render())
+        assert any(n.severity == "error" and "Knowledge base" in (n.title or "") for n in app._notifications)
         await pilot.press("a")
         await pilot.pause()
         assert not isinstance(app.screen, TextPrompt)
 
 
-def _real_kb_or_skip(services):
-    try:
-        import kb  # noqa: F401
-    except ImportError:
-        pytest.skip("the knowledge base (kb/) has not landed yet")
-    return services
-
 
 async def test_real_knowledge_base_add_list_and_remove(services, tmp_path):
-    _real_kb_or_skip(services)
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "water.md").write_text("# Water\n\n## Purifying water\n\nBring clear water to a rolling boil for one "

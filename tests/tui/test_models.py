@@ -8,10 +8,12 @@ from textual.widgets import Checkbox, DataTable, Input, Static
 
 from appliance.config import Config
 from tests.tui.conftest import notifications, wait_for, with_fakes, write_tiny_gguf
-from tui.app import create_app
-from tui.messages import ModelLoading, VerifyFinished, VerifyProgress
+from tui.app import ApplianceApp, create_app
 from tui.screens.dialogs import ConsentScreen, ImportPrompt
 from tui.screens.models import ModelsScreen
+
+ModelLoading = ApplianceApp.ModelLoading
+VerifyFinished, VerifyProgress = ModelsScreen.VerifyFinished, ModelsScreen.VerifyProgress
 
 pytestmark = pytest.mark.anyio
 
@@ -93,7 +95,7 @@ async def test_import_a_file_and_make_it_the_default_after_the_license_warning(s
         await wait_for(pilot, lambda: any(isinstance(m, ModelLoading) for m in seen), 30, "the load to start")
         assert Config.load(services.paths.config).model.default == "odd-one"
         assert services.config.model.default == "odd-one"
-        assert app.consents.given(entry.sha256)
+        assert app.consents.given(entry.info, entry.sha256)
         await wait_for(pilot, lambda: rows(table).get("odd-one", [""])[0] == "odd-one *", 30, "the default mark")
         await app.workers.wait_for_complete()
 
@@ -120,3 +122,62 @@ async def test_unknown_license_default_asks_before_first_use_in_chat(services, t
         assert isinstance(app.screen, ConsentScreen)
         await pilot.press("escape")
         await app.workers.wait_for_complete()
+
+
+async def test_models_default_and_accept_from_the_cli_reach_the_tui(tmp_path):
+    """The owner sets the default and accepts its unknown license from the shell; the TUI then loads that model
+    without asking, because it reads the same config.toml and the same consent record."""
+    from click.testing import CliRunner
+
+    from appliance.cli import cli
+    from appliance.services import Services
+
+    path = write_tiny_gguf(tmp_path / "mystery.gguf", license=None, name="mystery")
+    run = CliRunner()
+    assert run.invoke(cli, ["models", "import", str(path)]).exit_code == 0
+    assert run.invoke(cli, ["models", "default", "mystery"]).exit_code == 0
+    services = Services.create()
+    assert services.config.model.default == "mystery"
+    seen = []
+    app = create_app(with_fakes(services))
+    async with app.run_test(size=(100, 30), message_hook=seen.append) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ConsentScreen), 60, "the license warning")
+        assert [m.name for m in seen if isinstance(m, ModelLoading)] == [""]  # asked first, not loaded
+        await pilot.press("escape")
+        await app.workers.wait_for_complete()
+    accepted = run.invoke(cli, ["models", "accept", "mystery"])
+    assert accepted.exit_code == 0 and "accepted mystery" in accepted.stdout
+    seen.clear()
+    app = create_app(with_fakes(Services.create()))
+    async with app.run_test(size=(100, 30), message_hook=seen.append) as pilot:
+        await wait_for(pilot, lambda: "mystery" in [m.name for m in seen if isinstance(m, ModelLoading)], 60,
+                       "the accepted default to load")
+        assert not isinstance(app.screen, ConsentScreen) and app.model_name == "mystery"
+        await app.workers.wait_for_complete()  # the tiny file then fails in the engine: a notification, no more
+
+
+async def test_the_tui_set_default_is_the_core_operation(services, tmp_path):
+    """Set default in the Models screen writes the same config.toml as `appliance models default` (and a model
+    accepted from the CLI is not asked about again)."""
+    from click.testing import CliRunner
+
+    from appliance.cli import cli
+
+    path = write_tiny_gguf(tmp_path / "chosen.gguf", license=None, name="chosen")
+    services.library.register(path, name="chosen")
+    assert CliRunner().invoke(cli, ["models", "accept", "chosen"]).exit_code == 0
+    seen = []
+    app = create_app(with_fakes(services), preload=False)
+    async with app.run_test(size=(120, 40), message_hook=seen.append) as pilot:
+        screen = await open_models(pilot)
+        table = screen.query_one(DataTable)
+        table.move_cursor(row=list(rows(table)).index("chosen"))
+        table.focus()
+        await pilot.press("d")
+        await wait_for(pilot, lambda: any(isinstance(m, ModelLoading) for m in seen), 30, "the load to start")
+        assert not isinstance(app.screen, ConsentScreen)
+        assert Config.load(services.paths.config).model.default == "chosen" == services.config.model.default
+        await wait_for(pilot, lambda: rows(table).get("chosen", [""])[0] == "chosen *", 30, "the default mark")
+        await app.workers.wait_for_complete()
+    shown = CliRunner().invoke(cli, ["models", "default"])
+    assert shown.stdout.strip() == "chosen"

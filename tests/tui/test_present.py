@@ -6,12 +6,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from appliance.answer import Source
+from kb.source import Source
 from appliance.errors import ApplianceError
 from appliance.history import History
 from appliance.models.manifest import license_section
 from tui.present import (
-    Consents, commercial_label, consent_reasons, kb_label, license_label, location_label, short_path, source_label,
+    commercial_label, consent_reasons, kb_label, license_label, location_label, short_path, source_label,
 )
 
 
@@ -24,7 +24,7 @@ def test_license_labels_never_guess():
     assert license_label(record(["apache-2.0"])) == "Apache-2.0"
     assert license_label(record([])) == "UNKNOWN"
     assert license_label(record(["some-custom-thing"])) == "UNKNOWN"
-    assert license_label(record(["apache-2.0", "mit"])) == "CONFLICT"
+    assert license_label(record(["apache-2.0", "mit"])) == "CONFLICT: Apache-2.0 vs MIT"  # the CLI's label too
     assert commercial_label(record([])) == "unknown"
     assert commercial_label(record(["apache-2.0"])) == "yes"
     assert commercial_label(record(["cc-by-nc-4.0"])) == "no"
@@ -40,18 +40,22 @@ def test_consent_is_needed_for_unknown_restrictive_or_warned_models():
     assert consent_reasons(warned) == ["Content warning: tagged not-for-all-audiences on the hub"]
 
 
-def test_consents_are_remembered_per_file(tmp_path):
-    consents = Consents(tmp_path / "tui-state.json")
-    assert not consents.given("abc")
-    consents.give("abc", "model")
-    assert Consents(tmp_path / "tui-state.json").given("abc") and not consents.given("def")
+def test_the_labels_are_the_core_policy():
+    """The TUI shows what appliance.models.record decides, for stored dicts and typed records alike."""
+    from appliance.models.record import ModelRecord
+
+    for declared in (["apache-2.0"], [], ["cc-by-nc-4.0"], ["apache-2.0", "mit"]):
+        view = ModelRecord.from_dict(dict(record(declared), schema="appliance.model-manifest", file={}, lineage={}))
+        assert license_label(record(declared)) == license_label(view) == view.license.label
+        assert commercial_label(record(declared)) == view.license.commercial
+        assert consent_reasons(record(declared)) == view.consent_reasons()
 
 
 def test_short_labels(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     assert short_path(tmp_path / "a" / "b.md") == "~/a/b.md"
     assert short_path("/elsewhere/b.md") == "/elsewhere/b.md"
-    assert source_label(Source(2, "/x/guide.pdf", "Guide", "Ch 3", 12)) == "[2] guide.pdf · Ch 3 · p. 12"
+    assert source_label(Source("/x/guide.pdf", "Guide", "Ch 3", 12, number=2)) == "[2] guide.pdf · Ch 3 · p. 12"
     assert source_label({"number": 1, "path": "/x/w.md", "section": "", "page": None}) == "[1] w.md"
     assert kb_label(None) == "KB –"
     assert kb_label({"documents": 1, "zims": 0}) == "KB 1 doc"

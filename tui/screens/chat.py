@@ -10,12 +10,14 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 from textual.worker import Worker, WorkerState
 
 from appliance.models.library import slug
-from tui.messages import AnswerDone, AnswerFailed, AnswerStarted, AnswerToken
+from appliance.paths import atomic_write_text
+from appliance.sanitize import clean, clean_line
 from tui.screens.dialogs import ConversationsScreen, SourceScreen
 from tui.widgets.exchange import Exchange, SourceList
 from tui.widgets.status import StatusLine
@@ -28,7 +30,6 @@ Esc cancels an answer · Ctrl+N new conversation · Ctrl+O past conversations
 Ctrl+S export to Markdown · F1 help · F3 models · Ctrl+Q quit"""
 
 NEW_TITLE = "New conversation"
-HISTORY_MESSAGES = 6  # earlier messages of the conversation given to the model (3 exchanges)
 
 
 @dataclass
@@ -53,6 +54,36 @@ def answer_meta(result: dict) -> str:
 
 
 class ChatScreen(Screen):
+    # -- messages its answer worker posts ---------------------------------------------------------------------
+    @dataclass
+    class AnswerStarted(Message, bubble=False):
+        """The model is about to stream: the sources it was given, the library's own sentences, any notice."""
+
+        request: int
+        sources: list
+        notice: str
+        quotes: list
+
+    @dataclass
+    class AnswerToken(Message, bubble=False):
+        request: int
+        text: str
+
+    @dataclass
+    class AnswerDone(Message, bubble=False):
+        """Generation ended (finished or cancelled). `result` is `AnswerRun.as_dict()`."""
+
+        request: int
+        result: dict
+        conversation_id: int | None
+        saved_error: str = ""
+
+    @dataclass
+    class AnswerFailed(Message, bubble=False):
+        request: int
+        question: str
+        error: str
+
     BINDINGS = [
         Binding("escape", "cancel", "Cancel", show=False),
         Binding("ctrl+n", "new", "New"),
@@ -64,9 +95,13 @@ class ChatScreen(Screen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.conversation_id: int | None = None
+        self.conversation: Any = None  # appliance.conversation.Conversation: the core this screen calls
         self.pending: Pending | None = None
         self.requests = 0
+
+    @property
+    def conversation_id(self) -> int | None:
+        return self.conversation.id if self.conversation is not None else None
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="log", can_focus=False) as log:  # Tab goes prompt -> sources; PgUp/PgDn scroll
@@ -77,6 +112,7 @@ class ChatScreen(Screen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
+        self.conversation = self.app.services.conversation()
         self.query_one("#prompt", Input).focus()
 
     @property
@@ -107,69 +143,71 @@ class ChatScreen(Screen):
         self.prompt.value = ""
         for welcome in self.query("#welcome"):
             await welcome.remove()
-        exchange = Exchange(question, streaming=True)
+        exchange = Exchange(clean(question), streaming=True)
         await self.log_view.mount(exchange)
         self.log_view.anchor()
         self.requests += 1
         self.pending = Pending(self.requests, question, threading.Event(), exchange)
-        self.answer(self.app.services, self.pending, self.conversation_id)
+        self.answer(self.conversation, self.pending)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="answer")
-    def answer(self, services: Any, pending: Pending, conversation_id: int | None) -> None:
-        """Runs in a thread: load (if needed), stream, save. Talks back only through messages."""
+    def answer(self, conversation: Any, pending: Pending) -> None:
+        """Runs in a thread: ask within the conversation (load if needed, retrieve, stream), then record it.
+        Talks back only through messages."""
         request = pending.request
         try:
-            earlier = services.history.chat_messages(conversation_id, HISTORY_MESSAGES) if conversation_id else []
-            run = services.answerer.ask(pending.question, history=earlier or None)
+            run = conversation.ask(pending.question)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a notification
-            self.post_message(AnswerFailed(request, pending.question, str(exc)))
+            self.post_message(self.AnswerFailed(request, pending.question, str(exc)))
             return
         pending.run = run
         if pending.cancel.is_set():
             run.cancel()
-        self.post_message(AnswerStarted(request, list(run.sources), run.notice))
+        self.post_message(self.AnswerStarted(request, list(run.sources), run.notice, list(run.quotes)))
         try:
             for piece in run.tokens():
-                self.post_message(AnswerToken(request, piece))
+                self.post_message(self.AnswerToken(request, piece))
         except Exception as exc:  # noqa: BLE001
-            self.post_message(AnswerFailed(request, pending.question, str(exc)))
+            self.post_message(self.AnswerFailed(request, pending.question, str(exc)))
             return
         result = run.as_dict()
         saved, error = None, ""
         if not result.get("cancelled"):
             try:
-                saved = services.history.record_exchange(pending.question, result, conversation_id)
+                saved = conversation.record(run)
             except Exception as exc:  # noqa: BLE001 - the answer was delivered; say it was not saved
                 error = str(exc)
-        self.post_message(AnswerDone(request, result, saved, error))
+        self.post_message(self.AnswerDone(request, result, saved, error))
 
     def _current(self, request: int) -> Pending | None:
         return self.pending if self.pending is not None and self.pending.request == request else None
 
     @on(AnswerStarted)
-    def _started(self, message: AnswerStarted) -> None:
+    def _started(self, message: "ChatScreen.AnswerStarted") -> None:
         if pending := self._current(message.request):
-            pending.exchange.started(message.sources, message.notice)
+            pending.exchange.started(message.sources, message.notice, message.quotes)
 
     @on(AnswerToken)
-    async def _token(self, message: AnswerToken) -> None:
+    async def _token(self, message: "ChatScreen.AnswerToken") -> None:
         if pending := self._current(message.request):
-            await pending.exchange.write(message.text)
+            await pending.exchange.write(clean(message.text))
 
     @on(AnswerDone)
-    async def _done(self, message: AnswerDone) -> None:
+    async def _done(self, message: "ChatScreen.AnswerDone") -> None:
         pending = self._current(message.request)
         if pending is None:
             return
         self.pending = None
         result = message.result
-        await pending.exchange.finish(result.get("answer", ""), answer_meta(result))
+        await pending.exchange.finish(clean(result.get("answer", "")), clean_line(answer_meta(result)))
+        pending.exchange.show_unsupported([c["sentence"] for c in result.get("claims") or [] if not c["supported"]])
+        if result.get("stopped"):
+            self.notify(f"Stopped: {result['stopped']}.", severity="warning", title="Answer cut short")
         timings = result.get("timings") or {}
         if timings.get("tokens_per_s"):
             self.app.tokens_per_s = timings["tokens_per_s"]
-        if message.conversation_id is not None and self.conversation_id is None:
-            self.conversation_id = message.conversation_id
-            self.log_view.border_title = pending.question[:70]
+        if message.conversation_id is not None and self.log_view.border_title == NEW_TITLE:
+            self.log_view.border_title = clean_line(pending.question[:70])
         if message.saved_error:
             self.notify(f"Not saved to history: {message.saved_error}", severity="warning")
         if result.get("engine_notice") and result["engine_notice"] != self.app.engine_notice_shown:
@@ -177,7 +215,7 @@ class ChatScreen(Screen):
             self.notify(result["engine_notice"], severity="warning", title="Engine in safe mode", timeout=15)
 
     @on(AnswerFailed)
-    async def _failed(self, message: AnswerFailed) -> None:
+    async def _failed(self, message: "ChatScreen.AnswerFailed") -> None:
         pending = self._current(message.request)
         if pending is None:
             return
@@ -234,7 +272,7 @@ class ChatScreen(Screen):
 
     async def clear(self) -> None:
         await self.log_view.remove_children()
-        self.conversation_id = None
+        self.conversation = self.app.services.conversation()
         self.log_view.border_title = NEW_TITLE
 
     def action_conversations(self) -> None:
@@ -261,12 +299,15 @@ class ChatScreen(Screen):
             if message["role"] == "user":
                 question = message["content"]
             elif question is not None:
-                exchanges.append(Exchange(question, message["content"], sources=message["sources"],
+                exchanges.append(Exchange(clean(question), clean(message["content"]), sources=message["sources"],
+                                          quotes=message["details"].get("quotes") or [],
+                                          unsupported=[c["sentence"] for c in message["details"].get("claims")
+                                                       or [] if not c.get("supported")],
                                           meta=message.get("model") or ""))
                 question = None
         await self.log_view.mount_all(exchanges)
-        self.conversation_id = conversation_id
-        self.log_view.border_title = conversation["title"][:70]
+        self.conversation = self.app.services.conversation(conversation_id)
+        self.log_view.border_title = clean_line(conversation["title"][:70])
         self.log_view.anchor()
         self.prompt.focus()
 
@@ -281,7 +322,7 @@ class ChatScreen(Screen):
             folder = services.paths.home / "exports"
             folder.mkdir(parents=True, exist_ok=True)
             target = folder / f"{slug(conversation['title'])[:40]}-{self.conversation_id}.md"
-            target.write_text(text, encoding="utf-8")
+            atomic_write_text(target, text)
         except Exception as exc:  # noqa: BLE001
             self.notify(str(exc), severity="error", title="Export failed")
             return

@@ -14,7 +14,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Markdown, OptionList, Static
 from textual.widgets.option_list import Option
 
-from tui.present import consent_reasons, license_label, location_label, short_path
+from appliance.sanitize import clean, clean_line
+from kb.source import Source
+from tui.present import consent_reasons, license_label, location_label
 
 
 class ConsentScreen(ModalScreen[bool]):
@@ -52,22 +54,17 @@ class SourceScreen(ModalScreen[None]):
 
     BINDINGS = [Binding("escape", "dismiss", "Close")]
 
-    def __init__(self, source: dict[str, Any]) -> None:
+    def __init__(self, source: Source) -> None:
         super().__init__()
         self.source = source
 
     def compose(self) -> ComposeResult:
         s = self.source
-        where = [short_path(s.get("path") or "?")]
-        if s.get("section"):
-            where.append(f"section: {s['section']}")
-        if s.get("page") is not None:
-            where.append(f"page {s['page']}")
         with Vertical(classes="dialog source"):
-            yield Label(f"[{s.get('number')}] {s.get('title') or ''}".strip(), classes="dialog-title", markup=False)
-            yield Static("\n".join(where), classes="dialog-line", markup=False)
+            yield Label(clean_line(f"[{s.number}] {s.title}".strip()), classes="dialog-title", markup=False)
+            yield Static(clean_line(s.location()), classes="dialog-line", markup=False)
             with VerticalScroll(classes="dialog-scroll"):
-                yield Markdown(s.get("snippet") or "_(no passage text was stored)_")
+                yield Markdown(clean(s.snippet) or "_(no passage text was stored)_")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Close", id="close")
 
@@ -190,7 +187,8 @@ class ConversationsScreen(ModalScreen[int | None]):
             options.add_option(Option("No conversations yet.", disabled=True))
             return
         options.add_options([
-            Option(f"{row['title'][:60]}  ({row['messages'] // 2} Q, {_when(row['updated'])})", id=str(row["id"]))
+            Option(clean_line(f"{row['title'][:60]}  ({row['messages'] // 2} Q, {_when(row['updated'])})"),
+                   id=str(row["id"]))
             for row in self.rows
         ])
         options.highlighted = min(highlighted or 0, len(self.rows) - 1)

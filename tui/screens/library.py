@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -11,15 +12,16 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, ProgressBar, Static
 
-from tui.messages import IngestFailed, IngestFinished, IngestUpdate
+from appliance.sanitize import clean_line
 from tui.present import human_size, short_path
 from tui.screens.dialogs import ConfirmScreen, TextPrompt
 
-NO_KB = ("The knowledge base is not part of this build yet.\n"
-         "Chat still works: the model answers alone, without sources.")
+KB_UNAVAILABLE = ("The knowledge base could not be opened (the notification says why).\n"
+                  "Chat still works: the model answers alone, without sources.")
 EMPTY = "The library is empty. Press a to add a file or a folder (txt, md, html, pdf, epub, zim)."
 
 
@@ -50,6 +52,20 @@ def _added(value: Any) -> str:
 
 
 class LibraryScreen(Screen):
+    # -- messages its ingest worker posts ---------------------------------------------------------------------
+    @dataclass
+    class IngestUpdate(Message, bubble=False):
+        progress: Any
+
+    @dataclass
+    class IngestFinished(Message, bubble=False):
+        report: Any
+        cancelled: bool
+
+    @dataclass
+    class IngestFailed(Message, bubble=False):
+        error: str
+
     BINDINGS = [
         Binding("a", "add", "Add"),
         Binding("r,delete", "remove", "Remove"),
@@ -66,7 +82,7 @@ class LibraryScreen(Screen):
             body.border_title = "Library"
             yield Static("", id="kb-summary", markup=False)
             yield DataTable(id="documents", cursor_type="row", zebra_stripes=True)
-            yield Static(NO_KB, id="kb-empty", markup=False)
+            yield Static(KB_UNAVAILABLE, id="kb-empty", markup=False)
             with Horizontal(id="ingest"):
                 yield ProgressBar(id="ingest-bar", show_eta=False)
                 yield Label("", id="ingest-label", markup=False)
@@ -88,7 +104,7 @@ class LibraryScreen(Screen):
         table = self.query_one(DataTable)
         if stats is None:
             summary.update("")
-            empty.update(NO_KB)
+            empty.update(KB_UNAVAILABLE)
             empty.display, table.display = True, False
             return
         summary.update(f"{stats.get('documents', 0)} documents · {stats.get('zims', 0)} ZIM archives · "
@@ -99,8 +115,9 @@ class LibraryScreen(Screen):
         row = table.cursor_row
         table.clear()
         for doc in self.documents:
-            table.add_row(str(doc.get("title") or Path(str(doc.get("path"))).name)[:40], str(doc.get("kind", "")),
-                          str(doc.get("chunks", "")), _added(doc.get("added")), short_path(doc.get("path", "")),
+            table.add_row(clean_line(str(doc.get("title") or Path(str(doc.get("path"))).name)[:40]),
+                          str(doc.get("kind", "")), str(doc.get("chunks", "")), _added(doc.get("added")),
+                          clean_line(short_path(doc.get("path", ""))),
                           key=str(doc.get("path")))
         if self.documents:
             table.move_cursor(row=min(row or 0, len(self.documents) - 1))
@@ -108,7 +125,7 @@ class LibraryScreen(Screen):
     # -- add -------------------------------------------------------------------------------------------------
     def action_add(self) -> None:
         if not self.app.kb_available:
-            self.notify(NO_KB, severity="warning")
+            self.notify(KB_UNAVAILABLE, severity="warning")
             return
         if self.cancel_ingest is not None:
             self.notify("Already adding files; Esc stops it.", severity="warning")
@@ -132,21 +149,21 @@ class LibraryScreen(Screen):
     def ingest(self, paths: list[Path], cancel: threading.Event) -> None:
         try:
             kb = self.app.services.kb
-            report = kb.add(paths, progress=lambda p: self.post_message(IngestUpdate(p)), cancel=cancel)
+            report = kb.add(paths, progress=lambda p: self.post_message(self.IngestUpdate(p)), cancel=cancel)
         except Exception as exc:  # noqa: BLE001
-            self.post_message(IngestFailed(str(exc)))
+            self.post_message(self.IngestFailed(str(exc)))
             return
-        self.post_message(IngestFinished(report, cancel.is_set()))
+        self.post_message(self.IngestFinished(report, cancel.is_set()))
 
     @on(IngestUpdate)
-    def _ingest_update(self, message: IngestUpdate) -> None:
+    def _ingest_update(self, message: "LibraryScreen.IngestUpdate") -> None:
         progress = message.progress
         self.query_one("#ingest-bar", ProgressBar).update(total=max(progress.files_total, 1),
                                                           progress=progress.files_done)
         self.query_one("#ingest-label", Label).update(progress_text(progress))
 
     @on(IngestFinished)
-    def _ingest_finished(self, message: IngestFinished) -> None:
+    def _ingest_finished(self, message: "LibraryScreen.IngestFinished") -> None:
         self.cancel_ingest = None
         self.query_one("#ingest").display = False
         title = "Stopped adding" if message.cancelled else "Added to the library"
@@ -155,7 +172,7 @@ class LibraryScreen(Screen):
         self.app.refresh_kb()
 
     @on(IngestFailed)
-    def _ingest_failed(self, message: IngestFailed) -> None:
+    def _ingest_failed(self, message: "LibraryScreen.IngestFailed") -> None:
         self.cancel_ingest = None
         self.query_one("#ingest").display = False
         self.notify(message.error, severity="error", title="Could not add", timeout=12)
@@ -177,7 +194,7 @@ class LibraryScreen(Screen):
             if yes:
                 self.remove_document(str(doc["path"]))
 
-        self.app.push_screen(ConfirmScreen(f"Remove {short_path(doc['path'])} from the library?\n"
+        self.app.push_screen(ConfirmScreen(f"Remove {clean_line(short_path(doc['path']))} from the library?\n"
                                            "(The file itself is not touched.)", yes="Remove"), decided)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="kb-remove")

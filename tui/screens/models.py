@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -9,40 +10,75 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, ProgressBar, Static
 
-from tui.messages import DefaultModelChanged, ModelImported, ModelsListed, VerifyFinished, VerifyProgress
-from tui.present import (
-    commercial_label, consent_reasons, human_size, license_label, location_label, short_path, verified_label,
-)
+from appliance.models.choice import set_default
+from appliance.sanitize import clean, clean_line
+from tui.present import human_size, location_label, short_path, verified_label
 from tui.screens.dialogs import ConsentScreen, ImportPrompt
 
 COLUMNS = ("Name", "License", "Family", "Commercial", "Verified", "Location")
 
 
 def describe(entry: Any, default: str) -> str:
-    """The details panel for one model: everything the table abbreviates, warnings first and plainly."""
-    record = entry.record
-    lic = record.get("license") or {}
-    lines = []
-    reasons = consent_reasons(record)
-    for reason in reasons:
-        lines.append(f"⚠ {reason}")
+    """The details panel for one model: everything the table abbreviates, warnings first and plainly; what the
+    file declares, what its bytes establish and what you asserted are said apart."""
+    info = entry.info
+    lic, est = info.license, info.established
+    lines = [f"⚠ {reason}" for reason in info.consent_reasons()]
     lines.append(f"{entry.name}{'  (default)' if entry.name == default else ''}")
-    declared = ", ".join(f"{d.get('value')} (from {d.get('from')})" for d in lic.get("declared", [])) or "nothing"
-    lines.append(f"License: {license_label(record)} · family {lic.get('family', 'unknown')} · "
-                 f"commercial use: {commercial_label(record)} · declared: {declared}")
-    if lic.get("note"):
-        lines.append(f"Note: {lic['note']}")
-    file = record.get("file") or {}
-    lineage = record.get("lineage") or {}
-    lines.append(f"File: {short_path(entry.path)} · {human_size(file.get('size'))} · "
-                 f"{lineage.get('quantization') or '?'} · sha256 {str(file.get('sha256', ''))[:16]}…")
-    return "\n".join(lines)
+    declared = ", ".join(f"{d.value} (from {d.origin})" for d in lic.declared) or "nothing"
+    lines.append(f"License: {lic.label} ({lic.basis}) · family {lic.family} · commercial use: {lic.commercial} · "
+                 f"declared: {declared}")
+    if lic.established:
+        lines.append(f"Established by its bytes: {lic.established.id}"
+                     + (f" (text: {lic.established.text})" if lic.established.text else ""))
+    if lic.user_asserted:
+        lines.append(f"Yours: {lic.user_asserted.id}" + (f" ({lic.user_asserted.note})" if lic.user_asserted.note
+                                                          else ""))
+    if lic.note:
+        lines.append(f"Note: {lic.note}")
+    if est and est.statement:
+        lines.append(f"Established: {est.statement} ({len(est.evidence)} evidence source(s); "
+                     f"appliance models show {entry.name})")
+    elif est:
+        lines.append(f"Catalog: {est.note}")
+    lines.append(f"File: {short_path(entry.path)} · {human_size(info.file.total_size)} · "
+                 f"{info.lineage.quantization or '?'} · sha256 {info.file.sha256[:16]}…")
+    return "\n".join(clean(line) for line in lines)
 
 
 class ModelsScreen(Screen):
+    # -- messages it and its workers post --------------------------------------------------------------------
+    @dataclass
+    class DefaultChanged(Message, bubble=False):
+        """The user chose another default model: the app loads it."""
+
+        name: str
+
+    @dataclass
+    class ModelsListed(Message, bubble=False):
+        entries: list
+        default: str
+
+    @dataclass
+    class VerifyProgress(Message, bubble=False):
+        name: str
+        done: int
+        total: int
+
+    @dataclass
+    class VerifyFinished(Message, bubble=False):
+        name: str
+        error: str = ""
+
+    @dataclass
+    class ModelImported(Message, bubble=False):
+        name: str = ""
+        error: str = ""
+
     BINDINGS = [
         Binding("v", "verify", "Verify"),
         Binding("i", "import_model", "Import"),
@@ -81,26 +117,29 @@ class ModelsScreen(Screen):
         try:
             entries = services.library.entries()
             for entry in entries:
-                entry.record  # read each manifest here, not on the UI thread
+                try:
+                    entry.info  # read each manifest here, not on the UI thread
+                except Exception:  # noqa: BLE001 - a damaged manifest is shown in the list, not fatal
+                    pass
             default = services.library.default_name(services.config.model.default)
         except Exception as exc:  # noqa: BLE001
             self.app.call_from_thread(self.notify, str(exc), severity="error", title="Model library")
             return
-        self.post_message(ModelsListed(entries, default))
+        self.post_message(self.ModelsListed(entries, default))
 
     @on(ModelsListed)
-    def _listed(self, message: ModelsListed) -> None:
+    def _listed(self, message: "ModelsScreen.ModelsListed") -> None:
         self.entries, self.default = message.entries, message.default
         table = self.query_one(DataTable)
         row = table.cursor_row
         table.clear()
         for entry in self.entries:
             try:
-                record = entry.record
+                lic = entry.info.license
                 cells = (
                     f"{entry.name}{' *' if entry.name == self.default else ''}",
-                    license_label(record), (record.get("license") or {}).get("family", "unknown"),
-                    commercial_label(record), verified_label(entry), location_label(entry),
+                    clean_line(lic.label), clean_line(lic.family), lic.commercial, verified_label(entry),
+                    clean_line(location_label(entry)),
                 )
             except Exception as exc:  # noqa: BLE001 - a damaged manifest is shown, not fatal
                 cells = (entry.name, "UNKNOWN", "?", "?", f"damaged: {exc}"[:30], location_label(entry))
@@ -127,7 +166,7 @@ class ModelsScreen(Screen):
             return
         try:
             text = describe(entry, self.default)
-            warn = bool(consent_reasons(entry.record)) or entry.quarantined or not entry.available
+            warn = bool(entry.info.consent_reasons()) or entry.quarantined or not entry.available
         except Exception as exc:  # noqa: BLE001
             text, warn = f"{entry.name}: the model record cannot be read ({exc})", True
         details.set_class(warn, "warning")
@@ -155,18 +194,18 @@ class ModelsScreen(Screen):
         library = self.app.services.library
         try:
             entry = library.resolve(name)
-            library.verify(entry, lambda done, total: self.post_message(VerifyProgress(name, done, total)))
+            library.verify(entry, lambda done, total: self.post_message(self.VerifyProgress(name, done, total)))
         except Exception as exc:  # noqa: BLE001
-            self.post_message(VerifyFinished(name, str(exc)))
+            self.post_message(self.VerifyFinished(name, str(exc)))
             return
-        self.post_message(VerifyFinished(name))
+        self.post_message(self.VerifyFinished(name))
 
     @on(VerifyProgress)
-    def _verify_progress(self, message: VerifyProgress) -> None:
+    def _verify_progress(self, message: "ModelsScreen.VerifyProgress") -> None:
         self._progress(f"verifying {message.name} ", message.done, message.total)
 
     @on(VerifyFinished)
-    def _verify_finished(self, message: VerifyFinished) -> None:
+    def _verify_finished(self, message: "ModelsScreen.VerifyFinished") -> None:
         self._progress_done()
         if message.error:
             self.notify(message.error, severity="error", title=f"{message.name}: verification failed", timeout=12)
@@ -188,15 +227,15 @@ class ModelsScreen(Screen):
         library = self.app.services.library
         try:
             entry = library.register(Path(path).expanduser(), name=name, mode="copy" if copy else "in-place",
-                                     progress=lambda done, total: self.post_message(VerifyProgress(
+                                     progress=lambda done, total: self.post_message(self.VerifyProgress(
                                          Path(path).name, done, total)))
         except Exception as exc:  # noqa: BLE001
-            self.post_message(ModelImported(error=str(exc)))
+            self.post_message(self.ModelImported(error=str(exc)))
             return
-        self.post_message(ModelImported(entry.name))
+        self.post_message(self.ModelImported(entry.name))
 
     @on(ModelImported)
-    def _imported(self, message: ModelImported) -> None:
+    def _imported(self, message: "ModelsScreen.ModelImported") -> None:
         self._progress_done()
         if message.error:
             self.notify(message.error, severity="error", title="Import failed", timeout=12)
@@ -209,10 +248,14 @@ class ModelsScreen(Screen):
         entry = self.selected()
         if entry is None:
             return
-        if consent_reasons(entry.record) and not self.app.consents.given(entry.sha256):
+        consents = self.app.consents
+        if consents.needed(entry.info, entry.sha256):
             def decided(accepted: bool | None) -> None:
                 if accepted:
-                    self.app.consents.give(entry.sha256, entry.name)
+                    try:
+                        consents.give(entry.name, entry.info, "tui", entry.sha256)
+                    except Exception as exc:  # noqa: BLE001 - the choice still applies to this session
+                        self.notify(f"Could not remember your choice: {exc}", severity="warning")
                     self.make_default(entry.name)
 
             self.app.push_screen(ConsentScreen(entry), decided)
@@ -222,16 +265,10 @@ class ModelsScreen(Screen):
     def make_default(self, name: str) -> None:
         services = self.app.services
         try:
-            setter = getattr(services.library, "set_default", None)
-            if callable(setter):
-                setter(name)
-            from appliance.config import Config, set_value
-
-            set_value(services.paths.config, "model.default", name)
-            services.config.model.default = Config.load(services.paths.config).model.default
+            set_default(services.library, services.config, services.paths.config, name)
         except Exception as exc:  # noqa: BLE001
             self.notify(str(exc), severity="error", title="Default not changed")
             return
         self.notify(f"{name} is now the default model; loading it.", title="Default model")
-        self.app.post_message(DefaultModelChanged(name))
+        self.app.post_message(self.DefaultChanged(name))
         self.load_entries()

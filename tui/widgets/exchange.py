@@ -11,31 +11,26 @@ from textual.message import Message
 from textual.widgets import Markdown, OptionList, Static
 from textual.widgets.option_list import Option
 
+from appliance.sanitize import clean
+from kb.source import Source
 from tui.present import source_label
-
-
-def source_dict(source: Any) -> dict[str, Any]:
-    if isinstance(source, dict):
-        return source
-    if hasattr(source, "as_dict"):
-        return source.as_dict()
-    return dict(vars(source))
 
 
 class SourceList(OptionList):
     """The cited passages; select one (Enter or click) to read it."""
 
     class Chosen(Message):
-        def __init__(self, source: dict[str, Any]) -> None:
+        def __init__(self, source: Source) -> None:
             super().__init__()
             self.source = source
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.sources: list[dict[str, Any]] = []
+        self.sources: list[Source] = []
 
-    def set_sources(self, sources: list[Any]) -> None:
-        self.sources = [source_dict(s) for s in sources]
+    def set_sources(self, sources: list[Source | dict[str, Any]]) -> None:
+        """Sources of a live answer, or the dicts of one read back from history."""
+        self.sources = [s if isinstance(s, Source) else Source.from_dict(s) for s in sources]
         self.clear_options()
         self.add_options([Option(source_label(s), id=str(i)) for i, s in enumerate(self.sources)])
         self.display = bool(self.sources)
@@ -48,11 +43,37 @@ class SourceList(OptionList):
         self.post_message(self.Chosen(self.sources[event.option_index]))
 
 
+class QuoteList(OptionList):
+    """The library's own sentences that best answer the question, first; Enter on one opens its source."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.quotes: list[dict[str, Any]] = []
+        self.sources: dict[int, Source] = {}
+
+    def set_quotes(self, quotes: list[Any], sources: list[Source]) -> None:
+        self.quotes = [q if isinstance(q, dict) else q.as_dict() for q in quotes]
+        self.sources = {s.number: s for s in sources if s.number is not None}
+        self.clear_options()
+        self.add_options([Option(clean(f"“{q['text']}” [{q.get('number')}]"), id=str(i))
+                          for i, q in enumerate(self.quotes)])
+        self.display = bool(self.quotes)
+
+    @on(OptionList.OptionSelected)
+    def _chosen(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        source = self.sources.get(self.quotes[event.option_index].get("number"))
+        if source is not None:
+            self.post_message(SourceList.Chosen(source))
+
+
 class Exchange(Vertical):
-    """A question, the answer as Markdown (streamed through MarkdownStream), a notice, and the sources."""
+    """A question; the library's own sentences (quotes); the model's answer as Markdown (streamed through
+    MarkdownStream); a notice; sentences not found in the library; and the sources."""
 
     def __init__(self, question: str, answer: str = "", *, sources: list[Any] | None = None, notice: str = "",
-                 meta: str = "", streaming: bool = False) -> None:
+                 meta: str = "", streaming: bool = False, quotes: list[Any] | None = None,
+                 unsupported: list[str] | None = None) -> None:
         super().__init__(classes="exchange")
         self.question = question
         self._answer = answer
@@ -60,6 +81,8 @@ class Exchange(Vertical):
         self._notice = notice
         self._meta = meta
         self._streaming = streaming
+        self._quotes = quotes or []
+        self._unsupported = unsupported or []
         self.stream = None
 
     def compose(self) -> ComposeResult:
@@ -67,7 +90,11 @@ class Exchange(Vertical):
         notice = Static(self._notice, classes="notice", markup=False)
         notice.display = bool(self._notice)
         yield notice
+        yield QuoteList(classes="quotes")
         yield Markdown(self._answer, classes="answer")
+        unsupported = Static("", classes="unsupported", markup=False)
+        unsupported.display = False
+        yield unsupported
         yield SourceList(classes="sources")
         if self._streaming:
             yield Static("thinking…", classes="meta")
@@ -77,20 +104,31 @@ class Exchange(Vertical):
             yield meta
 
     def on_mount(self) -> None:
-        self.query_one(SourceList).set_sources(self._sources)
+        sources = self.query_one(SourceList)
+        sources.set_sources(self._sources)
+        self.query_one(QuoteList).set_quotes(self._quotes, sources.sources)
+        self.show_unsupported(self._unsupported)
         if self._streaming:
             self.stream = Markdown.get_stream(self.markdown)
+
+    def show_unsupported(self, sentences: list[str]) -> None:
+        label = self.query_one(".unsupported", Static)
+        label.update(clean("Not found in your library (check before acting on it):\n"
+                           + "\n".join(f"  - {s}" for s in sentences)) if sentences else "")
+        label.display = bool(sentences)
 
     @property
     def markdown(self) -> Markdown:
         return self.query_one(".answer", Markdown)
 
-    def started(self, sources: list[Any], notice: str) -> None:
+    def started(self, sources: list[Any], notice: str, quotes: list[Any] | None = None) -> None:
         if notice:
             label = self.query_one(".notice", Static)
             label.update(notice)
             label.display = True
-        self.query_one(SourceList).set_sources(sources)
+        source_list = self.query_one(SourceList)
+        source_list.set_sources(sources)
+        self.query_one(QuoteList).set_quotes(quotes or [], source_list.sources)
         self.query_one(".meta", Static).update("answering…  (Esc cancels)")
 
     async def write(self, text: str) -> None:

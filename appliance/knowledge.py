@@ -1,0 +1,44 @@
+"""The knowledge base as the appliance opens it: once, lazily, with the embedder files checked against their pins.
+
+`KnowledgeHandle.open()` is what the retriever and the CLI's `kb` commands use; nothing is opened (and no embedder
+is hashed) until a question or command actually needs the library, so `ask --no-kb` never touches it.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from appliance.errors import ApplianceError, IntegrityError
+from appliance.models import packs
+from appliance.models.verify import check_file
+
+
+class KnowledgeHandle:
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self._kb = None
+        self._lock = threading.Lock()
+
+    def open(self):
+        """The kb.KnowledgeBase at `directory` (opened on first call; the same object afterwards)."""
+        with self._lock:
+            if self._kb is None:
+                self._kb = self._open()
+            return self._kb
+
+    def _open(self):
+        from kb import KBError, KnowledgeBase
+
+        files = []
+        for pin in (packs.EMBEDDER_ONNX, packs.EMBEDDER_TOKENIZER):
+            path = pin.locate()
+            try:
+                check_file(path, pin.size, pin.sha256)
+            except IntegrityError as exc:
+                raise IntegrityError(f"embedder file does not match its pin: {exc}") from None
+            files.append(path)
+        try:
+            return KnowledgeBase(self.directory, files[0], files[1])
+        except KBError as exc:
+            raise ApplianceError(str(exc)) from None
