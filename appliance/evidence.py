@@ -1,0 +1,175 @@
+"""The library's own words: the sentences that best answer a question, and which claims of an answer they support.
+
+Both work at sentence level over the passages retrieval found, with the knowledge base's embedder (cosine of
+normalised MiniLM vectors) and a lexical signal (the share of the question's content words a sentence holds):
+  - `Evidence.quotes(question, passages)`: the few sentences that best answer it (a sentence, or two adjacent
+    ones), verbatim (each a substring of its stored chunk) and with its source, shown before the model's words;
+  - `Evidence.claims(answer, passages)`: each sentence of the model's text, marked supported when a passage
+    sentence says the same (by meaning or by words), with the passages that support it; the rest is marked
+    "not found in your library".
+The passages' sentences are embedded through the knowledge base's vector cache, so a passage costs its embedding
+once; the question and the model's sentences are embedded fresh (cost measured in scripts/bench).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+Embed = Callable[[list[str]], np.ndarray]
+
+_SPLIT = re.compile(r"(?<=[.!?])[\"')\]*]*\s+(?=[\"'(\[*]?[A-Z0-9])|\n+")
+_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'-]*")
+_CITE = re.compile(r"\s*\[\d{1,3}\]")
+STOPWORDS = frozenset("""a about above after again against all am an and any are as at be because been before being
+below between both but by can could did do does doing down during each few for from further had has have having he her
+here hers him his how i if in into is it its itself just me more most my no nor not now of off on once only or other
+our out over own same she should so some such than that the their them then there these they this those through to
+too under until up very was we were what when where which while who whom why will with would you your yours yourself
+get got make made use used one also may might must shall much many way ways thing things""".split())
+
+MIN_WORDS, MAX_WORDS = 5, 70
+QUOTE_FLOOR = 0.35  # combined score a unit needs to be quoted
+LEXICAL_WEIGHT = 0.3  # weights measured with scripts/eval_answers --quote-only (pairs of sentences: 63% -> 77%)
+RANK_PENALTY = 0.05
+PAIR_WORDS = 40
+SUPPORT_COSINE = 0.72  # a claim this close in meaning to a passage sentence is supported
+SUPPORT_OVERLAP = 0.7  # ... or one sharing this share of its content words
+
+
+def _stem(word: str) -> str:
+    word = word.lower().strip("'-")
+    for suffix in ("ing", "ies", "es", "ed", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)] + ("y" if suffix == "ies" else "")
+    return word
+
+
+def content_terms(text: str) -> set[str]:
+    return {_stem(w) for w in _WORD.findall(text) if w.lower() not in STOPWORDS and len(w) > 1}
+
+
+def sentences(text: str) -> list[tuple[int, int]]:
+    """(start, end) spans of the sentences of `text`, whitespace trimmed; list items count as sentences."""
+    spans, start = [], 0
+    for match in list(_SPLIT.finditer(text)) + [None]:
+        end = match.start() if match else len(text)
+        piece = text[start:end]
+        lead = len(piece) - len(piece.lstrip())
+        trail = len(piece.rstrip())
+        if trail > lead:
+            spans.append((start + lead, start + trail))
+        if match:
+            start = match.end()
+    return spans
+
+
+@dataclass
+class Quote:
+    source: Any  # kb.source.Source, numbered as in the prompt
+    text: str  # verbatim from the passage
+    score: float
+
+    def as_dict(self) -> dict:
+        return {"text": self.text, "number": self.source.number, "source": self.source.cite(),
+                "score": round(self.score, 3)}
+
+
+@dataclass
+class Claim:
+    text: str
+    supported: bool
+    sources: list[int]  # numbers of the passages that support it
+    score: float
+
+    def as_dict(self) -> dict:
+        return {"sentence": self.text, "supported": self.supported, "sources": self.sources,
+                "score": round(self.score, 3)}
+
+
+@dataclass
+class _Candidate:
+    number: int
+    source: Any
+    text: str
+    lexical: float
+    rank: int
+    sentences: int  # 1, or 2 for a sentence with the one after it
+
+
+def units(text: str, pair_words: int = PAIR_WORDS) -> list[tuple[str, int]]:
+    """The quotable units of a passage: each sentence, and each sentence with the one after it when the two are
+    short (a fact is often in the sentence after the one that names the topic). Verbatim substrings of `text`."""
+    spans = sentences(text)
+    out = []
+    for index, (start, end) in enumerate(spans):
+        piece = text[start:end]
+        if MIN_WORDS <= len(piece.split()) <= MAX_WORDS:
+            out.append((piece, 1))
+        if index + 1 < len(spans):
+            pair = text[start:spans[index + 1][1]]
+            if len(pair.split()) <= pair_words:
+                out.append((pair, 2))
+    return out
+
+
+class Evidence:
+    def __init__(self, embed: Embed):
+        self.embed = embed  # texts -> normalised vectors (the knowledge base's embedder, with its cache)
+
+    def _candidates(self, passages: Sequence[Any], sources: Sequence[Any], limit: int) -> list[_Candidate]:
+        out = []
+        for rank, (passage, source) in enumerate(zip(passages, sources)):
+            number = source.number if source.number is not None else rank + 1
+            out += [_Candidate(number, source, text, 0.0, rank, count) for text, count in units(passage.text)]
+        return out[:limit]
+
+    def quotes(self, question: str, passages: Sequence[Any], sources: Sequence[Any], k: int = 3,
+               limit: int = 80) -> list[Quote]:
+        """The `k` non-overlapping units from the passages that best answer `question`, best first."""
+        terms = content_terms(question)
+        candidates = self._candidates(passages, sources, limit)
+        if not candidates or not terms:
+            return []
+        vectors = self.embed([question] + [c.text for c in candidates])
+        cosines = vectors[1:] @ vectors[0]
+        scored = []
+        for cos, candidate in zip(cosines, candidates):
+            candidate.lexical = len(terms & content_terms(candidate.text)) / len(terms)
+            scored.append((float(cos) + LEXICAL_WEIGHT * candidate.lexical - RANK_PENALTY * candidate.rank, candidate))
+        scored.sort(key=lambda pair: pair[0], reverse=True)
+        chosen: list[Quote] = []
+        for score, candidate in scored:
+            if score < QUOTE_FLOOR or len(chosen) >= k:
+                break
+            if any(candidate.text in quote.text or quote.text in candidate.text for quote in chosen):
+                continue
+            chosen.append(Quote(candidate.source, candidate.text, score))
+        return chosen
+
+    def claims(self, answer: str, passages: Sequence[Any], sources: Sequence[Any]) -> list[Claim]:
+        """Each sentence of `answer` with whether the passages support it."""
+        spans = sentences(answer)
+        texts = [_CITE.sub("", answer[start:end]).strip() for start, end in spans]
+        texts = [text for text in texts if len(content_terms(text)) >= 2]
+        candidates = [c for c in self._candidates(passages, sources, 200) if c.sentences == 1]
+        if not texts:
+            return []
+        if not candidates:
+            return [Claim(text, False, [], 0.0) for text in texts]
+        vectors = self.embed(texts + [c.text for c in candidates])
+        claim_vectors, passage_vectors = vectors[: len(texts)], vectors[len(texts):]
+        similarity = claim_vectors @ passage_vectors.T
+        candidate_terms = [content_terms(c.text) for c in candidates]
+        result = []
+        for index, text in enumerate(texts):
+            terms = content_terms(text)
+            overlaps = [len(terms & other) / len(terms) if terms else 0.0 for other in candidate_terms]
+            supporting = sorted({c.number for c, cos, overlap in zip(candidates, similarity[index], overlaps)
+                                 if cos >= SUPPORT_COSINE or overlap >= SUPPORT_OVERLAP})
+            best = float(similarity[index].max())
+            result.append(Claim(text, bool(supporting), supporting, best))
+        return result
