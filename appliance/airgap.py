@@ -140,7 +140,28 @@ def engine_canary(engine) -> Check:
     return Check("engine", True, detail)
 
 
-def doctor(library, progress_for=None, engine=None) -> list[Check]:
+def pack_advice(default_name: str, hardware=None) -> Check:
+    """Which shipped model packs fit this machine, and how to get the better one (advice, never a failure)."""
+    from appliance.hardware import Hardware
+    from appliance.models import packs
+
+    hw = hardware or Hardware.detect()
+    cores, ram_gib = hw.physical_cores or hw.cores, hw.total_ram / 2**30
+    fits = [pack for pack in packs.SPLIT_PACKS.values() if pack.recommended_cores
+            and cores >= pack.recommended_cores and ram_gib >= pack.recommended_ram_gib]
+    best = max(fits, key=lambda pack: pack.size, default=None)
+    machine = f"{cores} cores, {ram_gib:.0f} GiB RAM"
+    if best is None:
+        return Check("model choice", True, f"default {default_name}; no shipped pack is recommended for this "
+                                           f"machine ({machine}): keep the small default")
+    if best.name == default_name:
+        return Check("model choice", True, f"default {default_name}, the best pack for this machine ({machine})")
+    step = ("" if best.installed else f"`appliance models install-pack {best.name}` (online), then ")
+    return Check("model choice", True, f"default {default_name}; this machine ({machine}) fits {best.name}, which "
+                                       f"answers better: {step}`appliance models default {best.name}`")
+
+
+def doctor(library, progress_for=None, engine=None, default_name: str = "") -> list[Check]:
     """The self-check: env guards, hub offline mode, every reachable model verifies, the engine answers, and no
     network was used."""
     from appliance.errors import ApplianceError
@@ -163,6 +184,7 @@ def doctor(library, progress_for=None, engine=None) -> list[Check]:
                 checks.append(Check(label, False, str(exc), exc.exit_code))
         if engine is not None:
             checks.append(engine_canary(engine))
+        checks.append(pack_advice(default_name or library.default_name()))
     finally:
         watch.active = False
     attempts = list(watch.attempts)

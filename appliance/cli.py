@@ -247,7 +247,8 @@ def doctor(obj: Context, as_json: bool, reset_engine: bool) -> None:
     update, bar = hash_progress("verifying models", obj.quiet)
     with bar:
         checks = airgap.doctor(obj.services.library, (lambda name: update) if update else None,
-                               engine=obj.services.engine)
+                               engine=obj.services.engine,
+                               default_name=obj.services.library.default_name(obj.services.config.model.default))
     if as_json:
         click.echo(dumps([check.as_dict() for check in checks]))
     else:

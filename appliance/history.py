@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -40,6 +41,15 @@ MIGRATIONS = [
 ]
 
 
+def _disk_full(path: Path) -> bool:
+    """Whether the file system holding `path` has (next to) no room left: SQLite says only "disk I/O error"."""
+    try:
+        stat = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < 256 * 1024
+
+
 class History:
     """One SQLite connection shared by the threads of a process (the TUI's workers and its UI thread): every use
     goes through `self._lock`; every change is one transaction (`_write`)."""
@@ -47,32 +57,71 @@ class History:
     def __init__(self, path: Path):
         self.path = path
         self._lock = threading.RLock()
+        self._db: sqlite3.Connection | None = None
+        self._read_only_reason: ApplianceError | None = None  # set when only reading is possible (a full disk)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection, opened on first use: an answer is given even when the history cannot be opened (a full
+        disk, a damaged file); only saving it fails, with one line."""
+        with self._lock:
+            if self._db is None:
+                self._db = self._connect()
+            return self._db
+
+    def _connect(self) -> sqlite3.Connection:
+        db = None
         try:
-            self.db = sqlite3.connect(path, check_same_thread=False, timeout=10, isolation_level=None)
-            self.db.row_factory = sqlite3.Row
-            self.db.execute("PRAGMA foreign_keys = ON")
-            self.db.execute("PRAGMA journal_mode = WAL")
-            self._migrate()
+            db = sqlite3.connect(self.path, check_same_thread=False, timeout=10, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA foreign_keys = ON")
+            db.execute("PRAGMA journal_mode = WAL")
+            self._migrate(db)
+            return db
         except sqlite3.DatabaseError as exc:
-            raise ApplianceError(f"history database {path} cannot be used ({exc}); move it aside and the next "
+            if db is not None:
+                db.close()
+            if _disk_full(self.path):
+                return self._read_only()
+            raise ApplianceError(f"history database {self.path} cannot be used ({exc}); move it aside and the next "
                                  "question starts a new one") from None
 
-    def _migrate(self) -> None:
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+    def _read_only(self) -> sqlite3.Connection:
+        """A full disk: the history can still be read (SQLite cannot even create its WAL index file), not written."""
+        full = ApplianceError(f"history database {self.path} cannot be written: the disk is full; free some space")
+        if not self.path.is_file():
+            raise full
+        try:
+            db = sqlite3.connect(f"{self.path.resolve().as_uri()}?immutable=1", uri=True, check_same_thread=False,
+                                 isolation_level=None)
+            db.row_factory = sqlite3.Row
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError:
+            raise full from None
+        self._read_only_reason = full
+        return db
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):
             raise ApplianceError(f"{self.path} was written by a newer appliance (version {version})")
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            with self.db:
-                self.db.executescript(f"BEGIN; {script} PRAGMA user_version = {number}; COMMIT;")
+            with db:
+                db.executescript(f"BEGIN; {script} PRAGMA user_version = {number}; COMMIT;")
 
     def close(self) -> None:
         with self._lock:
-            self.db.close()
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
     @contextmanager
     def _write(self):
         """One transaction under the lock: all of it is saved, or none of it."""
         with self._lock:
+            self.db  # noqa: B018  (opens it, and learns whether it can be written)
+            if self._read_only_reason is not None:
+                raise self._read_only_reason
             try:
                 self.db.execute("BEGIN IMMEDIATE")
                 yield self.db

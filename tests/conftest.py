@@ -1,4 +1,4 @@
-"""Shared fixtures. Every test gets its own empty APPLIANCE_HOME; the real default model comes from its wheel."""
+"""Shared fixtures. Every test gets its own empty APPLIANCE_HOME and answers with SmolLM2 from its wheel."""
 
 from __future__ import annotations
 
@@ -23,12 +23,17 @@ def appliance_home(tmp_path, monkeypatch) -> Path:
     for key in list(os.environ):
         if key.startswith("APPLIANCE_") and key != "APPLIANCE_HOME":
             monkeypatch.delenv(key)
+    # Tests that only need an engine answer with SmolLM2 (fast): the split packs (the default Qwen pack among them)
+    # are hidden behind an empty packs folder. tests/test_default_pack.py takes the real default pack.
+    empty = tmp_path / "no-packs"
+    empty.mkdir()
+    monkeypatch.setenv("APPLIANCE_PACKS_DIR", str(empty))
     return home
 
 
 @pytest.fixture(scope="session")
 def default_model_path() -> Path:
-    return packs.DEFAULT_MODEL.locate()
+    return packs.SMOLLM2.locate()
 
 
 def appliance_cmd() -> list[str]:
@@ -55,3 +60,16 @@ def require_tool(name: str) -> str:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def namespaces() -> str:
+    """`unshare`, when a user and mount namespace may mount a tmpfs here (no root needed); else the test skips."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("unshare (util-linux) is not installed")
+    probe = subprocess.run([unshare, "-rm", "sh", "-c", 'mount -t tmpfs -o size=1m tmpfs "$0"', "/tmp"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"user and mount namespaces are off here, so nothing can be mounted: {probe.stderr.strip()}")
+    return unshare

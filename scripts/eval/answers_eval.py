@@ -175,7 +175,7 @@ def main(argv: list[str]) -> int:
     for pack in packs.SPLIT_PACKS.values():
         if pack.installed:
             library.register_split_pack(pack)
-    names = args.models.split(",") if args.models else [packs.DEFAULT_MODEL.name] + [
+    names = args.models.split(",") if args.models else [packs.SMOLLM2.name] + [
         p.name for p in packs.SPLIT_PACKS.values() if p.installed and "gemma" not in p.name]
     results = []
     if args.quote_only:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,19 +14,6 @@ from tests.kb import fixtures
 @pytest.fixture(scope="session")
 def embedder_files() -> tuple[Path, Path]:
     return packs.EMBEDDER_ONNX.locate(), packs.EMBEDDER_TOKENIZER.locate()
-
-
-@pytest.fixture(scope="session")
-def namespaces() -> str:
-    """`unshare`, when a user and mount namespace may mount a tmpfs here (no root needed); else the test skips."""
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        pytest.skip("unshare (util-linux) is not installed")
-    probe = subprocess.run([unshare, "-rm", "sh", "-c", 'mount -t tmpfs -o size=1m tmpfs "$0"', "/tmp"],
-                           capture_output=True, text=True)
-    if probe.returncode != 0:
-        pytest.skip(f"user and mount namespaces are off here, so nothing can be mounted: {probe.stderr.strip()}")
-    return unshare
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ def test_the_shipped_catalog_knows_every_pack_and_gives_evidence_for_every_relea
     by_sha = {entry.sha256: entry for entry in loaded.entries}
     # Every model the appliance packs is in it; where its release could not be established, the entry says so
     # and establishes nothing.
-    for pin in (packs.DEFAULT_MODEL, *packs.SPLIT_PACKS.values()):
+    for pin in (packs.SMOLLM2, *packs.SPLIT_PACKS.values()):
         entry = by_sha[pin.sha256]
         assert entry.size == pin.size
         if entry.release is None:
@@ -202,7 +202,7 @@ def test_match_needs_the_size_too(tmp_path):
 def test_an_extension_can_name_the_release_of_a_file_the_builtin_catalog_only_knows(tmp_path):
     """The built-in entry for the bundled pack names no release; an owner's entry with evidence does, and is not
     disputed by an entry that asserts nothing."""
-    pack = packs.DEFAULT_MODEL
+    pack = packs.SMOLLM2
     named = {"id": "owner-found-it", "sha256": pack.sha256, "size": pack.size, "file_name": "SmolLM2.gguf",
              "release": {"repo": "acme/SmolLM2-GGUF", "revision": "a" * 40, "official": False},
              "evidence": [{"source": "the owner's own download log", "says": "this sha256 at that revision"}]}

@@ -1,0 +1,72 @@
+"""End to end with the default pack (Qwen2.5-Coder-0.5B-Instruct, installed by the set-up from the package index):
+a fresh data dir registers it by hash, establishes its license from its bytes, and answers from the library."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from appliance.models import packs
+from tests.conftest import run_appliance
+
+DOCS = Path(__file__).resolve().parent.parent / "scripts" / "eval" / "answers" / "docs"
+PACK = packs.DEFAULT_PACK
+
+
+@pytest.fixture
+def default_pack(monkeypatch):
+    """The real packs folder of this environment (the other tests hide it to answer with SmolLM2)."""
+    if not PACK.path(Path(sys.prefix)).is_file():
+        message = f"the default pack {PACK.name} is not installed (./scripts/run or ./scripts/test installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    monkeypatch.delenv("APPLIANCE_PACKS_DIR")
+    return PACK
+
+
+def test_a_fresh_home_uses_the_default_pack_and_establishes_its_license(default_pack):
+    assert json.loads(run_appliance("models", "default", "--json").stdout)["name"] == default_pack.name
+    listed = run_appliance("models", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    row = {r["name"]: r for r in json.loads(listed.stdout)}[default_pack.name]
+    assert row["sha256"] == default_pack.sha256
+    # The file declares no license; its bytes match Qwen's official release, so the catalog establishes it.
+    assert (row["license"], row["license_basis"], row["commercial_use"]) == ("Apache-2.0", "established", "permitted")
+    assert "Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF" in row["established"]
+    shown = run_appliance("models", "show", default_pack.name)
+    assert shown.returncode == 0 and "established" in shown.stdout and "evidence" in shown.stdout.lower()
+
+
+def test_the_default_pack_answers_from_the_library_with_its_source(default_pack):
+    added = run_appliance("kb", "add", str(DOCS / "water.md"), str(DOCS / "burns.html"))
+    assert added.returncode == 0, added.stderr
+    result = run_appliance("ask", "--json", "--max-tokens", "120",
+                           "how many drops of bleach in a gallon of water to make it ok to drink")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["model"]["name"] == default_pack.name and data["model"]["sha256"] == default_pack.sha256
+    assert data["answer"].strip() and not data.get("stopped")
+    shown = " ".join([q["text"] for q in data["quotes"]] + [data["answer"]]).lower()
+    assert "8 drops" in shown or "eight drops" in shown
+    cited = [s for s in data["sources"] if s.get("cited")]
+    assert cited and all(Path(s["path"]).name in {"water.md", "burns.html"} for s in data["sources"])
+    assert any(Path(s["path"]).name == "water.md" for s in cited)
+
+
+def test_the_same_bytes_from_any_path_establish_the_same_facts(default_pack, tmp_path, monkeypatch):
+    monkeypatch.setenv("APPLIANCE_PACKS_DIR", str(tmp_path / "none"))  # not as a pack: as a file from a friend's drive
+    drive = tmp_path / "friends-drive"
+    drive.mkdir()
+    copy = drive / "model-from-a-friend.gguf"
+    copy.write_bytes(default_pack.path(Path(sys.prefix)).read_bytes())
+    imported = run_appliance("models", "import", str(copy), "--json")
+    assert imported.returncode == 0, imported.stderr
+    listed = {r["name"]: r for r in json.loads(run_appliance("models", "list", "--json").stdout)}
+    row = listed["model-from-a-friend"]
+    assert (row["license"], row["license_basis"]) == ("Apache-2.0", "established")
+    assert "Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF" in row["established"]

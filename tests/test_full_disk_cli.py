@@ -1,0 +1,48 @@
+"""A full disk under `ask` and `models import --copy`: a small tmpfs mounted inside `unshare -rm` (no root needed)
+holds the data directory and is filled to the last byte. Each command ends with one clear line, no traceback, and
+leaves nothing half-written behind."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from appliance.models import packs
+from tests.conftest import appliance_cmd
+
+SCRIPT = r'''
+set -u
+M="$1"; shift
+mount -t tmpfs -o size=4m tmpfs "$M" || exit 99
+export APPLIANCE_HOME="$M/home" NO_COLOR=1
+"$@" ask --no-kb --max-tokens 4 "first question, while there is room" >"$M.out1" 2>"$M.err1"; echo "rc1=$?"
+dd if=/dev/zero of="$M/fill" bs=64k >/dev/null 2>&1
+"$@" ask --no-kb --max-tokens 4 "a question on a full disk" >"$M.out2" 2>"$M.err2"; echo "rc2=$?"
+"$@" models import --copy --name copied "$MODEL" >"$M.out3" 2>"$M.err3"; echo "rc3=$?"
+"$@" history list >"$M.out4" 2>"$M.err4"; echo "rc4=$?"
+echo "left=$(ls -A "$M/home/models" | tr '\n' ' ')"
+'''
+
+
+def test_ask_and_import_on_a_full_disk_end_with_one_line_and_leave_nothing(namespaces, tmp_path):
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run([namespaces, "-rm", "sh", "-c", SCRIPT, "sh", str(mount), *appliance_cmd()],
+                          capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "MODEL": str(packs.SMOLLM2.locate())})
+    assert "rc1=" in done.stdout, done.stderr
+    out = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+    read = lambda name: (tmp_path / f"disk.{name}").read_text()  # noqa: E731
+    assert out["rc1"] == "0", read("err1")
+    # The answer still comes; only saving it fails, and that is said in one line.
+    assert out["rc2"] == "0", read("err2")
+    assert "not saved to history" in read("err2") and "Traceback" not in read("err2")
+    assert len(read("err2").strip().splitlines()) <= 3
+    # A copy that cannot fit: one line, exit 1, and no partial file left in the models folder.
+    assert out["rc3"] == "1", read("err3")
+    err3 = read("err3").strip()
+    assert "Traceback" not in err3 and len(err3.splitlines()) <= 3 and "space" in err3.lower(), err3
+    assert ".partial" not in out["left"] and "copied" not in out["left"], out["left"]
+    # The history written before the disk filled is intact.
+    assert out["rc4"] == "0" and "first question" in read("out4"), read("err4")
