@@ -175,6 +175,8 @@ def ask(obj: Context, question: str | None, model_name: str | None, max_tokens: 
                                threads=threads, quote_only=quote_only)
     if run.model is not None and run.model.notice:
         diag(f"note: {run.model.notice}", obj.quiet)
+    if run.model is not None:
+        _consent_note(services, run.model.entry, obj.quiet)
     if run.notice:
         diag(run.notice, obj.quiet)
     if run.quotes and not as_json:
@@ -223,6 +225,17 @@ def ask(obj: Context, question: str | None, model_name: str | None, max_tokens: 
             diag(f"[{result['model']['name']}: {timings['tokens']} tokens, {timings['tokens_per_s']} tokens/s]", obj.quiet)
     if saved_error:
         diag(f"warning: not saved to history ({saved_error})", obj.quiet)
+
+
+def _consent_note(services, entry, quiet: bool) -> None:
+    """What the TUI asks before a model's first use (an unknown or restrictive license, content warnings), said in
+    one line on stderr: a script keeps working, and the owner silences it with `appliance models accept NAME`."""
+    from appliance.models.choice import Consents
+
+    needed = Consents(services.paths.home).needed(entry.info, entry.sha256)
+    if needed:
+        diag(clean_line(f"note: model {entry.name}: {'; '.join(needed)} (`appliance models accept {entry.name}` "
+                        "once you have read this)"), quiet)
 
 
 @cli.command()

@@ -565,7 +565,7 @@ def models_default(obj: Context, name: str | None, as_json: bool) -> None:
         current = services.library.default_name(services.config.model.default)
         result = {"name": current, "configured": services.config.model.default or None}
         click.echo(dumps(result) if as_json else
-                   f"{shown(current)}" + ("" if services.config.model.default else " (the bundled default model)"))
+                   f"{shown(current)}" + ("" if services.config.model.default else " (the default model pack)"))
         return
     choice = set_default(services.library, services.config, services.paths.config, name)
     result = {"name": choice.name, "written": choice.written, "config": str(services.paths.config),

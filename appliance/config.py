@@ -29,7 +29,7 @@ def _range(low, high, choices: tuple = ()) -> dict:
 
 @dataclass
 class ModelSettings:
-    default: str = ""  # empty: the bundled default model pack
+    default: str = ""  # empty: the default model pack (packs.default_model_name)
     context: int = field(default=4096, metadata=_range(256, 1 << 20))  # capped at the model's own at load time
     threads: int = field(default=0, metadata=_range(0, max_threads))  # 0: one per physical core
     max_tokens: int = field(default=512, metadata=_range(1, 32768))

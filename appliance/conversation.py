@@ -158,6 +158,30 @@ def _recent_turns(earlier: list[dict], costs: list[int], allowance: int) -> list
     return kept
 
 
+_ECHOED_HEADER = re.compile(r"\s*\[?Passage \d{1,3}\]?\s*\([^)\n]{0,300}\)\s*[:\-\u2013]?\s*(?=[^\s:\-\u2013])")
+_ECHO_STARTS = ("Passage ", "[Passage ")
+
+
+def strip_echoed_header(pieces: Iterator[str]) -> Iterator[str]:
+    """The answer without a copied passage header at its start ("Passage 1 (Water > Boiling)\n..."): small models
+    often begin by echoing it. Only the first line is held back, and only while it can still be such a header."""
+    head = ""
+    for piece in pieces:
+        head += piece
+        start = head.lstrip()
+        if not any(prefix.startswith(start[: len(prefix)]) for prefix in _ECHO_STARTS):
+            break  # not a header: let it through
+        match = _ECHOED_HEADER.match(head)
+        if match:
+            head = head[match.end():]
+            break
+        if len(head) > 400 or "\n" in start.rstrip("\n") and ")" not in start:
+            break
+    if head:
+        yield head
+    yield from pieces
+
+
 @dataclass
 class AnswerRun:
     """One answer: the library's own words first (quotes), then the model's, guarded against loops, then its
@@ -183,7 +207,7 @@ class AnswerRun:
         """The model's words as they may be shown (a loop is held back and stops the answer)."""
         if self.generation is None:
             return
-        for piece in self.generation.tokens():
+        for piece in strip_echoed_header(self.generation.tokens()):
             shown = self.guard.feed(piece)
             if shown:
                 yield shown

@@ -11,9 +11,10 @@ from functools import cached_property
 from appliance.config import Config
 from appliance.conversation import Conversation, KBRetriever
 from appliance.engine import Engine
-from appliance.evidence import Evidence
+from appliance.evidence import Evidence, SentenceVectors
 from appliance.history import History
 from appliance.knowledge import KnowledgeHandle
+from appliance.models import packs
 from appliance.models.library import ModelLibrary
 from appliance.paths import Paths
 
@@ -53,7 +54,8 @@ class Services:
     def evidence(self) -> Evidence:
         """Sentence-level quotes and support checks with the knowledge base's embedder (opened on first use)."""
         knowledge = self.knowledge
-        return Evidence(lambda texts: knowledge.open().embedder.embed(texts, batch_size=32))
+        cache = self.paths.home / "cache" / f"sentence-vectors-{packs.EMBEDDER_ONNX.sha256[:12]}.sqlite"
+        return Evidence(SentenceVectors(lambda texts: knowledge.open().embedder.embed(texts, batch_size=32), cache))
 
     def conversation(self, conversation_id: int | None = None) -> Conversation:
         """A new conversation, or the one with this id continued (its earlier turns come from history)."""

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from appliance.conversation import (GROUNDED_PROMPT, SYSTEM_PROMPT, AnswerRun, Passage, build_prompt,
-                                    clean_question)
+                                    clean_question, strip_echoed_header)
 from appliance.errors import UsageError
 from appliance.evidence import Claim, Quote
 from appliance.services import Services
@@ -206,3 +206,16 @@ def test_ask_max_tokens_reaches_the_prompt_budget(tmp_path, appliance_home):
     large = json.loads(run_appliance("ask", "--json", "--max-tokens", "600", "How long to boil water?",
                                      env=env).stdout)
     assert len(small["sources"]) > len(large["sources"]) >= 0
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("Passage 1 (Making Water Safe to Drink > Boiling Water)\nBoil it for one minute [1].", "Boil it for one minute [1]."),
+    ("Passage 3 (Burns > Stop the Burning): Remove the person from the heat.", "Remove the person from the heat."),
+    ("Passage 1 says to boil it.", "Passage 1 says to boil it."),
+    ("Pass the salt.", "Pass the salt."),
+    ("Passage 2 (Water", "Passage 2 (Water"),
+])
+def test_a_copied_passage_header_at_the_start_is_not_shown(text, shown):
+    for size in (1, 3, 50):  # however the tokens fall
+        pieces = iter(text[i:i + size] for i in range(0, len(text), size))
+        assert "".join(strip_echoed_header(pieces)) == shown

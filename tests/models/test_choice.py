@@ -93,3 +93,17 @@ def test_an_old_library_json_default_moves_to_config(tmp_path, appliance_home, i
     data["default"] = None  # the usual old file: the key was there, and empty
     library_json.write_text(json.dumps(data))
     assert invoke.json("models", "default")["name"] == "picked"
+
+
+def test_ask_says_once_per_answer_what_the_owner_has_not_accepted_until_they_do(default_model_path, invoke):
+    from tests.conftest import run_appliance
+
+    invoke("models", "import", str(default_model_path), "--name", "noted")
+    invoke("models", "note", "noted", "answers medical questions with confidence it has not earned")
+    asked = run_appliance("ask", "--model", "noted", "--no-kb", "--max-tokens", "4", "hello")
+    assert asked.returncode == 0, asked.stderr
+    assert ("note: model noted: Content warning: your note: answers medical questions with confidence it has not "
+            "earned (`appliance models accept noted` once you have read this)") in asked.stderr
+    invoke("models", "accept", "noted")
+    again = run_appliance("ask", "--model", "noted", "--no-kb", "--max-tokens", "4", "hello")
+    assert again.returncode == 0 and "Content warning" not in again.stderr

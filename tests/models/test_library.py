@@ -157,7 +157,7 @@ def test_copy_import_and_remove(tmp_path, invoke, appliance_home):
     assert result["file_deleted"] and not copy.exists() and not manifest.sidecar_path(copy).exists()
     assert path.exists()  # the original was never touched
     refused = invoke("models", "remove", "smollm2-135m-instruct", code=2)
-    assert "bundled default model" in refused.stderr
+    assert "is a model pack, part of the installation" in refused.stderr
     invoke("models", "remove", "no-such", code=1)
 
 
