@@ -95,10 +95,14 @@ def test_an_old_library_json_default_moves_to_config(tmp_path, appliance_home, i
     assert invoke.json("models", "default")["name"] == "picked"
 
 
-def test_ask_says_once_per_answer_what_the_owner_has_not_accepted_until_they_do(default_model_path, invoke):
+def test_ask_says_once_per_answer_what_the_owner_has_not_accepted_until_they_do(default_model_path, invoke,
+                                                                                tmp_path):
+    import shutil
+
     from tests.conftest import run_appliance
 
-    invoke("models", "import", str(default_model_path), "--name", "noted")
+    copy = shutil.copy(default_model_path, tmp_path / "noted.gguf")  # a note is written beside the file it is about
+    invoke("models", "import", str(copy), "--name", "noted")
     invoke("models", "note", "noted", "answers medical questions with confidence it has not earned")
     asked = run_appliance("ask", "--model", "noted", "--no-kb", "--max-tokens", "4", "hello")
     assert asked.returncode == 0, asked.stderr
