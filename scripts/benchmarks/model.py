@@ -58,10 +58,13 @@ def _ask(env: dict, *args: str) -> tuple[dict, float]:
 
 def _corpus(folder: Path) -> None:
     """Real prose: the Python standard library's own docstrings (as the kb benchmark uses)."""
-    sys.path.insert(0, str(ROOT / "scripts" / "benchmarks"))
-    from kb import _docstring_corpus  # type: ignore[import-not-found]
+    import importlib.util
 
-    for name, text in _docstring_corpus(30):
+    # Loaded under its own name: importing it as `kb` would shadow the appliance's kb package in this process.
+    spec = importlib.util.spec_from_file_location("bench_kb", ROOT / "scripts" / "benchmarks" / "kb.py")
+    bench_kb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_kb)
+    for name, text in bench_kb._docstring_corpus(30):
         (folder / f"{name}.md").write_text(text)
 
 
