@@ -8,14 +8,13 @@ is not UTF-8 is shown with its undecodable bytes as `\\xNN`.
 from __future__ import annotations
 
 import datetime
-import os
 import sys
 import threading
 from pathlib import Path
 
 import click
 
-from appliance.cli_support import Context, diag, dumps, pass_ctx
+from appliance.cli_support import Context, count_progress, diag, dumps, interactive, pass_ctx
 from appliance.errors import EXIT_FAILURE, IntegrityError
 from appliance.sanitize import clean_line
 from kb.errors import DiskFull, KBError, KBUsageError, StoreDamaged
@@ -34,13 +33,9 @@ def kb() -> None:
     """
 
 
-def _interactive(quiet: bool) -> bool:
-    return not quiet and sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
-
-
 def _progress_bar(quiet: bool):
     """A rich bar (files, chunks, rate, ETA) on an interactive stderr only; nothing in pipes or with --quiet."""
-    if not _interactive(quiet):
+    if not interactive(quiet):
         return None, None
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -57,31 +52,6 @@ def _progress_bar(quiet: bool):
                    rate=f"{p.rate:.1f}/s" if p.rate else "", eta=eta, current=name[-40:])
 
     return update, bar
-
-
-def _count_bar(label: str, quiet: bool):
-    """A rich bar counting passages (done / total, time left) on an interactive stderr only."""
-    if not _interactive(quiet):
-        return None, _Quiet()
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeRemainingColumn(), console=Console(stderr=True), transient=True)
-    task = bar.add_task(label, total=None)
-
-    def update(done: int, total: int) -> None:
-        bar.update(task, completed=done, total=total)
-
-    return update, bar
-
-
-class _Quiet:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _say(message: str, quiet: bool) -> None:
@@ -104,7 +74,7 @@ def _vectors_sound(obj: Context, knowledge) -> None:
         return
     _say(f"the vector index is damaged ({problem}); rebuilding it from the library's own store (no file is read "
          "again, nothing is embedded again)", obj.quiet)
-    update, bar = _count_bar("rebuilding the vector index", obj.quiet)
+    update, bar = count_progress("rebuilding the vector index", obj.quiet)
     try:
         with bar:
             count = knowledge.rebuild_vectors(progress=update, wait=False)
@@ -306,7 +276,7 @@ def kb_repair(obj: Context, as_json: bool) -> None:
       appliance kb repair
     """
     knowledge = obj.services.kb
-    update, bar = _count_bar("rebuilding the vector index", obj.quiet)
+    update, bar = count_progress("rebuilding the vector index", obj.quiet)
     try:
         with bar:
             report = knowledge.repair(progress=update)

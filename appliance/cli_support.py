@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -44,14 +45,21 @@ def diag(message: str, quiet: bool = False) -> None:
         click.echo(message, err=True)
 
 
-def hash_progress(label: str, quiet: bool = False):
-    """A progress callback for hashing: a rich bar on an interactive stderr, nothing in pipes or with --quiet."""
-    if quiet or not sys.stderr.isatty() or os.environ.get("TERM") == "dumb":
-        return None, _nullcontext()
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+def interactive(quiet: bool) -> bool:
+    """Whether progress bars may be drawn: an interactive stderr, not --quiet, not a dumb terminal."""
+    return not quiet and sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
 
-    bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+
+def _bar(label: str, quiet: bool, count_bytes: bool):
+    if not interactive(quiet):
+        return None, contextlib.nullcontext()
+    from rich.console import Console
+    from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeRemainingColumn, TransferSpeedColumn)
+
+    columns = (DownloadColumn(), TransferSpeedColumn()) if count_bytes else (MofNCompleteColumn(),
+                                                                             TimeRemainingColumn())
+    bar = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), *columns,
                    console=Console(stderr=True), transient=True)
     task = bar.add_task(label, total=None)
 
@@ -61,9 +69,12 @@ def hash_progress(label: str, quiet: bool = False):
     return update, bar
 
 
-class _nullcontext:
-    def __enter__(self):
-        return self
+def hash_progress(label: str, quiet: bool = False):
+    """A progress callback for hashing: a rich bar (bytes, speed) on an interactive stderr, nothing in pipes or
+    with --quiet. Returns (update or None, a context manager)."""
+    return _bar(label, quiet, count_bytes=True)
 
-    def __exit__(self, *exc):
-        return False
+
+def count_progress(label: str, quiet: bool = False):
+    """The same for counted items (done / total, time left)."""
+    return _bar(label, quiet, count_bytes=False)
