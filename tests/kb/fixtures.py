@@ -3,6 +3,7 @@ ebooklib, ZIMs by zimwriterfs. Nothing binary is committed."""
 
 from __future__ import annotations
 
+import sqlite3
 import struct
 import subprocess
 import zipfile
@@ -166,3 +167,15 @@ def make_zim(path: Path, articles: dict[str, tuple[str, list[tuple[str, str]]]],
     subprocess.run([zimwriterfs, "-w", "index.html", "-I", "icon.png", "-l", "eng", "-t", title, "-d", "test wiki",
                     "-c", "tests", "-p", "tests", "-J", "1", str(source), str(path)], check=True, capture_output=True)
     return path
+
+
+def ready_documents(db_path: Path) -> int:
+    """Documents an ingest has finished (state 'ready'), read from another process while it runs; 0 if unreadable."""
+    try:
+        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=1)
+        try:
+            return db.execute("SELECT count(*) FROM documents WHERE state='ready'").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0

@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.kb.fixtures import ready_documents
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 MB = 1_000_000
@@ -79,17 +81,6 @@ def _result(done: subprocess.CompletedProcess) -> dict:
     return {"rc": done.returncode, "json": data, "stdout": done.stdout[-4000:], "stderr": done.stderr[-4000:]}
 
 
-def ready_documents(mount: Path) -> int:
-    try:
-        db = sqlite3.connect(f"file:{mount / 'home' / 'kb' / 'text.sqlite'}?mode=ro", uri=True, timeout=1)
-        try:
-            return db.execute("SELECT count(*) FROM documents WHERE state='ready'").fetchone()[0]
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return 0
-
-
 def damage(mount: Path) -> str | None:
     """What kb.vectors.problem sees in the current vector index directory (read from the files alone)."""
     from kb.vectors import problem
@@ -142,14 +133,14 @@ def cli(mount: Path, corpus: Path, when: int, query: str) -> dict:
     proc = subprocess.Popen(command + ["kb", "add", "--json", str(corpus)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    while ready_documents(mount) < when and proc.poll() is None and time.monotonic() < deadline:
+    while ready_documents(mount / 'home' / 'kb' / 'text.sqlite') < when and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     out["filled_while_running"] = proc.poll() is None
-    out["ready_at_fill"] = ready_documents(mount)
+    out["ready_at_fill"] = ready_documents(mount / 'home' / 'kb' / 'text.sqlite')
     fill(mount)
     stdout, stderr = proc.communicate(timeout=600)
     out["add"] = _result(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
-    out["ready_after"] = ready_documents(mount)
+    out["ready_after"] = ready_documents(mount / 'home' / 'kb' / 'text.sqlite')
     after_the_disk_filled(mount, query, out)
     out["rerun"] = appliance(mount, "kb", "add", "--json", str(corpus))
     judge(mount, query, out)
@@ -162,7 +153,7 @@ def point(mount: Path, corpus: Path, where: str, query: str) -> dict:
     `cli` scenario, this one by what the library holds."""
     out: dict = {}
     out["add"] = python(mount, "ingest", str(mount), str(corpus), where)
-    out["ready_after"] = ready_documents(mount)
+    out["ready_after"] = ready_documents(mount / 'home' / 'kb' / 'text.sqlite')
     out["damage"] = damage(mount)
     out["full"] = python(mount, "inspect", str(mount), query, "no-verify")
     unfill(mount)

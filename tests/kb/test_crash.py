@@ -14,17 +14,7 @@ from pathlib import Path
 from kb.vectors import Vectors
 from tests.conftest import appliance_cmd
 from tests.kb.fixtures import make_corpus as _corpus
-
-
-def _ready(db_path: Path) -> int:
-    try:
-        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=1)
-        try:
-            return db.execute("SELECT count(*) FROM documents WHERE state='ready'").fetchone()[0]
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return 0
+from tests.kb.fixtures import ready_documents
 
 
 def _consistent_on_disk(kb_dir: Path) -> None:
@@ -54,12 +44,12 @@ def test_kill_9_mid_ingest_then_resume(tmp_path, appliance_home):
                             stderr=subprocess.PIPE)
     db_path = appliance_home / "kb" / "text.sqlite"
     deadline = time.monotonic() + 240
-    while _ready(db_path) < 4 and proc.poll() is None and time.monotonic() < deadline:
+    while ready_documents(db_path) < 4 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "the ingest finished before it could be killed: " + proc.stderr.read().decode()
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    done_before = _ready(db_path)
+    done_before = ready_documents(db_path)
     assert 4 <= done_before < 36
 
     _consistent_on_disk(appliance_home / "kb")
