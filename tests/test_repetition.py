@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from appliance.repetition import RepetitionGuard, script_of
 
 
@@ -61,3 +64,15 @@ def test_drifting_into_another_script_is_stopped():
 def test_a_question_in_another_language_is_answered_in_it():
     guard, shown = stream("Кипятите воду одну минуту, затем охладите.", question="Как очистить воду?")
     assert not guard.stopped and shown.startswith("Кипятите")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab .\n", max_size=40), st.text(alphabet="ab .\n", min_size=1, max_size=12),
+       st.integers(0, 12), st.sampled_from(["", "\n", "a"]), st.integers(0, 200))
+def test_the_tail_scan_finds_what_the_tail_regex_finds(base, unit, copies, suffix, floor):
+    from appliance.repetition import _TAIL_REPEAT, tail_repeat
+
+    text = base + unit * copies + suffix
+    floor = min(floor, len(text))
+    match = _TAIL_REPEAT.search(text, floor)
+    assert tail_repeat(text, floor) == ((match.start(), len(match.group(1)), match.end()) if match else None)
