@@ -30,6 +30,7 @@ from appliance.engine.template import ChatTemplate, TemplateRefused, memory_cap
 FAULT_ENV = "APPLIANCE_ENGINE_FAULT"  # test-only: make this process crash or hang at a named stage
 
 N_BATCH = 512
+FLUSH_S = 0.05  # token pieces are sent in frames at most this often (each frame wakes the parent)
 HEARTBEAT_S = 1.0
 
 
@@ -309,6 +310,8 @@ class Engine:
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         finish, produced, first = "length", 0, None
         one = self._one
+        pending: list[str] = []
+        flushed = float("-inf")
         try:
             while produced < max_tokens:
                 if self.cancelled():
@@ -326,16 +329,21 @@ class Engine:
                 if first is None:
                     first = time.perf_counter()
                 if text:
-                    self.channel.send({"ev": "token", "id": rid, "text": text})
+                    pending.append(text)
+                    now = time.perf_counter()
+                    if now - flushed >= FLUSH_S:  # the first piece at once, then at most one frame per FLUSH_S
+                        self.channel.send({"ev": "token", "id": rid, "text": "".join(pending)})
+                        pending.clear()
+                        flushed = now
                 self.faults.hit("token", self.safe, produced)
                 one[0] = token
                 status = L.llama_decode(self.ctx, L.llama_batch_get_one(one, 1))
                 if status != 0:
                     raise RuntimeError(f"llama_decode failed with status {status} while generating")
                 self.cached.append(token)
-            tail = decoder.decode(b"", final=True)
-            if tail:
-                self.channel.send({"ev": "token", "id": rid, "text": tail})
+            pending.append(decoder.decode(b"", final=True))
+            if "".join(pending):
+                self.channel.send({"ev": "token", "id": rid, "text": "".join(pending)})
         finally:
             L.llama_sampler_free(chain)
         ended = time.perf_counter()
