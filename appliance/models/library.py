@@ -332,8 +332,9 @@ class ModelLibrary:
                 f"{first}: sha256 {measured[0]['sha256']} does not match the pinned {expected_sha256}; not registered")
         template_check = check_template(info, f"{first.name}: not imported")  # a hostile template: refused up front
         # Re-importing a registered model is the user's deliberate act (it lifts a quarantine): the record is made
-        # afresh from the file as it is now. Otherwise a sidecar beside the file must describe this very file.
-        travelling = None if existing else self._read_sidecar(first, measured)
+        # afresh from the file as it is now. Otherwise a sidecar beside the file must describe this very file. A pack
+        # is shared by every data dir of the environment: its record comes from its pin, never from a file beside it.
+        travelling = None if existing or mode == "pack" else self._read_sidecar(first, measured)
         if mode == "copy":
             files = self._copy_in(files, measured)
             first = files[0]
