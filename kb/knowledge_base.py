@@ -243,6 +243,8 @@ class KnowledgeBase:
         self.forget_vectors()
         self.store.close()
         self._embedder = None
+        if self._zims is not None:
+            self._zims.close()
         self._zims = None
 
 

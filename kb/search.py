@@ -245,19 +245,21 @@ def rrf(candidates: list[Candidate], k: int, query_terms: list[str] | None = Non
 
 def diverse(scored: list[tuple[float, Candidate]], k: int, query_terms: list[str],
             per_source: int = PER_SOURCE) -> list[Hit]:
-    """The k best by score, at most `per_source` from one file while other files still have candidates; only
-    when they have nothing more does one file fill the rest."""
+    """The k best by score, at most `per_source` from one file (one article of a ZIM archive, which is a library
+    of its own) while other files still have candidates; only when they have nothing more does one fill the
+    rest."""
     ordered = sorted(scored, key=lambda item: -item[0])
     hits: list[Hit] = []
-    per: dict[str, int] = {}
+    per: dict[object, int] = {}
     overflow: list[tuple[float, Candidate]] = []
     for score, cand in ordered:
         if len(hits) >= k:
             break
-        if per.get(cand.path, 0) >= per_source:
+        source = (cand.path, cand.key[1]) if isinstance(cand.key, tuple) else cand.path
+        if per.get(source, 0) >= per_source:
             overflow.append((score, cand))
             continue
-        per[cand.path] = per.get(cand.path, 0) + 1
+        per[source] = per.get(source, 0) + 1
         hits.append(_hit(score, cand, query_terms))
     for score, cand in overflow:
         if len(hits) >= k:

@@ -1,30 +1,52 @@
 """Registered ZIM archives: searched through their own full-text index (libzim/Xapian), never embedded whole.
 
-A query asks each archive's index for its top articles, splits them into sections and chunks, keeps the chunks
-that share the most words with the query, and embeds only those to rerank them with the rest of the library.
+libzim's full-text query joins every word with AND and has no OR syntax, so a worried question ("my program
+crashes, how do I catch it") rarely has all its words in one article. The candidate stage asks many small queries
+instead (`rank_articles`): the question's words without stop words, each weighted by its rarity in the archive
+(log of articles over the articles holding it, from libzim's own match estimate; a word in no article is dropped,
+since it would empty every AND query it joins); each word alone, all of them, all but the rarest one or two, pairs
+of the five rarest, then the archive's title suggestions. Every list votes for its articles by its words' weights
+(rarity + COVERAGE each) over its rank + RANK_DAMPING; at most QUERIES queries are asked and ARTICLES articles
+read. Their chunks are scored the same way by the words they hold, the best EMBED are embedded (the vectors kept
+for later questions, bounded) and compete with the rest of the library by the same cosine and relevance floor.
 An archive is identified by its UUID and size (hashing a 90 GB Wikipedia would take minutes): `identify`.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from itertools import combinations
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
-from kb.chunking import chunk_document, embedding_text
+from kb.chunking import Chunk, chunk_document, embedding_text
 from kb.document import Document
 from kb.errors import ReadError
+from kb.files import open_regular
 from kb.readers.zim import archive_title, article_sections, open_archive
 from kb.search import Candidate, terms
 
-ARTICLES = 5  # top articles asked from each archive's own index
-EMBED = 12  # chunks embedded per query across all archives (each costs ~30 ms on 2 cores)
-CACHE = 4096  # section vectors kept between searches
+# The work per question, whatever the archive's size (measured on scripts/eval_kb --zim, docs/knowledge-base.md).
+WORDS = 8  # salient words kept from a question (the rarest)
+QUERIES = 16  # libzim full-text queries per archive per question, word look-ups included
+PER_QUERY = 6  # articles read from each query's result list
+ARTICLES = 8  # articles read and chunked per archive per question
+EMBED = 16  # chunks embedded per question across all archives (cached ones cost nothing)
+EMBED_WORDS = 70  # words of each chunk embedded, heading path included (halves the cost; same recall)
+PER_ARTICLE = 4  # of those, at most this many from one article while others have some
+CACHE = 4096  # section vectors kept between searches (384 floats each: about 6 MB)
+ARTICLE_CACHE = 64  # chunked articles kept between searches
+RANK_DAMPING = 3  # a list's vote for its article at rank r: weight / (r + RANK_DAMPING)
+COVERAGE = 1.0  # each word's vote and chunk score: its rarity plus this (how many words match counts too)
+TITLE_WEIGHT = 0.5  # title suggestions vote as strongly as this share of the best article's votes
 
 
 @dataclass
@@ -46,102 +68,256 @@ def identify(path: Path, handle: BinaryIO) -> ZimInfo:
                    articles=archive.article_count, fulltext=bool(archive.has_fulltext_index))
 
 
+@dataclass
+class CandidateQueries:
+    """The small libzim queries asked for one question in one archive, with their weights."""
+
+    weights: dict[str, float] = field(default_factory=dict)  # salient word -> rarity (idf), question order
+    every: dict[str, float] = field(default_factory=dict)  # every word found in the archive -> rarity
+    found: dict[str, list[str]] = field(default_factory=dict)  # salient word -> its own top articles
+    asked: int = 0
+
+    @property
+    def words(self) -> list[str]:
+        return list(self.weights)
+
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)+")
+
+
+def question_words(query: str) -> list[str]:
+    """The question's words without stop words, in order; a dotted number (0.1, 3.11) stays one word, as
+    Xapian indexes it."""
+    numbers = _NUMBER.findall(query)
+    words = terms(_NUMBER.sub(" ", query))
+    return list(dict.fromkeys(numbers + words)) if numbers else words
+
+
+def salient_words(searcher, words: list[str], total: int, budget: int) -> CandidateQueries:
+    """Each word's rarity in the archive (a word in no article is dropped), the rarest WORDS kept."""
+    from libzim.search import Query
+
+    plan = CandidateQueries()
+    for word in words[:WORDS * 2]:
+        if plan.asked >= budget:
+            break
+        result = searcher.search(Query().set_query(word))
+        plan.asked += 1
+        matches = result.getEstimatedMatches()
+        if matches <= 0:
+            continue
+        plan.weights[word] = math.log((total + 1) / (matches + 0.5))
+        plan.found[word] = list(result.getResults(0, PER_QUERY))
+    plan.every = dict(plan.weights)
+    keep = set(sorted(plan.weights, key=lambda w: -plan.weights[w])[:WORDS])
+    plan.weights = {word: weight for word, weight in plan.weights.items() if word in keep}  # question order
+    plan.found = {word: plan.found[word] for word in plan.weights}
+    return plan
+
+
+def word_groups(words: list[str], weights: dict[str, float]) -> list[tuple[str, ...]]:
+    """The AND queries to ask after each word alone, most telling first: all the words; all but the rarest one,
+    then two (a rare word can be incidental: "convert OLD python 2 code"); pairs of the five rarest."""
+    rarest = sorted(words, key=lambda w: -weights[w])
+    groups: list[tuple[str, ...]] = []
+    if len(words) > 2:
+        groups.append(tuple(words))
+    if len(words) > 3:
+        groups += [tuple(w for w in words if w not in rarest[:n]) for n in (1, 2)]
+    groups += [tuple(w for w in words if w in pair) for pair in combinations(rarest[:5], 2)]
+    return list(dict.fromkeys(groups))
+
+
+def rank_articles(archive, query: str, limit: int | None = None,
+                  budget: int | None = None) -> tuple[list[str], dict[str, float]]:
+    """The archive's articles most likely to answer `query`, best first, at most `limit` (at most `budget`
+    full-text queries), and the question's salient words with their weights. Without a full-text index: the
+    title index alone, every word weighing the same."""
+    from libzim.suggestion import SuggestionSearcher
+
+    limit = ARTICLES if limit is None else limit
+    budget = QUERIES if budget is None else budget
+    votes: dict[str, float] = {}
+
+    def vote(articles: list[str], weight: float) -> None:
+        for rank, article in enumerate(articles):
+            votes[article] = votes.get(article, 0.0) + weight / (rank + RANK_DAMPING)
+
+    words = question_words(query)
+    if not words:
+        return [], {}
+    weights = {word: 1.0 for word in words}
+    if archive.has_fulltext_index:
+        from libzim.search import Query, Searcher
+
+        searcher = Searcher(archive)
+        plan = salient_words(searcher, words, max(archive.article_count, 1), budget)
+        for word, found in plan.found.items():
+            vote(found, plan.weights[word] + COVERAGE)
+        # An AND query that matches is strong evidence: it votes with the sum of its words' weights.
+        for group in word_groups(plan.words, plan.weights):
+            if plan.asked >= budget:
+                break
+            plan.asked += 1
+            found = list(searcher.search(Query().set_query(" ".join(group))).getResults(0, PER_QUERY))
+            vote(found, sum(plan.weights[w] + COVERAGE for w in group))
+        words = plan.words or words
+        weights = plan.every or weights
+    if archive.has_title_index and TITLE_WEIGHT:
+        title_weight = max(votes.values(), default=1.0) * RANK_DAMPING * TITLE_WEIGHT
+        suggester = SuggestionSearcher(archive)
+        vote(list(suggester.suggest(" ".join(words)).getResults(0, 3)), title_weight)
+    ordered = sorted(votes.items(), key=lambda item: -item[1])
+    return [article for article, _ in ordered[:limit]], weights
+
+
+def chunk_score(text: str, weights: dict[str, float]) -> float:
+    """How much of the question's rare vocabulary a chunk holds (a word counts once; its 5-letter stem)."""
+    low = text.lower()
+    return sum(weight + COVERAGE for word, weight in weights.items() if word[:5] in low)
+
+
 class ZimShelf:
-    """Open archives, kept open between searches (opening a large ZIM reads its directory)."""
+    """Open archives, kept open between searches (opening a large ZIM reads its directory), with the chunks of
+    recently read articles and their vectors (bounded LRU caches: a follow-up question often reaches the same
+    articles)."""
 
     def __init__(self):
-        self._open: dict[str, object] = {}
+        # path -> (archive, the open handle its /proc/self/fd path names: libzim opens the title index through
+        # that path later, on first use, so the descriptor must live as long as the archive)
+        self._open: dict[str, tuple[object, ExitStack]] = {}
         self._lock = threading.Lock()
-        # Section vectors already computed (a follow-up question often reaches the same articles).
         self._vectors: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._articles: OrderedDict[tuple, tuple[str, list[Chunk]]] = OrderedDict()
 
     def archive(self, path: str):
         with self._lock:
-            archive = self._open.get(path)
-            if archive is None:
-                archive = open_archive(Path(path))
-                self._open[path] = archive
-            return archive
+            opened = self._open.get(path)
+            if opened is None:
+                stack = ExitStack()
+                try:
+                    handle = stack.enter_context(open_regular(Path(path)))
+                    opened = (open_archive(Path(path), handle), stack)
+                except BaseException:
+                    stack.close()
+                    raise
+                self._open[path] = opened
+            return opened[0]
 
     def forget(self, path: str) -> None:
         with self._lock:
-            self._open.pop(path, None)
-            for key in [key for key in self._vectors if key[0] == path]:
-                del self._vectors[key]
+            opened = self._open.pop(path, None)
+            if opened is not None:
+                opened[1].close()
+            for cache in (self._vectors, self._articles):
+                for key in [key for key in cache if key[0] == path]:
+                    del cache[key]
 
-    def article_paths(self, path: str, query: str, limit: int = ARTICLES) -> list[str]:
-        archive = self.archive(path)
-        words = terms(query)
-        if not words:
-            return []
-        if archive.has_fulltext_index:
-            from libzim.search import Query, Searcher
+    def close(self) -> None:
+        """Close every archive's handle and drop the caches."""
+        with self._lock:
+            opened, self._open = list(self._open.values()), {}
+            self._vectors.clear()
+            self._articles.clear()
+        for _, stack in opened:
+            stack.close()
 
-            # libzim's parser joins words with AND: a stressed question ("how much bleach per liter of water")
-            # rarely has every word in one article. Ask with all the words, then one fewer, then each alone,
-            # until enough articles are found; stricter matches rank first.
-            searcher = Searcher(archive)
-            words = words[:8]
-            queries = [words] + [[w for w in words if w != left] for left in words if len(words) > 2]
-            queries += [[w] for w in words] if len(words) > 1 else []
-            found: list[str] = []
-            for query_words in queries:
-                for article in searcher.search(Query().set_query(" ".join(query_words))).getResults(0, limit):
-                    if article not in found:
-                        found.append(article)
-                if len(found) >= limit:
-                    break
-            return found[:limit]
-        from libzim.suggestion import SuggestionSearcher
+    def drop_caches(self) -> None:
+        """Forget the chunked articles and section vectors (the archives stay open)."""
+        with self._lock:
+            self._vectors.clear()
+            self._articles.clear()
 
-        results = SuggestionSearcher(archive).suggest(" ".join(words))
-        return list(results.getResults(0, limit))
+    def cached(self) -> dict[str, int]:
+        with self._lock:
+            return {"vectors": len(self._vectors), "articles": len(self._articles)}
+
+    def article_paths(self, path: str, query: str, limit: int | None = None) -> list[str]:
+        return rank_articles(self.archive(path), query, limit)[0]
+
+    def article_chunks(self, zim: str, article: str) -> tuple[str, list[Chunk]]:
+        """(title, chunks) of one article, read once and kept (bounded)."""
+        key = (zim, article)
+        with self._lock:
+            cached = self._articles.get(key)
+            if cached is not None:
+                self._articles.move_to_end(key)
+                return cached
+        entry = self.archive(zim).get_entry_by_path(article)
+        if entry.is_redirect:
+            entry = entry.get_redirect_entry()
+        title = entry.title or article
+        chunks = chunk_document(Document(path=zim, title=title, kind="zim", sections=article_sections(entry)))
+        with self._lock:
+            self._articles[key] = (title, chunks)
+            while len(self._articles) > ARTICLE_CACHE:
+                self._articles.popitem(last=False)
+        return title, chunks
 
     def candidates(self, zims: list[str], query: str, query_vector: np.ndarray, embed) -> list[Candidate]:
-        words = terms(query)
         pool: list[tuple[float, int, Candidate, str]] = []
         for zim in zims:
             try:
-                paths = self.article_paths(zim, query)
                 archive = self.archive(zim)
+                paths, weights = rank_articles(archive, query)
             except Exception:
                 continue  # an archive that vanished (an unplugged drive) must not break the search
             for rank, article in enumerate(paths):
                 try:
-                    entry = archive.get_entry_by_path(article)
-                    if entry.is_redirect:
-                        entry = entry.get_redirect_entry()
-                    sections = article_sections(entry)
+                    title, chunks = self.article_chunks(zim, article)
                 except Exception:
                     continue
-                title = entry.title or article
-                document = Document(path=zim, title=title, kind="zim", sections=sections)
-                for n, chunk in enumerate(chunk_document(document)):
-                    low = (chunk.heading_text + " " + chunk.text).lower()
-                    overlap = sum(1 for w in words if w[:5] in low)
+                for n, chunk in enumerate(chunks):
+                    score = chunk_score(title + " " + chunk.heading_text + " " + chunk.text, weights)
                     cand = Candidate((zim, article, n), zim, title, chunk.heading_text, None, chunk.text, "zim", 0.0,
                                      {"zim": rank})
-                    pool.append((overlap, -rank, cand, embedding_text(title, chunk)))
+                    pool.append((score, rank, cand, _lead(embedding_text(title, chunk))))
         if not pool:
             return []
-        pool.sort(key=lambda item: (item[0], item[1]), reverse=True)
-        chosen = pool[:EMBED]
-        missing = [item for item in chosen if item[2].key not in self._vectors]
+        chosen = _choose(pool)
+        with self._lock:
+            known = {item[2].key: self._vectors[item[2].key] for item in chosen if item[2].key in self._vectors}
+        missing = [item for item in chosen if item[2].key not in known]
         if missing:
             for item, vector in zip(missing, embed([text for *_, text in missing])):
-                self._vectors[item[2].key] = vector
-        with self._lock:
-            vectors = [self._vectors[item[2].key] for item in chosen]
+                known[item[2].key] = vector
+        with self._lock:  # another search may have run meanwhile: put back what this one used, newest last
             for item in chosen:
+                self._vectors[item[2].key] = known[item[2].key]
                 self._vectors.move_to_end(item[2].key)
             while len(self._vectors) > CACHE:
                 self._vectors.popitem(last=False)
+        vectors = [known[item[2].key] for item in chosen]
         out = []
-        for (overlap, _, cand, _), vector in zip(chosen, vectors):
+        for (_, _, cand, _), vector in zip(chosen, vectors):
             cand.cosine = float(vector @ query_vector)
             out.append(cand)
-        # The lexical rank of a ZIM section: its article's rank, then its word overlap within the article.
+        # The lexical rank of a ZIM section: its article's rank, then its cosine within the article.
         out.sort(key=lambda c: (c.ranks["zim"], -c.cosine))
         for rank, cand in enumerate(out):
             cand.ranks["zim"] = rank
         return out
+
+
+def _lead(text: str) -> str:
+    """The part of a chunk that is embedded: its heading path and first EMBED_WORDS words (the embedder's cost
+    grows with the length; a section's opening says what it is about)."""
+    words = text.split(" ")
+    return text if len(words) <= EMBED_WORDS else " ".join(words[:EMBED_WORDS])
+
+
+def _choose(pool: list[tuple[float, int, Candidate, str]]) -> list[tuple[float, int, Candidate, str]]:
+    """The EMBED chunks to embed: by rare words held, then article rank; at most PER_ARTICLE from one article
+    while others still have some."""
+    ordered = sorted(pool, key=lambda item: (-item[0], item[1]))
+    chosen, overflow, per = [], [], {}
+    for item in ordered:
+        article = item[2].key[1]
+        if per.get(article, 0) >= PER_ARTICLE:
+            overflow.append(item)
+            continue
+        per[article] = per.get(article, 0) + 1
+        chosen.append(item)
+        if len(chosen) >= EMBED:
+            return chosen
+    return chosen + overflow[:EMBED - len(chosen)]

@@ -3,6 +3,9 @@
 Questions (scripts/eval/questions.json) are phrased as a stressed user would ask; each names the corpus file(s)
 that answer it (path suffixes). Questions with no expected file are ones the corpus cannot answer: the hybrid
 search with its relevance floor should return nothing for them.
+
+--zim also builds a ZIM with zimwriterfs from the same pages, registers it (not embedded) in a library of its own
+and scores the same questions through it: a ZIM hit counts when its article path ends with the expected file.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,9 +24,23 @@ sys.path.insert(0, str(HERE.parent.parent))
 
 from appliance.models import packs  # noqa: E402
 from kb import KnowledgeBase  # noqa: E402  (kb sets its own offline guards)
+from zim_build import build_zim, html_pages  # noqa: E402  (beside this file)
 
 SUBDIRS = ["tutorial", "howto", "faq", "using"]
 K = 5
+
+
+def rank_of(hits, expect: list[str]) -> int | None:
+    """The rank of the first hit from an expected file (a ZIM hit: its article path), or None."""
+    for rank, hit in enumerate(hits, 1):
+        if any((hit.article or hit.path).endswith(e) for e in expect):
+            return rank
+    return None
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def main() -> int:
@@ -31,48 +49,66 @@ def main() -> int:
     parser.add_argument("--questions", type=Path, default=HERE / "questions.json")
     parser.add_argument("--cache", type=Path,
                         default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "appliance" / "eval-kb")
+    parser.add_argument("--zim", action="store_true",
+                        help="Also build a ZIM from the same pages and score the same questions through it.")
+    parser.add_argument("--zim-only", action="store_true", help="Only the ZIM side (implies --zim).")
     parser.add_argument("-v", "--verbose", action="store_true", help="Print each question's ranks.")
     args = parser.parse_args()
 
     questions = json.loads(args.questions.read_text())
-    knowledge = KnowledgeBase(args.cache, packs.EMBEDDER_ONNX.locate(), packs.EMBEDDER_TOKENIZER.locate())
-    started = time.monotonic()
-    report = knowledge.add([args.doc_root / sub for sub in SUBDIRS])
-    stats = knowledge.stats()
-    print(f"corpus: Python 3.11 docs ({', '.join(SUBDIRS)}): {stats['documents']} files, {stats['chunks']} chunks "
-          f"(ingest: {report.added + report.replaced} new, {report.skipped} unchanged, "
-          f"{time.monotonic() - started:.0f} s)")
     answerable = [q for q in questions if q["expect"]]
     unanswerable = [q for q in questions if not q["expect"]]
-    print(f"questions: {len(answerable)} answerable, {len(unanswerable)} the corpus cannot answer\n")
+    model, tokenizer = packs.EMBEDDER_ONNX.locate(), packs.EMBEDDER_TOKENIZER.locate()
+    summary = {}
+    if not args.zim_only:
+        knowledge = KnowledgeBase(args.cache, model, tokenizer)
+        started = time.monotonic()
+        report = knowledge.add([args.doc_root / sub for sub in SUBDIRS])
+        stats = knowledge.stats()
+        print(f"corpus: Python 3.11 docs ({', '.join(SUBDIRS)}): {stats['documents']} files, {stats['chunks']} "
+              f"chunks (ingest: {report.added + report.replaced} new, {report.skipped} unchanged, "
+              f"{time.monotonic() - started:.0f} s)")
+        print(f"questions: {len(answerable)} answerable, {len(unanswerable)} the corpus cannot answer\n")
+        print("vector: chroma HNSW only; bm25: FTS5 only; rrf: reciprocal rank fusion of the two;")
+        print("hybrid (the default): exact-cosine rerank of both lists' union plus a small BM25 boost.")
+        print("All with per-source diversity (2 per file), without the relevance floor.\n")
+        print(f"{'mode':8} {'recall@5':>9} {'MRR':>7} {'p50 ms':>7}")
+        for mode in ("vector", "bm25", "rrf", "hybrid"):
+            ranks, times = [], []
+            for q in answerable:
+                t0 = time.perf_counter()
+                hits = knowledge.search(q["question"], k=K, mode=mode, floor=False)
+                times.append((time.perf_counter() - t0) * 1000)
+                ranks.append(rank_of(hits, q["expect"]))
+                if args.verbose and mode == "hybrid":
+                    top = ", ".join(Path(h.path).name + f"({h.cosine:.2f})" for h in hits[:3])
+                    print(f"   {ranks[-1]!s:>4}  {q['question'][:60]:60} -> {top}")
+            recall = sum(r is not None for r in ranks) / len(ranks)
+            mrr = sum(1 / r for r in ranks if r) / len(ranks)
+            print(f"{mode:8} {recall:9.3f} {mrr:7.3f} {statistics.median(times):7.1f}")
+        summary["embedded"] = floored(knowledge, answerable, unanswerable, args.verbose, recall, mrr, times)
+        knowledge.close()
+    if args.zim or args.zim_only:
+        try:
+            summary["ZIM"] = through_zim(args, model, tokenizer, answerable, unanswerable)
+        except (RuntimeError, subprocess.CalledProcessError) as exc:
+            stderr = getattr(exc, "stderr", b"") or b""
+            print(f"error: the ZIM could not be built: {exc} {stderr.decode(errors='replace')[-300:]}".strip(),
+                  file=sys.stderr)
+            return 1
+    if len(summary) == 2:
+        print(f"\n{'':9} {'recall@5':>9} {'MRR':>6} {'floored':>8} {'abstains':>9} {'p50 ms':>7} {'p95 ms':>7}")
+        for name, row in summary.items():
+            print(f"{name:9} {row['recall']:9.3f} {row['mrr']:6.3f} {row['recall_floor']:8.3f} "
+                  f"{row['abstained']:>9} {row['p50']:7.0f} {row['p95']:7.0f}")
+        gap = summary["embedded"]["recall"] - summary["ZIM"]["recall"]
+        print(f"ZIM recall@5 is {gap:+.3f} below embedded (goal: within 0.05)" if gap > 0
+              else "ZIM recall@5 matches or beats embedded")
+    return 0
 
-    def rank_of(hits, expect) -> int | None:
-        for rank, hit in enumerate(hits, 1):
-            if any(hit.path.endswith(e) for e in expect):
-                return rank
-        return None
 
-    print("vector: chroma HNSW only; bm25: FTS5 only; rrf: reciprocal rank fusion of the two;")
-    print("hybrid (the default): exact-cosine rerank of both lists' union plus a small BM25 boost.")
-    print("All with per-source diversity (2 per file), without the relevance floor.\n")
-    print(f"{'mode':8} {'recall@5':>9} {'MRR':>7} {'p50 ms':>7}")
-    results = {}
-    for mode in ("vector", "bm25", "rrf", "hybrid"):
-        ranks, times = [], []
-        for q in answerable:
-            t0 = time.perf_counter()
-            hits = knowledge.search(q["question"], k=K, mode=mode, floor=False)
-            times.append((time.perf_counter() - t0) * 1000)
-            ranks.append(rank_of(hits, q["expect"]))
-            if args.verbose and mode == "hybrid":
-                top = ", ".join(Path(h.path).name + f"({h.cosine:.2f})" for h in hits[:3])
-                print(f"   {ranks[-1]!s:>4}  {q['question'][:60]:60} -> {top}")
-        recall = sum(r is not None for r in ranks) / len(ranks)
-        mrr = sum(1 / r for r in ranks if r) / len(ranks)
-        results[mode] = (recall, mrr)
-        print(f"{mode:8} {recall:9.3f} {mrr:7.3f} {statistics.median(times):7.1f}")
-
-    # With the relevance floor, as `kb search` and `ask` use it.
+def floored(knowledge, answerable, unanswerable, verbose: bool, recall: float, mrr: float, times) -> dict:
+    """With the relevance floor, as `kb search` and `ask` use it: recall, abstention."""
     kept = [knowledge.search(q["question"], k=K) for q in answerable]
     recall_floor = sum(rank_of(h, q["expect"]) is not None for h, q in zip(kept, answerable)) / len(answerable)
     abstained_ok = sum(not h for h in kept)
@@ -80,13 +116,43 @@ def main() -> int:
     print(f"\nwith the relevance floor: hybrid recall@5 {recall_floor:.3f}; "
           f"abstains on {len(abstained)}/{len(unanswerable)} unanswerable questions; "
           f"wrongly abstains on {abstained_ok}/{len(answerable)} answerable ones")
-    if args.verbose:
+    if verbose:
         for q in unanswerable:
             hits = knowledge.search(q["question"], k=K)
             if hits:
-                print(f"   answered (noise): {q['question'][:60]} -> {Path(hits[0].path).name} {hits[0].cosine:.2f}")
+                where = hits[0].article or Path(hits[0].path).name
+                print(f"   answered (noise): {q['question'][:60]} -> {where} {hits[0].cosine:.2f}")
+    return {"recall": recall, "mrr": mrr, "recall_floor": recall_floor,
+            "abstained": f"{len(abstained)}/{len(unanswerable)}", "p50": percentile(times, 0.5),
+            "p95": percentile(times, 0.95)}
+
+
+def through_zim(args, model: Path, tokenizer: Path, answerable, unanswerable) -> dict:
+    """The same pages as a ZIM (zimwriterfs), registered in a library of its own, the same questions."""
+    pages = html_pages([(args.doc_root / sub, sub) for sub in SUBDIRS])
+    home = args.cache.parent / (args.cache.name + "-zim")
+    started = time.monotonic()
+    zim, built = build_zim(pages, home / "python-docs.zim", "Python 3.11 docs")
+    print(f"\nZIM: {len(pages)} pages -> {zim} ({zim.stat().st_size / 1e6:.1f} MB, "
+          f"{'built in %.0f s' % (time.monotonic() - started) if built else 'cached'}), registered, not embedded")
+    knowledge = KnowledgeBase(home / "kb", model, tokenizer)
+    knowledge.add([zim])
+    ranks, times = [], []
+    for q in answerable:
+        t0 = time.perf_counter()
+        hits = knowledge.search(q["question"], k=K, floor=False)
+        times.append((time.perf_counter() - t0) * 1000)
+        ranks.append(rank_of(hits, q["expect"]))
+        if args.verbose:
+            top = ", ".join(f"{h.article}({h.cosine:.2f})" for h in hits[:3])
+            print(f"   {ranks[-1]!s:>4}  {q['question'][:60]:60} -> {top}")
+    recall = sum(r is not None for r in ranks) / len(ranks)
+    mrr = sum(1 / r for r in ranks if r) / len(ranks)
+    print(f"through the ZIM, hybrid without the floor: recall@5 {recall:.3f}, MRR {mrr:.3f}, "
+          f"p50 {percentile(times, 0.5):.0f} ms, p95 {percentile(times, 0.95):.0f} ms")
+    row = floored(knowledge, answerable, unanswerable, args.verbose, recall, mrr, times)
     knowledge.close()
-    return 0
+    return row
 
 
 if __name__ == "__main__":

@@ -162,6 +162,7 @@ def make_zim(path: Path, articles: dict[str, tuple[str, list[tuple[str, str]]]],
                                        f"<ul>{links}</ul></body></html>")
     for name, (article_title, sections) in articles.items():
         body = "".join(f"<h2>{h}</h2><p>{t}</p>" for h, t in sections)
+        (source / name).parent.mkdir(parents=True, exist_ok=True)  # a name may hold folders: "A/sect.x.html"
         (source / name).write_text(f"<html><head><title>{article_title}</title></head><body>"
                                    f"<h1>{article_title}</h1>{body}</body></html>")
     subprocess.run([zimwriterfs, "-w", "index.html", "-I", "icon.png", "-l", "eng", "-t", title, "-d", "test wiki",
