@@ -296,3 +296,67 @@ def kb_repair(obj: Context, as_json: bool) -> None:
         click.echo("check: ok" if report.ok else clean_line(f"check: FAILED {report.verify}"))
     if not report.ok:
         sys.exit(EXIT_FAILURE)
+
+
+@kb.command("export")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_ctx
+def kb_export(obj: Context, folder: Path, as_json: bool) -> None:
+    """Export the library as a knowledge pack: passages, their vectors and sources, hashed.
+
+    \b
+    FOLDER must not exist yet (or be empty). Another appliance imports the pack
+    without reading or embedding the files again. Registered ZIM archives are not
+    exported (copy the .zim file and `kb add` it there).
+    Example:
+      appliance kb export /media/usb/kb/manuals.kbpack
+    """
+    from kb.packs import export
+
+    update, bar = count_progress("exporting documents", obj.quiet)
+    try:
+        with bar:
+            report = export(obj.services.kb, folder, progress=update)
+    except KBUsageError as exc:
+        raise click.UsageError(str(exc)) from None
+    if as_json:
+        click.echo(dumps(report.as_dict()))
+        return
+    click.echo(clean_line(f"exported {report.documents} documents, {report.chunks} passages to {folder}"))
+    for path in report.not_exported:
+        click.echo(clean_line(f"not exported (registered ZIM archive): {path}"))
+
+
+@kb.command("import")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_ctx
+def kb_import(obj: Context, folder: Path, as_json: bool) -> None:
+    """Import a knowledge pack made by `kb export` (nothing is embedded again).
+
+    \b
+    Every file of the pack is checked against its pack.json first; a damaged or
+    truncated pack is refused (exit 3) before anything is written. Documents already
+    in the library with the same content are skipped.
+    Example:
+      appliance kb import /media/usb/kb/manuals.kbpack
+    """
+    from kb.packs import PackDamaged, import_pack
+
+    knowledge = obj.services.kb
+    update, bar = count_progress("importing passages", obj.quiet)
+    try:
+        with bar:
+            report = import_pack(knowledge, folder, progress=update)
+    except PackDamaged as exc:
+        raise IntegrityError(str(exc)) from None
+    except KBUsageError as exc:
+        raise click.UsageError(str(exc)) from None
+    finally:
+        _notices(obj, knowledge)
+    if as_json:
+        click.echo(dumps(report.as_dict()))
+        return
+    click.echo(clean_line(f"imported {report.documents} documents ({report.chunks} passages), "
+                          f"{report.skipped} already there, {report.replaced} replaced, from {folder}"))
