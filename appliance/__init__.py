@@ -18,7 +18,8 @@ _OFFLINE_ENV = {
     "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1",
     "DISABLE_TELEMETRY": "1",
     "DO_NOT_TRACK": "1",
-    # onnxruntime: its native telemetry (Windows ETW) and any session-level reporting.
+    # onnxruntime: its native telemetry (Windows ETW) and any session-level reporting. The name is the one the
+    # pinned build's native library reads (1.32.0; tests/test_telemetry_env.py reads its strings).
     "ORT_DISABLE_TELEMETRY": "1",
     # chromadb: posthog product telemetry.
     "ANONYMIZED_TELEMETRY": "False",

@@ -51,10 +51,26 @@ class EngineSettings:
 
 
 @dataclass
+class AirgapSettings:
+    # the seccomp lock (appliance/netlock.py): no AF_INET/AF_INET6 socket for any command but the online ones
+    lock: bool = True
+
+
+@dataclass
+class PowerSettings:
+    # low-power profile: auto (on battery), on (always), off (never)
+    low_power: str = field(default="auto", metadata=_range(None, None, ("auto", "on", "off")))
+    threads: int = field(default=0, metadata=_range(0, max_threads))  # in low power; 0: half the usual threads
+    max_tokens: int = field(default=256, metadata=_range(1, 32768))  # default answer length in low power
+
+
+@dataclass
 class Config:
     model: ModelSettings = field(default_factory=ModelSettings)
     hardware: HardwareSettings = field(default_factory=HardwareSettings)
     engine: EngineSettings = field(default_factory=EngineSettings)
+    airgap: AirgapSettings = field(default_factory=AirgapSettings)
+    power: PowerSettings = field(default_factory=PowerSettings)
 
     @classmethod
     def load(cls, path: Path) -> "Config":

@@ -97,3 +97,64 @@ def check_fits(need: int, what: str, ram_limit_mb: int = 0, hardware: Hardware |
             f"{what} needs about {need // MIB} MiB but {source} is {available // MIB} MiB; "
             "choose a smaller model, lower [model] context in config.toml, or close other programs"
         )
+
+
+# -- what fits this machine (the doctor's "hardware fit") ----------------------------------------------------------
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class SizeAdvice:
+    """One row of the built-in table: machines with at least `min_ram_gib` of RAM run these models comfortably."""
+
+    min_ram_gib: float  # MemTotal as the kernel reports it (a "8 GB" machine shows about 7.6 GiB)
+    machine: str
+    params: str
+    quants: str
+    context: int
+    repos: tuple[str, ...]  # hub repo ids, for when the owner is online (`appliance models download REPO FILE`)
+
+
+# Q4_K_M is about 0.6 GB per billion parameters; the rows keep the weights near half the RAM, leaving room for the
+# KV cache at the context shown, the knowledge base's embedder and the system.
+SIZE_TABLE = (
+    SizeAdvice(0, "under 4 GB", "0.1-0.5B", "Q4_K_M or Q8_0", 2048,
+               ("HuggingFaceTB/SmolLM2-360M-Instruct-GGUF", "Qwen/Qwen2.5-0.5B-Instruct-GGUF")),
+    SizeAdvice(3.5, "4 GB", "1-2B", "Q4_K_M", 4096,
+               ("Qwen/Qwen2.5-1.5B-Instruct-GGUF", "HuggingFaceTB/SmolLM2-1.7B-Instruct-GGUF")),
+    SizeAdvice(7.0, "8 GB", "3-4B", "Q4_K_M", 8192,
+               ("Qwen/Qwen2.5-3B-Instruct-GGUF", "bartowski/Llama-3.2-3B-Instruct-GGUF",
+                "bartowski/Phi-3.5-mini-instruct-GGUF")),
+    SizeAdvice(14.0, "16 GB", "7-8B", "Q4_K_M or Q5_K_M", 8192,
+               ("Qwen/Qwen2.5-7B-Instruct-GGUF", "bartowski/Meta-Llama-3.1-8B-Instruct-GGUF")),
+    SizeAdvice(28.0, "32 GB", "12-14B (Q6_K), up to 24B at Q4_K_M", "Q4_K_M to Q6_K", 16384,
+               ("Qwen/Qwen2.5-14B-Instruct-GGUF", "bartowski/Mistral-Small-24B-Instruct-2501-GGUF")),
+)
+
+
+def size_advice(total_ram: int) -> SizeAdvice:
+    """The largest row of SIZE_TABLE this much RAM reaches."""
+    gib = total_ram / GIB
+    return [row for row in SIZE_TABLE if gib >= row.min_ram_gib][-1]
+
+
+def max_context(file_size: int, available: int, n_layer: int | None, n_embd_kv: int | None) -> int:
+    """The longest context (tokens) whose estimate_model_ram fits in `available` bytes; 0 when the weights alone
+    do not fit."""
+    room = available - file_size - 64 * MIB
+    if room <= 0:
+        return 0
+    per_token = 2 * 2 * n_layer * n_embd_kv if n_layer and n_embd_kv else 32 * 1024
+    return int(room // per_token)
+
+
+def free_disk(path: Path) -> int | None:
+    """Free bytes on the file system holding `path` (its nearest existing parent); None when unknown."""
+    import shutil
+
+    for candidate in (path, *path.parents):
+        try:
+            return shutil.disk_usage(candidate).free
+        except OSError:
+            continue
+    return None

@@ -14,6 +14,7 @@ import appliance  # noqa: F401  (environment guards first)
 from appliance.models import packs
 
 BIN = Path(sys.executable).parent
+LOCK_OFF = ("APPLIANCE_AIRGAP_LOCK", "off")
 
 
 @pytest.fixture(autouse=True)
@@ -28,6 +29,9 @@ def appliance_home(tmp_path, monkeypatch) -> Path:
     empty = tmp_path / "no-packs"
     empty.mkdir()
     monkeypatch.setenv("APPLIANCE_PACKS_DIR", str(empty))
+    # The kernel network lock can never be lifted: never in the pytest process (the CLI runs in it through
+    # CliRunner). run_appliance drops this, so the real `appliance` in a subprocess runs locked, as for a user.
+    monkeypatch.setenv(LOCK_OFF[0], LOCK_OFF[1])
     return home
 
 
@@ -45,6 +49,8 @@ def run_appliance(*args: str, input: str | None = None, env: dict | None = None,
                   prefix: list[str] | None = None) -> subprocess.CompletedProcess:
     """Run the installed `appliance` command for real, stdout and stderr apart."""
     full_env = dict(os.environ, NO_COLOR="1", **(env or {}))
+    if full_env.get(LOCK_OFF[0]) == LOCK_OFF[1] and LOCK_OFF[0] not in (env or {}):
+        del full_env[LOCK_OFF[0]]  # the pytest process's own switch (above), not the command's
     return subprocess.run(
         (prefix or []) + appliance_cmd() + list(args), input=input, capture_output=True, text=True,
         env=full_env, timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL,
