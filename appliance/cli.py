@@ -1,7 +1,7 @@
 """`appliance`: no arguments opens the terminal UI; subcommands run headless.
 
 Answers go to stdout, diagnostics to stderr. User mistakes end with a one-line message and an exit code:
-0 ok, 1 failure, 2 usage, 3 integrity check failed.
+0 ok, 1 failure, 2 usage, 3 integrity check failed, 4 refused by one of the owner's rules.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import sys
 import click
 
 import appliance
+from appliance.cli_rules import confirm_rules, refusal_json, rule_notes
 from appliance.cli_support import Context, diag, dumps, hash_progress, pass_ctx
 from appliance.config import max_threads
-from appliance.errors import EXIT_FAILURE, ApplianceError, IntegrityError, UsageError
+from appliance.errors import EXIT_FAILURE, ApplianceError, RuleRefusal, UsageError
 from appliance.sanitize import clean, clean_line
 from kb.errors import KBError
 
@@ -127,9 +128,12 @@ def cli(ctx: click.Context, quiet: bool) -> None:
               help="Continue a conversation: the most recent one, or the one with this id (see `appliance history list`).")
 @click.option("--quote-only", is_flag=True, help="Only the library's own sentences and their sources; the model is "
               "not loaded.")
+@click.option("--confirm", is_flag=True, help="Go ahead when one of the owner's rules asks for a confirmation (on a "
+              "terminal you are asked instead).")
 @pass_ctx
 def ask(obj: Context, question: str | None, model_name: str | None, max_tokens: int | None, as_json: bool,
-        no_kb: bool, no_history: bool, threads: int | None, continue_: str | None, quote_only: bool) -> None:
+        no_kb: bool, no_history: bool, threads: int | None, continue_: str | None, quote_only: bool,
+        confirm: bool) -> None:
     """Ask one question; the answer streams to stdout.
 
     \b
@@ -169,10 +173,17 @@ def ask(obj: Context, question: str | None, model_name: str | None, max_tokens: 
         if services.history.conversation(conversation_id) is None:
             raise UsageError(f"no conversation {conversation_id}; see `appliance history list`")
     conversation = services.conversation(conversation_id)
-    update, bar = hash_progress("verifying model", obj.quiet)
-    with bar:
-        run = conversation.ask(question, model=model_name, max_tokens=max_tokens, use_kb=not no_kb, progress=update,
-                               threads=threads, quote_only=quote_only)
+    power = _power_profile(services)
+    if power.low_power:  # on battery: fewer threads, shorter answers, unless the command line says otherwise
+        threads = threads or power.threads
+        max_tokens = max_tokens or min(power.max_tokens, services.config.model.max_tokens)
+    with refusal_json(question, as_json):  # the owner's rules: a refusal is exit 4 (and JSON with --json)
+        confirmed = confirm_rules(conversation, question, confirm, as_json)
+        update, bar = hash_progress("verifying model", obj.quiet)
+        with bar:
+            run = conversation.ask(question, model=model_name, max_tokens=max_tokens, use_kb=not no_kb,
+                                   progress=update, threads=threads, quote_only=quote_only, confirmed=confirmed)
+    rule_notes(run, obj.quiet)
     if run.model is not None and run.model.notice:
         diag(f"note: {run.model.notice}", obj.quiet)
     if run.model is not None:
@@ -202,7 +213,8 @@ def ask(obj: Context, question: str | None, model_name: str | None, max_tokens: 
             conversation.record(run)
         except Exception as exc:  # noqa: BLE001 - the answer was delivered; a history failure must not undo it
             saved_error = str(exc)
-    result = run.as_dict() | {"conversation_id": conversation.id if not no_history else run.conversation_id}
+    result = run.as_dict() | {"conversation_id": conversation.id if not no_history else run.conversation_id,
+                              "power": power.as_dict()}
     if as_json:
         click.echo(dumps(result))
     else:
@@ -225,6 +237,17 @@ def ask(obj: Context, question: str | None, model_name: str | None, max_tokens: 
             diag(f"[{result['model']['name']}: {timings['tokens']} tokens, {timings['tokens_per_s']} tokens/s]", obj.quiet)
     if saved_error:
         diag(f"warning: not saved to history ({saved_error})", obj.quiet)
+    rule_notes(run, obj.quiet, after=True)
+    if run.refused is not None:  # an owner's rule withheld the rest of the answer
+        raise RuleRefusal(run.refused.said(), rule=run.refused.rule, decision=run.decision)
+
+
+def _power_profile(services):
+    """The low-power profile (appliance/power.py) for this machine and config."""
+    from appliance import power
+    from appliance.hardware import Hardware
+
+    return power.profile(services.config.power, Hardware.detect().threads(services.config.model.threads))
 
 
 def _consent_note(services, entry, quiet: bool) -> None:
@@ -243,45 +266,47 @@ def _consent_note(services, entry, quiet: bool) -> None:
 @click.option("--reset-engine", is_flag=True, help="Forget the safe modes remembered for this CPU, then check again.")
 @pass_ctx
 def doctor(obj: Context, as_json: bool, reset_engine: bool) -> None:
-    """Self-check: offline guards, every reachable model verifies, the engine answers, no network used.
+    """Self-check: air gap, integrity, engine, hardware fit, power; each ok / warn / fail with a fix.
 
     \b
-    The engine check loads the default model in the engine process and generates a few tokens: it reports the
-    CPU features in use, the llama.cpp build, the mode (normal or safe) and tokens/s.
-    Exit 0 when all is well, 3 when a model fails its integrity check, 1 for any other failure.
+    Air gap: the environment guards, the kernel lock (a deliberate socket is refused by the kernel), the one
+    online door, and a self-test (load, retrieval, a short generation) in a child process watched from outside
+    (strace, else a network namespace; "not proven" when neither exists). Integrity: every model, the embedder,
+    the knowledge base, history.sqlite. Engine: a real load and a few tokens, with the CPU features, the
+    llama.cpp build and the mode. Hardware: RAM, cores, CPU flags, free disk, which models fit and which sizes
+    to look for. Power: mains or battery, and the low-power profile.
+    Exit 0 when nothing fails (warnings included), 3 when a model or the embedder fails its integrity check, 1 for
+    any other failure.
     Examples:
       appliance doctor
+      appliance doctor --json
       appliance doctor --reset-engine
     """
-    from appliance import airgap
+    from appliance import doctor as checkup
 
     if reset_engine:
         obj.services.engine.forget_modes()
     update, bar = hash_progress("verifying models", obj.quiet)
     with bar:
-        checks = airgap.doctor(obj.services.library, (lambda name: update) if update else None,
-                               engine=obj.services.engine,
-                               default_name=obj.services.library.default_name(obj.services.config.model.default))
+        checks = checkup.run(obj.services, (lambda name: update) if update else None)
     if as_json:
         click.echo(dumps([check.as_dict() for check in checks]))
     else:
         for check in checks:
-            mark = "ok  " if check.ok else ("skip" if check.ok is None else "FAIL")
-            click.echo(f"{mark}  {check.name}: {check.detail}")
-    failed = [check for check in checks if check.ok is False]
-    if failed:
-        code = max(check.exit_code or EXIT_FAILURE for check in failed)
-        raise ApplianceError(f"{len(failed)} check(s) failed: {', '.join(check.name for check in failed)}") \
-            if code == EXIT_FAILURE else IntegrityError(f"{len(failed)} check(s) failed: "
-                                                         f"{', '.join(check.name for check in failed)}")
+            click.echo(clean_line(check.line()))
+    error = checkup.exit_error(checks)
+    if error is not None:
+        raise error
 
 
 def _register_subcommands() -> None:
     from appliance.cli_history import history
     from appliance.cli_kb import kb
     from appliance.cli_models import models
+    from appliance.cli_rules import rules
 
     cli.add_command(models)
+    cli.add_command(rules)
     cli.add_command(kb)
     cli.add_command(history)
 
@@ -289,9 +314,29 @@ def _register_subcommands() -> None:
 _register_subcommands()
 
 
+def _command_path(args: list[str]) -> str:
+    """The subcommand names of a command line ("models download"), options skipped. Neither the top-level group
+    nor `models` takes an option with a value, so the first two words are the path; a misread only ever locks."""
+    return " ".join([arg for arg in args if not arg.startswith("-")][:2])
+
+
+def _lock_network(args: list[str]) -> None:
+    """The kernel-enforced air gap (appliance/netlock.py), decided per command before anything runs."""
+    from appliance import netlock
+    from appliance.config import Config
+    from appliance.paths import Paths
+
+    try:
+        config_lock = Config.load(Paths.default().config).airgap.lock
+    except Exception:  # noqa: BLE001 - a broken config is reported by the command itself; the lock stays on
+        config_lock = True
+    netlock.apply_for(_command_path(args), config_lock)
+
+
 def main() -> None:
     """The one top-level handler: no traceback ever reaches the user."""
     try:
+        _lock_network(sys.argv[1:])
         cli(standalone_mode=True)
     except SystemExit:
         raise

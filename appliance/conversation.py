@@ -2,11 +2,13 @@
 
     Conversation.ask(question)
       -> validate the question (once)
+      -> the owner's rules on the question         appliance.rules: a refusal is raised here (RuleRefusal, exit 4)
       -> engine.load (verified)                     appliance.engine
       -> retriever.passages(question)               numbered passages from the knowledge base (Passage = Source + text)
+      -> the owner's rules on the passages          before the model sees them
       -> build_prompt                               system, earlier turns, passages within the context budget
       -> model.generate                             AnswerRun: tokens(), cancel(), sources, cited, as_dict()
-    Conversation.record(run)                        question + answer in history, one transaction
+    Conversation.record(run)                        question + answer in history and the answer log, one transaction
 
 Every part is handed in (engine, history, retriever, settings); nothing here reaches back to the composition root.
 The earlier turns of the conversation come from history, so `appliance ask --continue` and the TUI continue the
@@ -15,10 +17,11 @@ same conversations.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 from appliance.config import ModelSettings
 from appliance.engine import Engine, Generation, LoadedModel
@@ -27,6 +30,7 @@ from appliance.evidence import Claim, Evidence, Quote, content_terms
 from appliance.history import History
 from appliance.models.verify import Progress
 from appliance.repetition import RepetitionGuard
+from appliance.rules import AnswerGate, Decision, Match, RuleBook, enforce
 from kb.source import Source
 
 SYSTEM_PROMPT = (
@@ -199,6 +203,11 @@ class AnswerRun:
     claims: list[Claim] | None = None  # after the answer: each sentence, supported by the passages or not
     stopped: str = ""  # why the answer was stopped early (a loop, another language, no words of its own)
     timings_extra: dict = field(default_factory=dict)
+    rules: Decision = field(default_factory=Decision)  # the owner's rules that matched the question and passages
+    gate: AnswerGate | None = None  # the owner's rules on the answer, sentence by sentence (when there are any)
+    refused: Match | None = None  # the rule that withheld the rest of the answer
+    settings: dict = field(default_factory=dict)  # what shaped the answer (for the answer log)
+    chunk_hashes: dict = field(default_factory=dict)  # source number -> sha256 of the stored passage text
 
     def __post_init__(self) -> None:
         self.guard = RepetitionGuard(self.question)
@@ -207,14 +216,23 @@ class AnswerRun:
         """The model's words as they may be shown (a loop is held back and stops the answer)."""
         if self.generation is None:
             return
+        gate = self.gate
         for piece in strip_echoed_header(self.generation.tokens()):
             shown = self.guard.feed(piece)
+            if shown and gate is not None:
+                shown = gate.feed(shown)
             if shown:
                 yield shown
             if self.guard.stopped and not self.stopped:
                 self.stopped = self.guard.stopped
                 self.generation.stop()  # the engine stops within a token; the rest is drained unseen
+            if gate is not None and gate.refusal is not None and self.refused is None:
+                self.refused = gate.refusal
+                self.generation.stop()
         rest = self.guard.finish() if not self.generation.cancel.is_set() else ""
+        if gate is not None:
+            rest = gate.feed(rest) + gate.finish() if self.refused is None else ""
+            self.refused = gate.refusal
         if rest:
             yield rest
         if not self.stopped and self.text and not _CITATION.sub("", self.text).strip(" \n\t.,;:"):
@@ -227,12 +245,20 @@ class AnswerRun:
 
     @property
     def cancelled(self) -> bool:
-        return bool(self.generation is not None and self.generation.cancelled and not self.stopped)
+        return bool(self.generation is not None and self.generation.cancelled and not self.stopped
+                    and self.refused is None)
 
     @property
     def text(self) -> str:
-        """The model's text as shown (empty for --quote-only)."""
-        return self.guard.answer if self.generation is not None else ""
+        """The model's text as shown (empty for --quote-only); with rules on the answer, what they let through."""
+        if self.generation is None:
+            return ""
+        return self.gate.released if self.gate is not None else self.guard.answer
+
+    @property
+    def decision(self) -> Decision:
+        """Every rule that matched: on the question, the passages, and the answer so far."""
+        return Decision(self.rules.matches + (self.gate.decision.matches if self.gate is not None else []))
 
     def check(self) -> None:
         """Mark each sentence of the model's text as supported by the passages or not (once, after the answer)."""
@@ -272,9 +298,13 @@ class AnswerRun:
             "cancelled": self.cancelled,
             "conversation_id": self.conversation_id,
             "model": model,
-            "sources": [source.as_dict() | {"cited": source in cited, "marked": source.number in typed}
+            "sources": [source.as_dict() | {"cited": source in cited, "marked": source.number in typed,
+                                            "chunk_sha256": self.chunk_hashes.get(source.number)}
                         for source in self.sources],
             "claims": [claim.as_dict() for claim in self.claims] if self.claims is not None else None,
+            "rules": self.decision.as_list(),
+            "refused": self.refused.as_dict() if self.refused is not None else None,
+            "settings": self.settings,
             "timings": timings | self.timings_extra,
         }
 
@@ -313,6 +343,11 @@ def focus(text: str, terms: set[str], words: int | None) -> str:
     return ("... " if best_start else "") + " ".join(cut) + (" ..." if best_start + words < len(tokens) else "")
 
 
+def _hashes(passages: list[Passage]) -> dict[int | None, str]:
+    """Source number -> sha256 of the passage's stored text: what a certificate checks the library against."""
+    return {p.source.number: hashlib.sha256(p.text.encode("utf-8", "surrogatepass")).hexdigest() for p in passages}
+
+
 def clean_question(question: str | None) -> str:
     """The question as text: stripped, never empty; bytes that are not UTF-8 become U+FFFD (a question from a
     terminal or a file in another encoding must not fail later in the tokenizer, history or JSON)."""
@@ -326,8 +361,10 @@ class Conversation:
     """One conversation: its earlier turns (kept in history), and the next question asked within it."""
 
     def __init__(self, engine: Engine, history: History, settings: ModelSettings, retriever: Retriever | None = None,
-                 conversation_id: int | None = None, evidence: Evidence | None = None):
+                 conversation_id: int | None = None, evidence: Evidence | None = None,
+                 rules: Callable[[], RuleBook] | None = None):
         self.engine = engine
+        self.rules = rules  # the owner's rules (appliance.rules.RuleFile: rules.toml, read again when it changes)
         self.history = history
         self.settings = settings
         self.retriever = retriever
@@ -352,20 +389,44 @@ class Conversation:
         run_timings["quotes_s"] = round(time.perf_counter() - started, 4)
         return quotes
 
+    def check_rules(self, place: str, texts: list[str], where: list[str], decision: Decision, timings: dict,
+                    confirmed: bool = False) -> RuleBook | None:
+        """The owner's rules on one place; a refusal (or a confirmation not given) is raised, naming the rule."""
+        book = self.rules() if self.rules is not None else None
+        if book is None or not book.applies(place) or not texts:
+            return book
+        started = time.perf_counter()
+        found = book.check(place, texts, where)
+        timings[f"rules_{place}_s"] = round(time.perf_counter() - started, 5)
+        decision.extend(found)
+        enforce(Decision(list(decision.matches)), confirmed)
+        return book
+
     def ask(self, question: str, *, model: str | None = None, max_tokens: int | None = None, use_kb: bool = True,
-            threads: int | None = None, progress: Progress | None = None, quote_only: bool = False) -> AnswerRun:
+            threads: int | None = None, progress: Progress | None = None, quote_only: bool = False,
+            confirmed: bool = False) -> AnswerRun:
+        """Raises RuleRefusal (exit 4) when one of the owner's rules refuses the question or a passage, before the
+        model sees either (a refused question: before retrieval and before the model is loaded); ConfirmationNeeded
+        when a "confirm" rule matched and `confirmed` is False."""
         question = clean_question(question)
         timings: dict = {}
+        decision = Decision()
+        book = self.check_rules("question", [question], [], decision, timings, confirmed)
         if quote_only:  # the library's own words alone: the model is never loaded
             passages = self._passages(question, MAX_PASSAGES) if use_kb else []
+            self.check_rules("passages", [p.text for p in passages], [p.source.cite() for p in passages], decision,
+                             timings, confirmed)
             quotes = self._quotes(question, passages, timings)
             return AnswerRun(question, None, None, [p.source for p in passages],
                              "" if passages else "The library has nothing on this.", self.id, quotes, passages,
-                             timings_extra=timings)
+                             timings_extra=timings, rules=decision, settings={"quote_only": True, "use_kb": use_kb},
+                             chunk_hashes=_hashes(passages))
         loaded = self.engine.load(model, progress=progress, threads=threads)
         limit = max_tokens or self.settings.max_tokens
         plan = self.plan or PromptPlan.for_model(loaded.n_params)
         passages = self._passages(question, plan.passages) if use_kb else []
+        self.check_rules("passages", [p.text for p in passages], [p.source.cite() for p in passages], decision,
+                         timings, confirmed)
         notice = ABSTAIN_NOTICE if use_kb and self.retriever is not None and not passages else ""
         terms = content_terms(question)
         shown = [Passage(p.source, focus(p.text, terms, plan.words)) for p in passages]
@@ -374,8 +435,14 @@ class Conversation:
         # Quotes come from the whole stored passages (verbatim), the support check from what the model was shown.
         quotes = self._quotes(question, passages[: len(prompt.sources)], timings)
         generation = loaded.generate(prompt.messages, limit, repeat_penalty=self.settings.repeat_penalty)
+        settings = {"max_tokens": limit, "context": loaded.context, "temperature": self.settings.temperature,
+                    "repeat_penalty": self.settings.repeat_penalty, "seed": self.settings.seed, "use_kb": use_kb,
+                    "passages": plan.passages, "passage_words": plan.words,
+                    "earlier_messages": len(prompt.messages) - 2}
         return AnswerRun(question, loaded, generation, prompt.sources, notice, self.id, quotes, in_prompt,
-                         self.evidence, timings_extra=timings)
+                         self.evidence, timings_extra=timings, rules=decision,
+                         gate=AnswerGate(book) if book is not None and book.applies("answer") else None,
+                         settings=settings, chunk_hashes=_hashes(passages))
 
     def record(self, run: AnswerRun) -> int:
         """Save the question and its answer in one transaction; the conversation continues from here."""

@@ -1,6 +1,6 @@
 """Errors a user can cause or fix, each with the exit code scripts rely on.
 
-0 ok, 1 failure, 2 usage, 3 integrity check failed. Anything that is not an ApplianceError is a bug and is allowed
+0 ok, 1 failure, 2 usage, 3 integrity check failed, 4 refused by one of the owner's rules (rules.toml). Anything that is not an ApplianceError is a bug and is allowed
 to raise with a traceback.
 """
 
@@ -8,6 +8,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTEGRITY = 3
+EXIT_REFUSED = 4
 
 
 class ApplianceError(Exception):
@@ -24,6 +25,22 @@ class IntegrityError(ApplianceError):
     """A file does not match its manifest: wrong hash, wrong size, bad signature. Never loaded."""
 
     exit_code = EXIT_INTEGRITY
+
+
+class RuleRefusal(ApplianceError):
+    """One of the owner's rules (rules.toml) refused the question, a passage or the answer: the owner's message,
+    naming the rule. `decision` is the appliance.rules.Decision (every rule that matched, and why)."""
+
+    exit_code = EXIT_REFUSED
+
+    def __init__(self, message: str, *, rule: str, decision=None):
+        super().__init__(message)
+        self.rule = rule
+        self.decision = decision
+
+
+class ConfirmationNeeded(RuleRefusal):
+    """A rule with action "confirm" matched the question: ask the owner, then ask again with confirmed=True."""
 
 
 class ModelNotFound(ApplianceError):

@@ -1,9 +1,12 @@
-"""Conversations and answers in SQLite, on this machine only. Migrations are keyed on PRAGMA user_version."""
+"""Conversations and answers in SQLite, on this machine only. Migrations are keyed on PRAGMA user_version (a step
+is SQL, or a function run inside the step's transaction). Every exchange and every deletion is also appended to
+the answer log's hash chain (appliance.answer_log) in the same transaction."""
 
 from __future__ import annotations
 
 import json
 import os
+from typing import Callable
 import sqlite3
 import threading
 import time
@@ -11,10 +14,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from appliance import answer_log
 from appliance.errors import ApplianceError
 from kb.source import Source
 
-MIGRATIONS = [
+MIGRATIONS: list[str | Callable[[sqlite3.Connection], object]] = [
     """
     CREATE TABLE conversations (
         id INTEGER PRIMARY KEY,
@@ -38,6 +42,8 @@ MIGRATIONS = [
     """
     ALTER TABLE messages ADD COLUMN details TEXT;
     """,
+    # 3: the answer log (hash chain); the exchanges already here are adopted into it, nothing changed or dropped
+    answer_log.migrate,
 ]
 
 
@@ -105,9 +111,20 @@ class History:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):
             raise ApplianceError(f"{self.path} was written by a newer appliance (version {version})")
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            with db:
-                db.executescript(f"BEGIN; {script} PRAGMA user_version = {number}; COMMIT;")
+        for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+            if isinstance(step, str):
+                with db:
+                    db.executescript(f"BEGIN; {step} PRAGMA user_version = {number}; COMMIT;")
+                continue
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                step(db)
+                db.execute(f"PRAGMA user_version = {number}")
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         with self._lock:
@@ -148,7 +165,7 @@ class History:
                 raise ApplianceError(f"no conversation {conversation_id}; see `appliance history list`")
             insert = ("INSERT INTO messages (conversation_id, role, content, model, sources, timings, created) "
                       "VALUES (?, ?, ?, ?, ?, ?, ?)")
-            db.execute(insert, (conversation_id, "user", question, None, "[]", "{}", now))
+            question_id = db.execute(insert, (conversation_id, "user", question, None, "[]", "{}", now)).lastrowid
             cursor = db.execute(insert, (conversation_id, "assistant", result.get("answer", ""),
                                          (result.get("model") or {}).get("name"),
                                          json.dumps(result.get("sources") or []),
@@ -157,6 +174,8 @@ class History:
             if details:
                 db.execute("UPDATE messages SET details = ? WHERE id = ?", (json.dumps(details), cursor.lastrowid))
             db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, conversation_id))
+            answer_log.append_exchange(db, conversation_id, int(question_id), int(cursor.lastrowid),
+                                       answer_log.record_for(question, result, now))
         return conversation_id
 
     def latest(self) -> int | None:
@@ -186,11 +205,31 @@ class History:
             raise ApplianceError(f"no conversation {conversation_id}")
 
     def delete_conversation(self, conversation_id: int) -> None:
-        """Delete a conversation and its messages (ON DELETE CASCADE)."""
+        """Delete a conversation and its messages (ON DELETE CASCADE); the answer log gets an entry saying so."""
         with self._write() as db:
-            cursor = db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
-        if cursor.rowcount == 0:
-            raise ApplianceError(f"no conversation {conversation_id}")
+            if db.execute("SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)).fetchone() is None:
+                raise ApplianceError(f"no conversation {conversation_id}")
+            answer_log.append_deletion(db, conversation_id)
+            db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+
+    def verify_log(self) -> answer_log.Report:
+        """Walk the answer log's chain and check every kept exchange against it (appliance.answer_log.verify)."""
+        with self._lock:
+            return answer_log.verify(self.db)
+
+    def logged_exchange(self, answer_id: int) -> tuple[int, str, dict[str, Any], dict[str, Any]] | None:
+        """(entry number, entry hash, entry, record) of the answer with message id `answer_id`, if logged."""
+        with self._lock:
+            return answer_log.exchange_for(self.db, answer_id)
+
+    def log_entry_with_hash(self, entry_hash: str) -> int | None:
+        """The number of the answer log's entry with this hash, if this history holds it."""
+        rows = self._read("SELECT seq FROM answer_log WHERE hash = ?", (entry_hash,))
+        return int(rows[0]["seq"]) if rows else None
+
+    def message_role(self, message_id: int) -> str | None:
+        rows = self._read("SELECT role FROM messages WHERE id = ?", (message_id,))
+        return rows[0]["role"] if rows else None
 
     def chat_messages(self, conversation_id: int, last: int = 6) -> list[dict[str, str]]:
         """The last `last` messages as {"role", "content"} dicts: the earlier turns a Conversation shows the model."""

@@ -43,6 +43,11 @@ class Paths:
         return self.home / "history.sqlite"
 
     @property
+    def rules(self) -> Path:
+        """The owner's rules (appliance.rules); none until the owner writes some."""
+        return self.home / "rules.toml"
+
+    @property
     def logs(self) -> Path:
         return self.home / "logs"
 

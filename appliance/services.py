@@ -17,6 +17,7 @@ from appliance.knowledge import KnowledgeHandle
 from appliance.models import packs
 from appliance.models.library import ModelLibrary
 from appliance.paths import Paths
+from appliance.rules import RuleFile
 
 
 @dataclass
@@ -57,7 +58,13 @@ class Services:
         cache = self.paths.home / "cache" / f"sentence-vectors-{packs.EMBEDDER_ONNX.sha256[:12]}.sqlite"
         return Evidence(SentenceVectors(lambda texts: knowledge.open().embedder.embed(texts, batch_size=32), cache))
 
+    @cached_property
+    def rules(self) -> RuleFile:
+        """The owner's rules (rules.toml, read again when it changes); the embedder only for `similar` rules."""
+        knowledge = self.knowledge
+        return RuleFile(self.paths.rules, lambda texts: knowledge.open().embedder.embed(texts, batch_size=32))
+
     def conversation(self, conversation_id: int | None = None) -> Conversation:
         """A new conversation, or the one with this id continued (its earlier turns come from history)."""
         return Conversation(self.engine, self.history, self.config.model, KBRetriever(self.knowledge),
-                            conversation_id, self.evidence)
+                            conversation_id, self.evidence, self.rules)

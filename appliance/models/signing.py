@@ -198,3 +198,34 @@ def load_for_pin(path: Path) -> dict[str, Any]:
     return {"algorithm": "ed25519", "key_id": key_id(public), "public_key": document["public_key"],
             "document": Path(path).name}
 
+
+
+def sign_payload(private_path: Path, payload: dict[str, Any]) -> dict[str, str]:
+    """Sign any JSON payload (canonical form) with an Ed25519 private key: what a signed document carries beside
+    the payload (e.g. an answer certificate, appliance.certificates)."""
+    key = _load_private(private_path)
+    public = _raw(key.public_key())
+    return {"algorithm": "ed25519", "key_id": key_id(public), "public_key": _b64(public),
+            "signature": _b64(key.sign(canonical(payload)))}
+
+
+def verify_payload(public_key_b64: Any, signature_b64: Any, payload: Any, pinned: bytes | None = None) -> str:
+    """Check a signature made by `sign_payload`; with `pinned` (a raw public key) it must be that key's. Returns the
+    key id; any failure is an IntegrityError saying what did not match."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        embedded = base64.b64decode(public_key_b64, validate=True)
+        signature = base64.b64decode(signature_b64, validate=True)
+        public = Ed25519PublicKey.from_public_bytes(embedded)
+    except (ValueError, TypeError):
+        raise IntegrityError("the signature or its public key is malformed") from None
+    if pinned is not None and embedded != pinned:
+        raise IntegrityError(f"signed by key {key_id(embedded)}, not by the given key {key_id(pinned)}")
+    try:
+        public.verify(signature, canonical(payload))
+    except (InvalidSignature, ValueError, TypeError, UnicodeEncodeError):
+        raise IntegrityError("the signature does not match the signed contents (they were altered after signing)") \
+            from None
+    return key_id(embedded)

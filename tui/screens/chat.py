@@ -15,10 +15,11 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 from textual.worker import Worker, WorkerState
 
+from appliance.errors import ConfirmationNeeded, RuleRefusal
 from appliance.models.library import slug
 from appliance.paths import atomic_write_text
 from appliance.sanitize import clean, clean_line
-from tui.screens.dialogs import ConversationsScreen, SourceScreen
+from tui.screens.dialogs import ConfirmScreen, ConversationsScreen, SourceScreen
 from tui.widgets.exchange import Exchange, SourceList
 from tui.widgets.status import StatusLine
 
@@ -39,6 +40,7 @@ class Pending:
     cancel: threading.Event
     exchange: Exchange
     run: Any = None  # the AnswerRun, set by the worker thread once the model starts
+    confirmed: bool = False  # the owner said yes to a rule that asks for a confirmation
 
 
 def answer_meta(result: dict) -> str:
@@ -83,6 +85,17 @@ class ChatScreen(Screen):
         request: int
         question: str
         error: str
+
+    @dataclass
+    class AnswerRefused(Message, bubble=False):
+        """One of the owner's rules refused the question (nothing was loaded) or a passage; or, with `confirm`,
+        asks whether to go on."""
+
+        request: int
+        question: str
+        rule: str
+        message: str
+        confirm: bool = False
 
     BINDINGS = [
         Binding("escape", "cancel", "Cancel", show=False),
@@ -137,7 +150,7 @@ class ChatScreen(Screen):
             return
         await self.start(question)
 
-    async def start(self, question: str) -> None:
+    async def start(self, question: str, confirmed: bool = False) -> None:
         if self.pending is not None:
             return
         self.prompt.value = ""
@@ -147,7 +160,7 @@ class ChatScreen(Screen):
         await self.log_view.mount(exchange)
         self.log_view.anchor()
         self.requests += 1
-        self.pending = Pending(self.requests, question, threading.Event(), exchange)
+        self.pending = Pending(self.requests, question, threading.Event(), exchange, confirmed=confirmed)
         self.answer(self.conversation, self.pending)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="answer")
@@ -156,7 +169,11 @@ class ChatScreen(Screen):
         Talks back only through messages."""
         request = pending.request
         try:
-            run = conversation.ask(pending.question)
+            run = conversation.ask(pending.question, confirmed=pending.confirmed)
+        except RuleRefusal as exc:
+            self.post_message(self.AnswerRefused(request, pending.question, exc.rule, str(exc),
+                                                 isinstance(exc, ConfirmationNeeded)))
+            return
         except Exception as exc:  # noqa: BLE001 - every failure becomes a notification
             self.post_message(self.AnswerFailed(request, pending.question, str(exc)))
             return
@@ -203,6 +220,14 @@ class ChatScreen(Screen):
         pending.exchange.show_unsupported([c["sentence"] for c in result.get("claims") or [] if not c["supported"]])
         if result.get("stopped"):
             self.notify(f"Stopped: {result['stopped']}.", severity="warning", title="Answer cut short")
+        if result.get("refused"):
+            refused = result["refused"]
+            self.notify(clean_line(f"Rule {refused['rule']!r}: {refused.get('message') or refused.get('why')}"),
+                        severity="warning", title="The rest of the answer was withheld", timeout=15)
+        for rule in result.get("rules") or []:
+            if rule.get("action") == "warn":
+                self.notify(clean_line(f"Rule {rule['rule']!r}: {rule.get('message') or rule.get('why')}"),
+                            severity="warning", title="Owner's rule")
         timings = result.get("timings") or {}
         if timings.get("tokens_per_s"):
             self.app.tokens_per_s = timings["tokens_per_s"]
@@ -224,6 +249,34 @@ class ChatScreen(Screen):
         if not self.prompt.value:
             self.prompt.value = message.question
         self.notify(message.error, severity="error", title="Could not answer", timeout=10)
+
+    @on(AnswerRefused)
+    async def _refused(self, message: "ChatScreen.AnswerRefused") -> None:
+        """A refusal is a notice and the question stays in the prompt; a confirmation is asked in a dialog."""
+        pending = self._current(message.request)
+        if pending is None:
+            return
+        self.pending = None
+        await pending.exchange.abandon()
+        if not self.query(Exchange):
+            await self.log_view.mount(Static(WELCOME, id="welcome"))
+        self._put_back(message.question)
+        if not message.confirm:
+            self.notify(clean_line(message.message), severity="warning", title="Refused by the owner's rules",
+                        timeout=10)
+            return
+
+        async def answered(yes: bool | None) -> None:
+            if yes and self.prompt.value == message.question:
+                await self.start(message.question, confirmed=True)
+
+        self.app.push_screen(ConfirmScreen(clean_line(f"{message.message}. Ask anyway?"), yes="Ask anyway"),
+                             answered)
+
+    def _put_back(self, question: str) -> None:
+        self.prompt.value = question
+        self.prompt.cursor_position = len(question)
+        self.prompt.focus()
 
     @on(Worker.StateChanged)
     async def _worker_changed(self, event: Worker.StateChanged) -> None:
