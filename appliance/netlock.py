@@ -117,6 +117,14 @@ def build_filter():
         flt.add_rule(refuse, "socket", seccomp.Arg(0, seccomp.EQ, family))
     flt.add_rule(refuse, "io_uring_setup")
     flt.set_attr(seccomp.Attr.CTL_TSYNC, 1)  # every thread already running gets the filter too
+    # Kernels before 5.16 (spec_store_bypass_disable=seccomp, their default) force the Speculative Store Bypass
+    # mitigation on any process with a seccomp filter, which slows llama.cpp's matrix code in the engine process
+    # that inherits it. This filter sandboxes nothing but sockets: keep the owner's prctl choice
+    # (SECCOMP_FILTER_FLAG_SPEC_ALLOW). An older libseccomp without the attribute: the kernel's default applies.
+    try:
+        flt.set_attr(seccomp.Attr.CTL_SSB, 1)
+    except (AttributeError, OSError, ValueError):
+        pass
     return flt
 
 

@@ -154,3 +154,15 @@ def test_models_download_still_reaches_the_local_hub_with_the_lock_on(tmp_path, 
         assert result.returncode == 0, result.stderr
         assert (appliance_home / "models" / "tiny.gguf").read_bytes() == content
         assert server.state.file_requests()
+
+
+def test_the_filter_keeps_the_owners_speculation_choice():
+    """Kernels before 5.16 force the Speculative Store Bypass mitigation on seccomp'd processes (llama.cpp in the
+    engine process would run slower); the filter asks the kernel not to (SECCOMP_FILTER_FLAG_SPEC_ALLOW)."""
+    try:
+        flt = netlock.build_filter()
+    except netlock.Unavailable as exc:
+        pytest.skip(str(exc))
+    seccomp = netlock._seccomp()
+    assert flt.get_attr(seccomp.Attr.CTL_SSB) == 1
+    assert flt.get_attr(seccomp.Attr.CTL_TSYNC) == 1
