@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import platform
 import sys
 from pathlib import Path
 
@@ -31,21 +30,23 @@ def load(path: str) -> dict:
         return json.load(handle)
 
 
+def _llama_build():
+    """packaging/llama_build.py, the one place that names this machine and reads its CPU flags: under engine/ in a
+    bundle, beside this file in the repository. Only the commands run with the chosen Python (>= 3.11) use it."""
+    folder = HERE / "engine" if (HERE / "engine" / "llama_build.py").is_file() else HERE
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    import llama_build
+
+    return llama_build
+
+
 def machine() -> str:
-    arch = platform.machine().lower()
-    return {"amd64": "x86_64", "arm64": "aarch64"}.get(arch, arch)
+    return _llama_build().machine()
 
 
 def cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        name, _, value = line.partition(":")
-        if name.strip() in ("flags", "Features"):
-            return set(value.split())
-    return set()
+    return _llama_build().cpu_flags()
 
 
 # --- Ed25519 verification (RFC 8032 section 6, the reference code, verify only) -----------------------------------
@@ -222,9 +223,7 @@ def main(argv: list[str]) -> int:
         print("\n".join(fits))
         return 0
     if command == "engine":
-        sys.path.insert(0, str(HERE / "engine"))
-        import llama_build  # the bundle's copy of packaging/llama_build.py
-
+        llama_build = _llama_build()  # the bundle's copy of packaging/llama_build.py
         primary = argv[2]
         config = llama_build.load(HERE / "engine" / "llama-build.toml")
         prefix = Path(sys.prefix)
