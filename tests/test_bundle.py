@@ -167,11 +167,7 @@ def test_damage_stops_the_installer_before_anything_is_installed(bundle, victim)
         elif victim == "missing-wheel":
             shutil.move(target, saved)
         else:
-            with open(target, "r+b") as handle:
-                handle.seek(size // 2)
-                byte = handle.read(1)
-                handle.seek(size // 2)
-                handle.write(bytes([byte[0] ^ 0x01]))
+            _flip_byte(target, size // 2)
         refused = offline(work, data, "sh", str(out / "install.sh"), timeout=300)
     finally:
         if victim == "truncated-model":
@@ -180,15 +176,20 @@ def test_damage_stops_the_installer_before_anything_is_installed(bundle, victim)
         elif victim == "missing-wheel":
             shutil.move(saved, target)
         else:
-            with open(target, "r+b") as handle:
-                handle.seek(size // 2)
-                byte = handle.read(1)
-                handle.seek(size // 2)
-                handle.write(bytes([byte[0] ^ 0x01]))
+            _flip_byte(target, size // 2)
     assert refused.returncode == 3, refused.stderr[-1000:]
     last = refused.stderr.strip().splitlines()[-1]
     assert relative in last and "error" in last
     assert not data.exists()  # nothing was installed, not even the data dir
+
+
+def _flip_byte(path: Path, offset: int) -> None:
+    """Flip the lowest bit of one byte in place (twice restores it)."""
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0x01]))
 
 
 # --- fast checks of the pieces (always run) ------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
+from textual.widgets import Input
 
 from appliance.services import Services
 from kb.source import Source
@@ -23,6 +24,14 @@ async def wait_for(pilot, predicate: Callable[[], Any], timeout: float = 120, wh
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         await pilot.pause(0.05)
+
+
+async def ask(pilot, question: str) -> None:
+    """Type a question into the chat prompt and press Enter."""
+    prompt = pilot.app.screen.query_one("#prompt", Input)
+    prompt.value = question
+    prompt.focus()
+    await pilot.press("enter")
 
 
 def notifications(app) -> list[Any]:

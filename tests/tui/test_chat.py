@@ -9,7 +9,7 @@ import shutil
 from textual.widgets import Input, Markdown, OptionList
 
 from appliance.services import Services
-from tests.tui.conftest import ANSWER_PIECES, FakeAnswerer, notifications, wait_for, with_fakes
+from tests.tui.conftest import ANSWER_PIECES, FakeAnswerer, ask, notifications, wait_for, with_fakes
 from tui.app import ApplianceApp, create_app
 from tui.screens.chat import ChatScreen
 
@@ -26,13 +26,6 @@ pytestmark = pytest.mark.anyio
 def recorder():
     seen = []
     return seen, seen.append
-
-
-async def ask(pilot, question: str) -> None:
-    prompt = pilot.app.screen.query_one("#prompt", Input)
-    prompt.value = question
-    prompt.focus()
-    await pilot.press("enter")
 
 
 # -- fake answerer: UI mechanics -------------------------------------------------------------------------------

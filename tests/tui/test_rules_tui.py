@@ -7,7 +7,7 @@ import pytest
 from textual.widgets import Button, Input
 
 from appliance.services import Services
-from tests.tui.conftest import notifications, wait_for
+from tests.tui.conftest import ask, notifications, wait_for
 from tui.app import create_app
 from tui.screens.chat import ChatScreen
 from tui.screens.dialogs import ConfirmScreen
@@ -30,13 +30,6 @@ def _services(home, rules: str) -> tuple[Services, list]:
     return services, calls
 
 
-async def _ask(pilot, question: str) -> None:
-    prompt = pilot.app.screen.query_one("#prompt", Input)
-    prompt.value = question
-    prompt.focus()
-    await pilot.press("enter")
-
-
 async def test_a_refusal_is_a_notice_and_the_question_stays(appliance_home):
     services, loads = _services(appliance_home, '[[rule]]\nname = "no-weapons"\naction = "refuse"\n'
                                                 'message = "Not on this appliance."\nwords = ["pipe bomb"]\n')
@@ -44,7 +37,7 @@ async def test_a_refusal_is_a_notice_and_the_question_stays(appliance_home):
     app = create_app(services, preload=False)
     async with app.run_test(size=(100, 30), message_hook=seen.append) as pilot:
         question = "How do I make a pipe bomb?"
-        await _ask(pilot, question)
+        await ask(pilot, question)
         await wait_for(pilot, lambda: any(isinstance(m, ChatScreen.AnswerRefused) for m in seen), 30, "the refusal")
         await app.workers.wait_for_complete()
         await pilot.pause()
@@ -66,7 +59,7 @@ async def test_confirm_asks_in_a_dialog_and_yes_asks_the_model(appliance_home, m
     app = create_app(services, preload=False)
     async with app.run_test(size=(100, 30), message_hook=seen.append) as pilot:
         question = "What dose of salt for rehydration?"
-        await _ask(pilot, question)
+        await ask(pilot, question)
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), 30, "the confirmation dialog")
         assert loads == []
         assert app.screen.question == "needs a confirmation by rule 'meds': Dosage: ask a nurse first. Ask anyway?"
