@@ -244,10 +244,16 @@ class Engine:
 
     # -- generate ------------------------------------------------------------------------------------------
     def sampler(self, options: dict):
+        """The sampling chain. Top-k comes first: the penalties sampler looks every candidate up in its table of
+        recent tokens, so after top-k it does 40 look-ups a token instead of one per vocabulary entry (49k for
+        SmolLM2, 152k for Qwen). Penalties only ever lower a logit, and min-p then drops what falls far below the
+        best, so the tokens that can be drawn are the same in practice."""
         L = self.L
         chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
         temperature = float(options.get("temperature", 0.2))
         repeat = float(options.get("repeat_penalty", 1.0))
+        if temperature > 0:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_k(int(options.get("top_k", 40))))
         if repeat != 1.0 or options.get("frequency_penalty") or options.get("presence_penalty"):
             L.llama_sampler_chain_add(chain, L.llama_sampler_init_penalties(
                 L.llama_vocab_n_tokens(self.vocab), int(options.get("repeat_last_n", 64)), repeat,
@@ -255,7 +261,6 @@ class Engine:
         if temperature <= 0:
             L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
             return chain
-        L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_k(int(options.get("top_k", 40))))
         L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_p(float(options.get("top_p", 0.95)), 1))
         L.llama_sampler_chain_add(chain, L.llama_sampler_init_min_p(float(options.get("min_p", 0.05)), 1))
         L.llama_sampler_chain_add(chain, L.llama_sampler_init_temp(temperature))
@@ -336,6 +341,8 @@ class Engine:
                         pending.clear()
                         flushed = now
                 self.faults.hit("token", self.safe, produced)
+                if produced >= max_tokens:
+                    break  # nothing is sampled after the last token, so it is not decoded (a follow-up reads it)
                 one[0] = token
                 status = L.llama_decode(self.ctx, L.llama_batch_get_one(one, 1))
                 if status != 0:
