@@ -212,19 +212,30 @@ class History:
             answer_log.append_deletion(db, conversation_id)
             db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
 
+    def _log_db(self) -> sqlite3.Connection:
+        """The connection, once the answer log exists in it. A history from before the log, opened read-only (a
+        full disk), could not be migrated: say so instead of failing on the missing table."""
+        db = self.db
+        if self._read_only_reason is not None and not db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'answer_log'").fetchone():
+            raise ApplianceError(f"history database {self.path} has no answer log yet, and it cannot be added while "
+                                 "the disk is full; free some space and run this again")
+        return db
+
     def verify_log(self) -> answer_log.Report:
         """Walk the answer log's chain and check every kept exchange against it (appliance.answer_log.verify)."""
         with self._lock:
-            return answer_log.verify(self.db)
+            return answer_log.verify(self._log_db())
 
     def logged_exchange(self, answer_id: int) -> tuple[int, str, dict[str, Any], dict[str, Any]] | None:
         """(entry number, entry hash, entry, record) of the answer with message id `answer_id`, if logged."""
         with self._lock:
-            return answer_log.exchange_for(self.db, answer_id)
+            return answer_log.exchange_for(self._log_db(), answer_id)
 
     def log_entry_with_hash(self, entry_hash: str) -> int | None:
         """The number of the answer log's entry with this hash, if this history holds it."""
-        rows = self._read("SELECT seq FROM answer_log WHERE hash = ?", (entry_hash,))
+        with self._lock:
+            rows = self._log_db().execute("SELECT seq FROM answer_log WHERE hash = ?", (entry_hash,)).fetchall()
         return int(rows[0]["seq"]) if rows else None
 
     def message_role(self, message_id: int) -> str | None:

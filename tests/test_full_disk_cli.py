@@ -46,3 +46,44 @@ def test_ask_and_import_on_a_full_disk_end_with_one_line_and_leave_nothing(names
     assert ".partial" not in out["left"] and "copied" not in out["left"], out["left"]
     # The history written before the disk filled is intact.
     assert out["rc4"] == "0" and "first question" in read("out4"), read("err4")
+
+
+OLD_HISTORY = r'''
+set -u
+M="$1"; shift
+mount -t tmpfs -o size=4m tmpfs "$M" || exit 99
+export APPLIANCE_HOME="$M/home" NO_COLOR=1
+mkdir -p "$APPLIANCE_HOME"
+"$PYTHON" -c "$MAKE_V2" "$APPLIANCE_HOME/history.sqlite" || exit 98
+dd if=/dev/zero of="$M/fill" bs=64k >/dev/null 2>&1
+"$@" history verify >"$M.out1" 2>"$M.err1"; echo "rc1=$?"
+"$@" history list >"$M.out2" 2>"$M.err2"; echo "rc2=$?"
+'''
+
+# A history as the appliance wrote it before the answer log (schema version 2), with one exchange.
+MAKE_V2 = r'''
+import sqlite3, sys
+from appliance.history import MIGRATIONS
+db = sqlite3.connect(sys.argv[1])
+db.executescript(MIGRATIONS[0] + MIGRATIONS[1] + "PRAGMA user_version = 2;")
+db.execute("INSERT INTO conversations VALUES (1, 'an old question', 1.0, 1.0)")
+db.execute("INSERT INTO messages (conversation_id, role, content, created) VALUES (1, 'user', 'an old question', 1.0)")
+db.commit()
+'''
+
+
+def test_a_history_from_before_the_answer_log_on_a_full_disk_is_read_and_verify_says_why_not(namespaces, tmp_path):
+    """The answer log's migration cannot run on a full disk: the old history is still listed, and `history verify`
+    says in one line what is missing and what to do (not a missing-table error)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run([namespaces, "-rm", "sh", "-c", OLD_HISTORY, "sh", str(mount), *appliance_cmd()],
+                          capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "PYTHON": sys.executable, "MAKE_V2": MAKE_V2})
+    assert "rc1=" in done.stdout, done.stdout + done.stderr
+    out = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+    read = lambda name: (tmp_path / f"disk.{name}").read_text()  # noqa: E731
+    err = read("err1").strip()
+    assert out["rc1"] == "1" and "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert "no answer log yet" in err and "free some space" in err, err
+    assert out["rc2"] == "0" and "an old question" in read("out2"), read("err2")
