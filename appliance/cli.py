@@ -173,10 +173,9 @@ def ask(obj: Context, question: str | None, model_name: str | None, max_tokens: 
         if services.history.conversation(conversation_id) is None:
             raise UsageError(f"no conversation {conversation_id}; see `appliance history list`")
     conversation = services.conversation(conversation_id)
-    power = _power_profile(services)
-    if power.low_power:  # on battery: fewer threads, shorter answers, unless the command line says otherwise
-        threads = threads or power.threads
-        max_tokens = max_tokens or min(power.max_tokens, services.config.model.max_tokens)
+    # On battery: fewer threads and shorter answers, unless the command line says otherwise.
+    power = services.power_profile()
+    threads, max_tokens = power.limits(threads, max_tokens)
     with refusal_json(question, as_json):  # the owner's rules: a refusal is exit 4 (and JSON with --json)
         confirmed = confirm_rules(conversation, question, confirm, as_json)
         update, bar = hash_progress("verifying model", obj.quiet)
@@ -240,14 +239,6 @@ def ask(obj: Context, question: str | None, model_name: str | None, max_tokens: 
     rule_notes(run, obj.quiet, after=True)
     if run.refused is not None:  # an owner's rule withheld the rest of the answer
         raise RuleRefusal(run.refused.said(), rule=run.refused.rule, decision=run.decision)
-
-
-def _power_profile(services):
-    """The low-power profile (appliance/power.py) for this machine and config."""
-    from appliance import power
-    from appliance.hardware import Hardware
-
-    return power.profile(services.config.power, Hardware.detect().threads(services.config.model.threads))
 
 
 def _consent_note(services, entry, quiet: bool) -> None:

@@ -3,6 +3,8 @@
 Linux: /sys/class/power_supply (APPLIANCE_POWER_SUPPLY_DIR, or the `root` parameter, points elsewhere: the tests
 build a fake tree). Elsewhere: macOS's `pmset -g batt`; otherwise the source is unknown, and unknown stays unknown
 (the profile is then only on when the owner says `[power] low_power = "on"`).
+PowerProfile.limits() is the one rule for what a question gets under the profile; Services.power_profile() reads
+the profile afresh for each question (the CLI's `ask`, the TUI's chat and its status line).
 """
 
 from __future__ import annotations
@@ -102,24 +104,38 @@ class PowerProfile:
     reason: str
     state: PowerState
     threads: int | None = None  # in low power: the thread count to use unless the caller set one
-    max_tokens: int | None = None  # in low power: the default answer length
+    max_tokens: int | None = None  # in low power: the default answer length ([power] max_tokens)
+    usual_threads: int | None = None  # the thread count otherwise ([model] threads, else one per physical core)
+    usual_max_tokens: int | None = None  # the default answer length otherwise ([model] max_tokens)
 
     def as_dict(self) -> dict:
         return {"low_power": self.low_power, "reason": self.reason, "source": self.state.source,
                 "battery_percent": self.state.percent, "threads": self.threads, "max_tokens": self.max_tokens}
 
+    def limits(self, threads: int | None = None, max_tokens: int | None = None) -> tuple[int | None, int | None]:
+        """The threads and max_tokens a question gets (the CLI and the TUI ask here): the caller's own when set;
+        in low power the profile's, and no longer an answer than the usual default either; otherwise the usual
+        threads and the caller's max_tokens (None: the configured default)."""
+        if not self.low_power:
+            return threads or self.usual_threads, max_tokens
+        answer = min(self.max_tokens, self.usual_max_tokens) if self.usual_max_tokens else self.max_tokens
+        return threads or self.threads, max_tokens or answer
 
-def profile(settings, normal_threads: int, state: PowerState | None = None) -> PowerProfile:
-    """The profile for `settings` (config [power]) on a machine whose usual thread count is `normal_threads`."""
+
+def profile(settings, normal_threads: int, state: PowerState | None = None,
+            usual_max_tokens: int | None = None) -> PowerProfile:
+    """The profile for `settings` (config [power]) on a machine whose usual thread count is `normal_threads` and
+    whose usual default answer length is `usual_max_tokens` (config [model] max_tokens)."""
     state = state or read_power()
+    usual = {"usual_threads": normal_threads, "usual_max_tokens": usual_max_tokens}
     mode = settings.low_power
     if mode == "off":
-        return PowerProfile(False, "[power] low_power = off", state)
+        return PowerProfile(False, "[power] low_power = off", state, **usual)
     if mode == "on":
         reason = "[power] low_power = on"
     elif state.on_battery:
         reason = state.detail
     else:
-        return PowerProfile(False, state.detail or state.source, state)
+        return PowerProfile(False, state.detail or state.source, state, **usual)
     threads = settings.threads or max(1, normal_threads // 2)
-    return PowerProfile(True, reason, state, threads=threads, max_tokens=settings.max_tokens)
+    return PowerProfile(True, reason, state, threads=threads, max_tokens=settings.max_tokens, **usual)

@@ -12,11 +12,13 @@ from appliance.config import Config
 from appliance.conversation import Conversation, KBRetriever
 from appliance.engine import Engine
 from appliance.evidence import Evidence, SentenceVectors
+from appliance.hardware import Hardware
 from appliance.history import History
 from appliance.knowledge import KnowledgeHandle
 from appliance.models import packs
 from appliance.models.library import ModelLibrary
 from appliance.paths import Paths
+from appliance.power import PowerProfile, profile
 from appliance.rules import RuleFile
 
 
@@ -68,3 +70,10 @@ class Services:
         """A new conversation, or the one with this id continued (its earlier turns come from history)."""
         return Conversation(self.engine, self.history, self.config.model, KBRetriever(self.knowledge),
                             conversation_id, self.evidence, self.rules)
+
+    def power_profile(self) -> PowerProfile:
+        """The low-power profile as things stand now: the power source is read at every call (a few small sysfs
+        reads; the machine can be unplugged while the TUI is open). `.limits()` gives a question's threads and
+        max_tokens."""
+        model = self.config.model
+        return profile(self.config.power, Hardware.detect().threads(model.threads), usual_max_tokens=model.max_tokens)

@@ -32,6 +32,12 @@ def appliance_home(tmp_path, monkeypatch) -> Path:
     # The kernel network lock can never be lifted: never in the pytest process (the CLI runs in it through
     # CliRunner). run_appliance drops this, so the real `appliance` in a subprocess runs locked, as for a user.
     monkeypatch.setenv(LOCK_OFF[0], LOCK_OFF[1])
+    # The machine's own power supply stays out of the tests (a laptop on battery would shorten every answer and
+    # add a line to the TUI's status line): no supplies listed, so the power source is unknown and the low-power
+    # profile off. The power tests build their own tree.
+    no_power = tmp_path / "no-power-supply"
+    no_power.mkdir()
+    monkeypatch.setenv("APPLIANCE_POWER_SUPPLY_DIR", str(no_power))
     return home
 
 

@@ -25,6 +25,8 @@ from tui.screens.help import HelpScreen
 from tui.screens.library import LibraryScreen
 from tui.screens.models import ModelsScreen
 
+POWER_CHECK_S = 30  # how often the status line reads the power source again (each question reads it too)
+
 
 class ApplianceApp(App):
     """The appliance's terminal UI. `services` is an `appliance.services.Services` (or a test double)."""
@@ -75,6 +77,12 @@ class ApplianceApp(App):
         error: str
 
     @dataclass
+    class PowerRead(Message, bubble=False):
+        """The low-power profile as just read (appliance.power.PowerProfile): the status line shows it."""
+
+        profile: Any
+
+    @dataclass
     class KBStats(Message, bubble=False):
         """Fresh knowledge-base figures; `stats` is None when the knowledge base could not be opened (`error`)."""
 
@@ -91,6 +99,7 @@ class ApplianceApp(App):
     kb_stats: reactive[dict | None] = reactive(None, always_update=True)
     kb_documents: reactive[list | None] = reactive(None, always_update=True)
     kb_available = reactive(False)
+    power: reactive[Any] = reactive(None)  # the low-power profile last read (None until then)
 
     def __init__(self, services: Any, *, preload: bool = True) -> None:
         super().__init__()
@@ -105,6 +114,7 @@ class ApplianceApp(App):
     def on_mount(self) -> None:
         # First paint happens before anything slow: the model is verified and loaded after the first refresh.
         self.call_after_refresh(self._after_first_paint)
+        self.set_interval(POWER_CHECK_S, self.refresh_power)  # unplugged while open: the status line says so
 
     def _after_first_paint(self) -> None:
         import time
@@ -113,6 +123,7 @@ class ApplianceApp(App):
         if self.preload:
             self.prepare_model()  # the knowledge base is opened once the model is in (two cores are not many)
         else:
+            self.refresh_power()
             self.refresh_kb()
 
     # -- the model -------------------------------------------------------------------------------------------
@@ -122,13 +133,14 @@ class ApplianceApp(App):
         services = self.services
         self.post_message(self.ModelLoading(name or ""))
         try:
+            threads, _ = self.read_power().limits()  # loaded with the threads a question will ask for
             entry = services.library.resolve(name, services.config.model.default)
             if not consented and self.consents.needed(entry.info, entry.sha256):
                 self.post_message(self.ModelNeedsConsent(entry))
                 return
             self.post_message(self.ModelLoading(entry.name))
             loaded = services.engine.load(entry.name, progress=lambda done, total: self.post_message(
-                self.ModelProgress(done, total)))
+                self.ModelProgress(done, total)), threads=threads)
         except Exception as exc:  # noqa: BLE001 - a failed load is a notification, the app stays usable
             self.post_message(self.ModelFailed(str(exc)))
             return
@@ -210,6 +222,22 @@ class ApplianceApp(App):
         self.consent_entry = None
         self.tokens_per_s = None
         self.prepare_model(message.name)
+
+    # -- power -----------------------------------------------------------------------------------------------
+    def read_power(self) -> Any:
+        """The low-power profile now (appliance.power.PowerProfile; `.limits()` gives a question's threads and
+        max_tokens). Call it from a worker (a few small sysfs reads, `pmset` on macOS); the status line shows it."""
+        profile = self.services.power_profile()
+        self.post_message(self.PowerRead(profile))
+        return profile
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="power")
+    def refresh_power(self) -> None:
+        self.read_power()
+
+    @on(PowerRead)
+    def _power_read(self, message: "ApplianceApp.PowerRead") -> None:
+        self.power = message.profile
 
     # -- the knowledge base ----------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, exit_on_error=False, group="kb-stats")

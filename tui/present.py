@@ -90,3 +90,16 @@ def source_label(source: Any) -> str:
     from kb.source import Source
 
     return clean_line((source if isinstance(source, Source) else Source.from_dict(source)).cite(short=True))
+
+
+def power_label(profile: Any) -> str:
+    """The low-power profile in one line ("" when it is off), e.g. "low power: on battery (BAT1, 17%,
+    discharging) · 1 thread · answers ≤ 256 tokens". The reason can name a battery (a name read from /sys), so
+    the line is cleaned; shown as a rich Text, never parsed as markup."""
+    if profile is None or not profile.low_power:
+        return ""
+    from appliance.sanitize import clean_line
+
+    threads, max_tokens = profile.limits()
+    return clean_line(f"low power: {profile.reason} · {threads} thread{'s' if threads != 1 else ''} · answers ≤ "
+                      f"{max_tokens} tokens")

@@ -169,7 +169,11 @@ class ChatScreen(Screen):
         Talks back only through messages."""
         request = pending.request
         try:
-            run = conversation.ask(pending.question, confirmed=pending.confirmed)
+            # The power source is read at each question (unplugged since the last one: fewer threads, shorter
+            # answers, as `appliance ask` does).
+            threads, max_tokens = self.app.read_power().limits()
+            run = conversation.ask(pending.question, confirmed=pending.confirmed, threads=threads,
+                                   max_tokens=max_tokens)
         except RuleRefusal as exc:
             self.post_message(self.AnswerRefused(request, pending.question, exc.rule, str(exc),
                                                  isinstance(exc, ConfirmationNeeded)))

@@ -1,17 +1,20 @@
-"""The status line under the chat: offline state, model and license badge, tokens/s, knowledge-base size."""
+"""The status line under the chat: offline state, model and license badge, tokens/s, knowledge-base size; and a
+second line while the low-power profile is on (battery: fewer threads, shorter answers)."""
 
 from __future__ import annotations
 
 from rich.text import Text
 from textual.widgets import Static
 
-from tui.present import kb_label, tokens_label
+from tui.present import kb_label, power_label, tokens_label
 
 
 class StatusLine(Static):
     """Follows the app's model and knowledge-base state (reactives on the App) and redraws itself."""
 
-    WATCHED = ("model_name", "model_license", "model_state", "model_detail", "tokens_per_s", "kb_stats")
+    WATCHED = ("model_name", "model_license", "model_state", "model_detail", "tokens_per_s", "kb_stats", "power")
+
+    _lines = 1  # the stylesheet's height
 
     def on_mount(self) -> None:
         for name in self.WATCHED:
@@ -19,7 +22,12 @@ class StatusLine(Static):
         self._changed()
 
     def _changed(self, *_: object) -> None:
-        self.update(self.render_status())
+        text = self.render_status()
+        lines = len(text.plain.splitlines()) or 1
+        if lines != self._lines:
+            self._lines = lines
+            self.styles.height = lines
+        self.update(text)
 
     def render_status(self) -> Text:
         app = self.app
@@ -51,4 +59,8 @@ class StatusLine(Static):
         text.append(tokens_label(app.tokens_per_s))
         text.append("  │  ", style="dim")
         text.append(kb_label(app.kb_stats))
+        power = power_label(app.power)
+        if power:  # a line of its own: on 80 columns the first one is already full
+            text.append("\n")
+            text.append(f" {power}", style="bold yellow")
         return text
