@@ -7,20 +7,15 @@ normalised MiniLM vectors) and a lexical signal (the share of the question's con
   - `Evidence.claims(answer, passages)`: each sentence of the model's text, marked supported when a passage
     sentence says the same (by meaning or by words), with the passages that support it; the rest is marked
     "not found in your library".
-Sentence vectors go through `SentenceVectors`, a cache in memory and on disk (SQLite, bounded), so a passage's
+Sentence vectors go through a `kb.vector_cache.VectorCache`, in memory and on disk (SQLite, bounded), so a passage's
 sentences cost their embedding once: the claims reuse what the quotes embedded, and a passage seen before costs a
 lookup (cost per answer: scripts/eval_answers prints the medians).
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
-import sqlite3
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -44,89 +39,6 @@ RANK_PENALTY = 0.05
 PAIR_WORDS = 40
 SUPPORT_COSINE = 0.72  # a claim this close in meaning to a passage sentence is supported
 SUPPORT_OVERLAP = 0.7  # ... or one sharing this share of its content words
-
-
-class SentenceVectors:
-    """texts -> normalised vectors through a cache: in memory for the process, and in a SQLite file across runs
-    (fp16, keyed by the text's hash; the file name carries the embedder's identity). The cache is only a cache: a
-    file that cannot be opened or written (a full disk, a read-only drive) just means embedding again."""
-
-    MEMORY = 20_000  # vectors kept in memory (1.5 KB each)
-    DISK = 200_000  # rows kept on disk (about 80 MB); the oldest go first
-
-    def __init__(self, embed: Embed, path: Path | None = None):
-        self.embed = embed
-        self.path = path
-        self._memory: OrderedDict[bytes, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
-        self._db_failed = path is None
-
-    def _open(self) -> sqlite3.Connection | None:
-        if self._db is None and not self._db_failed:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=2)
-                db.execute("PRAGMA journal_mode = WAL")
-                db.execute("CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vector BLOB NOT NULL)")
-                self._db = db
-            except (OSError, sqlite3.Error):
-                self._db_failed = True
-        return self._db
-
-    def __call__(self, texts: list[str]) -> np.ndarray:
-        keys = [hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest() for text in texts]
-        with self._lock:
-            found = {key: self._memory[key] for key in keys if key in self._memory}
-            wanted = [key for key in dict.fromkeys(keys) if key not in found]
-            db = self._open() if wanted else None
-            if db is not None:
-                try:
-                    for start in range(0, len(wanted), 500):
-                        part = wanted[start:start + 500]
-                        rows = db.execute(f"SELECT key, vector FROM vectors WHERE key IN ({','.join('?' * len(part))})",
-                                          part).fetchall()
-                        found.update((key, np.frombuffer(blob, dtype=np.float16).astype(np.float32))
-                                     for key, blob in rows)
-                except sqlite3.Error:
-                    pass
-        missing = {key: text for key, text in zip(keys, texts) if key not in found}
-        if missing:
-            vectors = self.embed(list(missing.values()))
-            fresh = dict(zip(missing, vectors))
-            found.update(fresh)
-            self._store(fresh)
-        with self._lock:
-            for key in keys:
-                self._memory[key] = found[key]
-                self._memory.move_to_end(key)
-            while len(self._memory) > self.MEMORY:
-                self._memory.popitem(last=False)
-        return np.stack([found[key] for key in keys]) if keys else np.zeros((0, 0), dtype=np.float32)
-
-    def _store(self, fresh: dict[bytes, np.ndarray]) -> None:
-        with self._lock:
-            db = self._open()
-            if db is None:
-                return
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                db.executemany("INSERT OR REPLACE INTO vectors (key, vector) VALUES (?, ?)",
-                               [(key, np.asarray(vector, dtype=np.float16).tobytes()) for key, vector in fresh.items()])
-                excess = db.execute("SELECT count(*) FROM vectors").fetchone()[0] - self.DISK
-                if excess > 0:
-                    db.execute("DELETE FROM vectors WHERE rowid IN (SELECT rowid FROM vectors ORDER BY rowid LIMIT ?)",
-                               (excess,))
-                db.execute("COMMIT")
-            except sqlite3.Error:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-
-    def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
 
 
 def _stem(word: str) -> str:

@@ -11,7 +11,7 @@ from functools import cached_property
 from appliance.config import Config
 from appliance.conversation import Conversation, KBRetriever
 from appliance.engine import Engine
-from appliance.evidence import Evidence, SentenceVectors
+from appliance.evidence import Evidence
 from appliance.hardware import Hardware
 from appliance.history import History
 from appliance.knowledge import KnowledgeHandle
@@ -20,6 +20,7 @@ from appliance.models.library import ModelLibrary
 from appliance.paths import Paths
 from appliance.power import PowerProfile, profile
 from appliance.rules import RuleFile
+from kb.vector_cache import VectorCache
 
 
 @dataclass
@@ -58,7 +59,7 @@ class Services:
         """Sentence-level quotes and support checks with the knowledge base's embedder (opened on first use)."""
         knowledge = self.knowledge
         cache = self.paths.home / "cache" / f"sentence-vectors-{packs.EMBEDDER_ONNX.sha256[:12]}.sqlite"
-        return Evidence(SentenceVectors(lambda texts: knowledge.open().embedder.embed(texts, batch_size=32), cache))
+        return Evidence(VectorCache(lambda texts: knowledge.open().embedder.embed(texts, batch_size=32), cache))
 
     @cached_property
     def rules(self) -> RuleFile:

@@ -77,7 +77,7 @@ class KnowledgeBase:
 
         with self._parts:
             if self._zims is None:
-                self._zims = ZimShelf()
+                self._zims = ZimShelf(self.directory / "cache")
             return self._zims
 
     @property

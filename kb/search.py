@@ -147,7 +147,7 @@ def search(query: str, k: int, *, store, embedder, nearest: Nearest, zims=None, 
         candidates = local_candidates(store, nearest if mode != "bm25" else None, query_vector, query,
                                       use_bm25=mode != "vector")
     if zim_paths and zims is not None and mode != "vector":
-        candidates += zims.candidates(list(zim_paths), query, query_vector, embedder.embed)
+        candidates += zims.candidates(list(zim_paths), query, query_vector, embedder)
     words = terms(query)
     if mode == "bm25":
         return lexical_only(candidates, k, words)

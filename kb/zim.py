@@ -8,7 +8,8 @@ since it would empty every AND query it joins); each word alone, all of them, al
 of the five rarest, then the archive's title suggestions. Every list votes for its articles by its words' weights
 (rarity + COVERAGE each) over its rank + RANK_DAMPING; at most QUERIES queries are asked and ARTICLES articles
 read. Their chunks are scored the same way by the words they hold, the best EMBED are embedded (the vectors kept
-for later questions, bounded) and compete with the rest of the library by the same cosine and relevance floor.
+for later questions, in memory and on disk, both bounded: an article met in an earlier session costs no embedding)
+and compete with the rest of the library by the same cosine and relevance floor.
 An archive is identified by its UUID and size (hashing a 90 GB Wikipedia would take minutes): `identify`.
 """
 
@@ -33,6 +34,7 @@ from kb.errors import ReadError
 from kb.files import open_regular
 from kb.readers.zim import archive_title, article_sections, open_archive
 from kb.search import Candidate, terms
+from kb.vector_cache import VectorCache
 
 # The work per question, whatever the archive's size (measured on scripts/eval_kb --zim, docs/knowledge-base.md).
 WORDS = 8  # salient words kept from a question (the rarest)
@@ -42,7 +44,8 @@ ARTICLES = 8  # articles read and chunked per archive per question
 EMBED = 16  # chunks embedded per question across all archives (cached ones cost nothing)
 EMBED_WORDS = 70  # words of each chunk embedded, heading path included (halves the cost; same recall)
 PER_ARTICLE = 4  # of those, at most this many from one article while others have some
-CACHE = 4096  # section vectors kept between searches (384 floats each: about 6 MB)
+CACHE = 4096  # section vectors kept in memory between searches (384 floats each: about 6 MB)
+DISK_CACHE = 50_000  # section vectors kept on disk across runs (784 bytes each: about 40 MB), when a folder is given
 ARTICLE_CACHE = 64  # chunked articles kept between searches
 RANK_DAMPING = 3  # a list's vote for its article at rank r: weight / (r + RANK_DAMPING)
 COVERAGE = 1.0  # each word's vote and chunk score: its rarity plus this (how many words match counts too)
@@ -182,13 +185,25 @@ class ZimShelf:
     recently read articles and their vectors (bounded LRU caches: a follow-up question often reaches the same
     articles)."""
 
-    def __init__(self):
+    def __init__(self, cache_dir: Path | None = None):
         # path -> (archive, the open handle its /proc/self/fd path names: libzim opens the title index through
         # that path later, on first use, so the descriptor must live as long as the archive)
         self._open: dict[str, tuple[object, ExitStack]] = {}
         self._lock = threading.Lock()
-        self._vectors: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._cache_dir = cache_dir  # where section vectors are kept across runs (None: in memory only)
+        self._vectors: VectorCache | None = None  # made at the first search, for that search's embedder
         self._articles: OrderedDict[tuple, tuple[str, list[Chunk]]] = OrderedDict()
+
+    def _section_vectors(self, embedder) -> VectorCache:
+        """The section-vector cache for `embedder` (its file is named by the embedder model's hash)."""
+        with self._lock:
+            if self._vectors is None or self._vectors.embed != embedder.embed:
+                path = None if self._cache_dir is None else \
+                    self._cache_dir / f"zim-sections-{embedder.files()['model'][:12]}.sqlite"
+                if self._vectors is not None:
+                    self._vectors.close()
+                self._vectors = VectorCache(embedder.embed, path, memory=CACHE, disk=DISK_CACHE)
+            return self._vectors
 
     def archive(self, path: str):
         with self._lock:
@@ -205,32 +220,43 @@ class ZimShelf:
             return opened[0]
 
     def forget(self, path: str) -> None:
+        """A removed archive: closed, its articles dropped, and the section vectors too (they are keyed by text,
+        not by archive, so all of them go; they cost one embedding each to make again)."""
         with self._lock:
             opened = self._open.pop(path, None)
             if opened is not None:
                 opened[1].close()
-            for cache in (self._vectors, self._articles):
-                for key in [key for key in cache if key[0] == path]:
-                    del cache[key]
+            for key in [key for key in self._articles if key[0] == path]:
+                del self._articles[key]
+            vectors = self._vectors
+        if vectors is not None:
+            vectors.clear(disk=True)
 
     def close(self) -> None:
-        """Close every archive's handle and drop the caches."""
+        """Close every archive's handle and the vector cache's file, and drop the caches in memory."""
         with self._lock:
             opened, self._open = list(self._open.values()), {}
-            self._vectors.clear()
+            vectors, self._vectors = self._vectors, None
             self._articles.clear()
+        if vectors is not None:
+            vectors.close()
         for _, stack in opened:
             stack.close()
 
-    def drop_caches(self) -> None:
-        """Forget the chunked articles and section vectors (the archives stay open)."""
+    def drop_caches(self, disk: bool = False) -> None:
+        """Forget the chunked articles and the section vectors in memory, and with `disk` those kept on disk too
+        (the archives stay open): what a new process, or with `disk` a first search, would find."""
         with self._lock:
-            self._vectors.clear()
             self._articles.clear()
+            vectors = self._vectors
+        if vectors is not None:
+            vectors.clear(disk=disk)
 
     def cached(self) -> dict[str, int]:
         with self._lock:
-            return {"vectors": len(self._vectors), "articles": len(self._articles)}
+            vectors = self._vectors
+            articles = len(self._articles)
+        return {"vectors": len(vectors) if vectors is not None else 0, "articles": articles}
 
     def article_paths(self, path: str, query: str, limit: int | None = None) -> list[str]:
         return rank_articles(self.archive(path), query, limit)[0]
@@ -254,7 +280,7 @@ class ZimShelf:
                 self._articles.popitem(last=False)
         return title, chunks
 
-    def candidates(self, zims: list[str], query: str, query_vector: np.ndarray, embed) -> list[Candidate]:
+    def candidates(self, zims: list[str], query: str, query_vector: np.ndarray, embedder) -> list[Candidate]:
         pool: list[tuple[float, int, Candidate, str]] = []
         for zim in zims:
             try:
@@ -275,19 +301,7 @@ class ZimShelf:
         if not pool:
             return []
         chosen = _choose(pool)
-        with self._lock:
-            known = {item[2].key: self._vectors[item[2].key] for item in chosen if item[2].key in self._vectors}
-        missing = [item for item in chosen if item[2].key not in known]
-        if missing:
-            for item, vector in zip(missing, embed([text for *_, text in missing])):
-                known[item[2].key] = vector
-        with self._lock:  # another search may have run meanwhile: put back what this one used, newest last
-            for item in chosen:
-                self._vectors[item[2].key] = known[item[2].key]
-                self._vectors.move_to_end(item[2].key)
-            while len(self._vectors) > CACHE:
-                self._vectors.popitem(last=False)
-        vectors = [known[item[2].key] for item in chosen]
+        vectors = self._section_vectors(embedder)([text for *_, text in chosen])
         out = []
         for (_, _, cand, _), vector in zip(chosen, vectors):
             cand.cosine = float(vector @ query_vector)

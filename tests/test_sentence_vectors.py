@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from appliance.evidence import SentenceVectors
+from kb.vector_cache import VectorCache
 from appliance.models import packs
 from kb.embedder import Embedder
 
@@ -29,7 +29,7 @@ class Counting:
 
 def test_cached_vectors_are_the_embedders_and_each_text_is_embedded_once(embedder, tmp_path):
     counting = Counting(embedder)
-    cache = SentenceVectors(counting, tmp_path / "cache" / "v.sqlite")
+    cache = VectorCache(counting, tmp_path / "cache" / "v.sqlite")
     first = cache(TEXTS)
     assert counting.texts == TEXTS[:2]  # the repeated text once
     np.testing.assert_allclose(first, embedder.embed(TEXTS), atol=2e-3)
@@ -38,7 +38,7 @@ def test_cached_vectors_are_the_embedders_and_each_text_is_embedded_once(embedde
     cache.close()
     # A new process (a new cache object) reads them from disk: nothing embedded again.
     again = Counting(embedder)
-    reread = SentenceVectors(again, tmp_path / "cache" / "v.sqlite")(TEXTS)
+    reread = VectorCache(again, tmp_path / "cache" / "v.sqlite")(TEXTS)
     assert again.texts == []
     np.testing.assert_allclose(reread, first, atol=2e-3)
 
@@ -47,5 +47,5 @@ def test_a_cache_that_cannot_be_written_only_costs_time(embedder, tmp_path):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the cache folder should be")
     counting = Counting(embedder)
-    vectors = SentenceVectors(counting, blocker / "v.sqlite")(TEXTS)
+    vectors = VectorCache(counting, blocker / "v.sqlite")(TEXTS)
     assert vectors.shape == (3, 384) and counting.texts == TEXTS[:2]

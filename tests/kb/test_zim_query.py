@@ -129,3 +129,49 @@ def test_the_title_index_works_after_the_archive_is_opened(handbook):
     suggested = list(SuggestionSearcher(archive).suggest("Water purification").getResults(0, 3))
     assert suggested == ["A/Water_purification.html"]
     shelf.close()
+
+
+def test_section_vectors_are_kept_on_disk_for_a_later_session_and_dropped_with_the_archive(make_kb, handbook,
+                                                                                           tmp_path, monkeypatch):
+    """A new process (a new KnowledgeBase on the same folder) asking again embeds no section: the vectors come from
+    the disk cache, and the hits are the same to the last digit (vectors go through fp16 either way). Removing the
+    archive empties that cache; a cache folder that cannot be written only costs embedding again."""
+    from kb.embedder import Embedder
+
+    embedded: list[str] = []
+    real = Embedder.embed
+
+    def counting(self, texts, batch_size=4):
+        embedded.extend(texts)
+        return real(self, texts, batch_size)
+
+    monkeypatch.setattr(Embedder, "embed", counting)
+    first = make_kb(tmp_path / "kb")
+    first.add([handbook])
+    before = [(h.article, h.heading, round(h.score, 6)) for h in first.search(WORRIED, k=3)]
+    assert before and embedded  # the sections were embedded once
+    cache_files = list((tmp_path / "kb" / "cache").glob("zim-sections-*.sqlite"))
+    assert len(cache_files) == 1
+    first.close()
+
+    embedded.clear()
+    later = make_kb(tmp_path / "kb")
+    again = [(h.article, h.heading, round(h.score, 6)) for h in later.search(WORRIED, k=3)]
+    assert again == before and embedded == []  # nothing embedded: every section vector came from disk
+
+    later.remove(handbook)
+    later.add([handbook])
+    embedded.clear()
+    later.search(WORRIED, k=3)
+    assert embedded  # the removed archive's vectors went with it
+    later.close()
+
+    # The cache folder is a file: searching still works, the vectors are only not kept.
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / "cache").write_text("not a folder")
+    embedded.clear()
+    unkept = make_kb(blocked)
+    unkept.add([handbook])
+    hits = unkept.search(WORRIED, k=3)
+    assert hits and hits[0].article == "A/Water_purification.html" and embedded
