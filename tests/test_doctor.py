@@ -164,7 +164,11 @@ def test_battery_state_from_a_fake_sysfs_tree(tmp_path):
     forced = power.profile(PowerSettings(low_power="on", threads=2), 8, power.PowerState("mains"))
     assert (forced.low_power, forced.threads) == (True, 2)
     check = doctor.power_check(PowerSettings(), Hardware(8 * GIB, 6 * GIB, cores=8, physical_cores=8), root=root)
-    assert check.status == "warn" and "low-power profile, 4 threads" in check.detail
+    assert check.status == "warn" and "low-power profile, 4 threads, answers up to 256 tokens" in check.detail
+    # What a question really gets: never a longer answer than [model] max_tokens either (as ask and the TUI do).
+    capped = doctor.power_check(PowerSettings(), Hardware(8 * GIB, 6 * GIB, cores=8, physical_cores=8), root=root,
+                                usual_max_tokens=100)
+    assert "answers up to 100 tokens" in capped.detail
 
 
 def test_ask_json_shows_the_low_power_profile_on_battery(tmp_path, monkeypatch):
