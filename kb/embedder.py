@@ -50,10 +50,14 @@ class Embedder:
         self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # to the longest in the batch
         self._inputs = {i.name for i in self.session.get_inputs()}
         self._lock = threading.Lock()
+        self._files: dict[str, str] | None = None
 
     def files(self) -> dict[str, str]:
-        """sha256 of the model and tokenizer files, recorded in the KB so its vectors stay tied to them."""
-        return {"model": sha256_of(self.model_path), "tokenizer": sha256_of(self.tokenizer_path)}
+        """sha256 of the model and tokenizer files, recorded in the KB so its vectors stay tied to them (hashed once
+        per embedder: the KB checks them at open, and the ZIM section cache is named by them)."""
+        if self._files is None:
+            self._files = {"model": sha256_of(self.model_path), "tokenizer": sha256_of(self.tokenizer_path)}
+        return dict(self._files)
 
     def embed(self, texts: list[str], batch_size: int = 4) -> np.ndarray:
         """Vectors for texts, in batches of similar length. Small batches are faster on a 2-core laptop (16 passages
