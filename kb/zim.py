@@ -198,8 +198,12 @@ class ZimShelf:
         """The section-vector cache for `embedder` (its file is named by the embedder model's hash)."""
         with self._lock:
             if self._vectors is None or self._vectors.embed != embedder.embed:
-                path = None if self._cache_dir is None else \
-                    self._cache_dir / f"zim-sections-{embedder.files()['model'][:12]}.sqlite"
+                path = None
+                if self._cache_dir is not None:
+                    try:
+                        path = self._cache_dir / f"zim-sections-{embedder.files()['model'][:12]}.sqlite"
+                    except OSError:  # the embedder's file cannot be read again: a cache in memory only
+                        path = None
                 if self._vectors is not None:
                     self._vectors.close()
                 self._vectors = VectorCache(embedder.embed, path, memory=CACHE, disk=DISK_CACHE)
