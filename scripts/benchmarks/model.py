@@ -36,17 +36,30 @@ def _appliance() -> str:
 
 def _ask(env: dict, *args: str) -> tuple[dict, float]:
     """One `appliance ask --json` run: its JSON and the CLI process's own peak RSS in MiB (VmHWM, sampled until it
-    exits: wait4's figure would be the larger of the CLI and the engine process, not the CLI's own)."""
+    exits: wait4's figure would be the larger of the CLI and the engine process, not the CLI's own). The engine
+    process's make-up at its largest goes in the JSON as "engine_rss" (file-backed: the model's mapped weights and
+    the libraries; anonymous: KV cache, compute buffers, heap)."""
     proc = subprocess.Popen([_appliance(), "ask", "--json", "--no-history", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env)
     peak = [0.0]
+    engine = {"rss": 0.0, "file": 0.0, "anon": 0.0}
+
+    def status(pid: int) -> dict:
+        fields = {}
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmHWM", "VmRSS", "RssFile", "RssAnon"):
+                fields[key] = int(value.split()[0]) / 1024
+        return fields
 
     def sample() -> None:
         while proc.poll() is None:
             try:
-                for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        peak[0] = max(peak[0], int(line.split()[1]) / 1024)
+                peak[0] = max(peak[0], status(proc.pid).get("VmHWM", 0.0))
+                for child in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split():
+                    now = status(int(child))
+                    if now.get("VmRSS", 0.0) > engine["rss"]:
+                        engine.update(rss=now["VmRSS"], file=now.get("RssFile", 0.0), anon=now.get("RssAnon", 0.0))
             except (OSError, ValueError):
                 pass
             time.sleep(0.02)
@@ -57,7 +70,7 @@ def _ask(env: dict, *args: str) -> tuple[dict, float]:
     watcher.join()
     if proc.returncode != 0:
         raise SystemExit(f"appliance ask failed: {err.decode()[-500:]}")
-    return json.loads(out), peak[0]
+    return json.loads(out) | {"engine_rss": engine}, peak[0]
 
 
 def _corpus(folder: Path) -> None:
@@ -129,7 +142,7 @@ def _in_process(name: str) -> dict:
 
 
 def _bench(name: str, path: Path, env: dict, compare: bool, threads: int) -> None:
-    tg, pp, rss, verify, load = [], [], [], [], []
+    tg, pp, rss, verify, load, parts = [], [], [], [], [], []
     native_runs: list[dict] = []
     for _ in range(RUNS):
         if compare:  # llama-bench interleaved with the appliance's runs: on a shared machine both see the same load
@@ -144,6 +157,7 @@ def _bench(name: str, path: Path, env: dict, compare: bool, threads: int) -> Non
         verify.append(t["verify_s"])
         load.append(t["load_s"])
         rss.append(cli_peak + (t.get("engine_peak_rss_mb") or 0))
+        parts.append((cli_peak, data["engine_rss"]))
         data, _ = _ask(env, "--model", name, "--no-kb", "--max-tokens", "1", LONG_TEXT + "\nSummarize.")
         pp.append(data["timings"]["prompt_tokens"] / data["timings"]["prompt_s"])
     grounded, _ = _ask(env, "--model", name, "--max-tokens", "16", GROUNDED)
@@ -154,7 +168,10 @@ def _bench(name: str, path: Path, env: dict, compare: bool, threads: int) -> Non
     print(f"     prompt processing ({data['timings']['prompt_tokens']} tokens): {statistics.median(pp):.1f} tokens/s")
     print(f"     grounded question: {len(grounded['sources'])} passages, {g['prompt_tokens']} prompt tokens, "
           f"first token {g['first_token_s']:.3f} s")
-    print(f"     peak RSS, CLI + engine process: {max(rss):.0f} MiB")
+    cli, engine = parts[rss.index(max(rss))]
+    print(f"     peak RSS, CLI + engine process: {max(rss):.0f} MiB (CLI {cli:.0f}; engine {engine['rss']:.0f}: "
+          f"{engine['file']:.0f} file-backed, the model's mapped weights and the libraries, {engine['anon']:.0f} "
+          f"anonymous, KV cache, buffers and heap)")
     inner = _in_process(name)
     first, follow = inner["first"], inner["follow"]
     print(f"     prefix cache: a follow-up read {follow.prompt_tokens - follow.cached_tokens} new of "
