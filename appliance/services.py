@@ -39,7 +39,8 @@ class Services:
 
     @cached_property
     def engine(self) -> Engine:
-        return Engine(self.library, self.config, self.paths.llama_log, self.paths.engine_state)
+        return Engine(self.library, self.config, self.paths.llama_log, self.paths.engine_state,
+                      prefix_dir=self.paths.home / "cache" / "prompt-prefix")
 
     @cached_property
     def history(self) -> History:

@@ -25,6 +25,7 @@ import time
 import queue
 
 from appliance.engine import protocol
+from appliance.engine.prefix_state import PrefixStates
 from appliance.engine.template import ChatTemplate, TemplateRefused, memory_cap
 
 FAULT_ENV = "APPLIANCE_ENGINE_FAULT"  # test-only: make this process crash or hang at a named stage
@@ -73,6 +74,8 @@ class Engine:
         self.ctx = None
         self.vocab = None
         self.template: ChatTemplate | None = None
+        self.prefixes = PrefixStates(None, None, None)
+        self._fixed: dict[str, list[int]] = {}  # system message -> the tokens every prompt with it starts with
         self.safe = False
         self.cached: list[int] = []
         self.n_ctx = 0
@@ -182,6 +185,8 @@ class Engine:
         template = request.get("template")
         self.template = ChatTemplate(template, self.token_text(L.llama_vocab_bos(self.vocab)),
                                      self.token_text(L.llama_vocab_eos(self.vocab))) if template else None
+        self.prefixes = PrefixStates(L, request.get("prefix_dir"), request.get("prefix_key"))
+        self._fixed = {}
         self.send(ev="loaded", id=self.current_id, n_ctx=self.n_ctx, n_ctx_train=L.llama_model_n_ctx_train(model),
                   n_params=L.llama_model_n_params(model), safe=self.safe,
                   load_s=round(time.perf_counter() - started, 4))
@@ -233,6 +238,22 @@ class Engine:
         if self.L.llama_vocab_get_add_bos(self.vocab) and bos >= 0 and (not tokens or tokens[0] != bos):
             tokens.insert(0, bos)
         return tokens
+
+    def fixed_prefix(self, messages: list[dict], tokens: list[int]) -> int:
+        """How many leading tokens of `tokens` every prompt with this system message starts with (the template's
+        start and the system message: the common start of it rendered with two different questions)."""
+        if self.template is None or not messages or messages[0].get("role") != "system":
+            return 0
+        system = messages[0].get("content", "")
+        fixed = self._fixed.get(system)
+        if fixed is None:
+            a = self.render([messages[0], {"role": "user", "content": "a"}])
+            b = self.render([messages[0], {"role": "user", "content": "b"}])
+            fixed = a[:next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))]
+            if len(self._fixed) >= 8:
+                self._fixed.clear()
+            self._fixed[system] = fixed
+        return next((i for i, (x, y) in enumerate(zip(fixed, tokens)) if x != y), min(len(fixed), len(tokens)))
 
     def count(self, request: dict) -> None:
         if "messages" in request:
@@ -290,13 +311,28 @@ class Engine:
             L.llama_memory_clear(memory, True)
             common = 0
         self.cached = tokens[:common]
+        # The prompt's fixed start (template and system message): from disk when a process before this one read
+        # it, else read here and kept (reading it as a batch of its own, so both ways give the same numbers).
+        fixed, save_at, restored = self.fixed_prefix(request["messages"], tokens), 0, False
+        if common < fixed < len(tokens):
+            restored = self.prefixes.restore(self.ctx, tokens[:fixed])
+            if restored:
+                common = fixed
+            else:
+                L.llama_memory_clear(memory, True)
+                common, save_at = 0, fixed
+            self.cached = tokens[:common]
         self.faults.hit("prefill", self.safe)
         # Prompt processing, in batches; ggml calls _abort between graph nodes (cancel + heartbeat).
         self.last_beat = time.monotonic()
         L.llama_set_abort_callback(self.ctx, self._abort_cb, None)
         try:
-            for start in range(common, len(tokens), N_BATCH):
-                chunk = tokens[start:start + N_BATCH]
+            start = common
+            while start < len(tokens):
+                end = min(start + N_BATCH, len(tokens))
+                if start < save_at < end:
+                    end = save_at
+                chunk = tokens[start:end]
                 array = (L.llama_token * len(chunk))(*chunk)
                 status = L.llama_decode(self.ctx, L.llama_batch_get_one(array, len(chunk)))
                 if status != 0:
@@ -307,7 +343,10 @@ class Engine:
                                   tokens=0, prompt_s=round(time.perf_counter() - received, 4))
                         return
                     raise RuntimeError(f"llama_decode failed with status {status} while reading the prompt")
-                self.cached = tokens[:start + len(chunk)]
+                self.cached = tokens[:end]
+                if end == save_at:
+                    self.prefixes.save(self.ctx, self.cached)
+                start = end
         finally:
             L.llama_set_abort_callback(self.ctx, self._no_abort, None)
         prompt_done = time.perf_counter()
@@ -356,6 +395,7 @@ class Engine:
         ended = time.perf_counter()
         peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         self.send(ev="done", id=rid, finish=finish, n_prompt=len(tokens), n_cached=common, tokens=produced,
+                  prefix_restored=restored,
                   peak_rss_mb=round(peak_kb / 1024, 1),
                   prompt_s=round(prompt_done - received, 4),
                   first_token_s=None if first is None else round(first - received, 4),

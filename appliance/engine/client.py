@@ -199,11 +199,13 @@ class LoadedModel:
 class Engine:
     """Loads models (verified first) into one engine process and keeps the most recent one loaded."""
 
-    def __init__(self, library: ModelLibrary, config: Config, log_file: Path, state_file: Path | None = None):
+    def __init__(self, library: ModelLibrary, config: Config, log_file: Path, state_file: Path | None = None,
+                 prefix_dir: Path | None = None):
         self.library = library
         self.config = config
         self.log_file = log_file
         self.state = EngineState(state_file or log_file.parent.parent / "engine-state.json")
+        self.prefix_dir = prefix_dir  # the prompts' fixed start, kept across processes (engine/prefix_state.py)
         self.build = Build.installed()
         self.cpu = Cpu.detect()
         self.busy = threading.RLock()  # one request at a time in the engine process
@@ -289,7 +291,9 @@ class Engine:
         stage = "loading"
         process.send_fds(list(loaded.files.fds), stage)
         event = process.request("load", stage, "loaded", n_fds=len(loaded.files.fds), n_ctx=loaded.context,
-                                threads=loaded.threads, safe=mode != "normal", template=loaded.template)
+                                threads=loaded.threads, safe=mode != "normal", template=loaded.template,
+                                prefix_dir=str(self.prefix_dir) if self.prefix_dir else None,
+                                prefix_key=f"{self._key(loaded.entry)}|{mode}|{loaded.context}")
         loaded.process, loaded.mode = process, mode
         loaded.context = int(event["n_ctx"])
         loaded.load_s = float(event.get("load_s") or 0.0)
