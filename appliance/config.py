@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -17,6 +18,8 @@ import tomlkit
 
 from appliance.errors import ApplianceError
 from appliance.paths import atomic_write_text
+
+_WHOLE = re.compile(r"[+-]?[0-9]{1,18}")  # a whole number as config.toml or the environment may spell it
 
 
 def max_threads() -> int:
@@ -122,7 +125,7 @@ def _checked(value, spec, where: str):
     if kind is int:
         if isinstance(value, int) and not isinstance(value, bool):
             number = value
-        elif text is not None and text.lstrip("+-").isdigit() and len(text) < 20:
+        elif text is not None and _WHOLE.fullmatch(text):  # ASCII digits only: "²".isdigit() is True, int() refuses it
             number = int(text)
         else:
             raise ApplianceError(f"{where}: expected a whole number, got {shown}")

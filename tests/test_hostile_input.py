@@ -76,6 +76,11 @@ def test_bad_settings_in_the_file_name_the_key(tmp_path):
     path.write_text("[model]\ntemperature = nan\n")
     with pytest.raises(ApplianceError, match="temperature: expected a finite number"):
         Config.load(path)
+    # Found by the property test below: Unicode digits that str.isdigit() accepts and int() refuses, and two signs.
+    for text in ("²", "٣", "+-5"):
+        path.write_text(f'[model]\ncontext = "{text}"\n')
+        with pytest.raises(ApplianceError, match=r"\[model\] context: expected a whole number"):
+            Config.load(path)
 
 
 @settings(max_examples=200, deadline=None)
