@@ -17,6 +17,8 @@ import json
 import os
 from pathlib import Path
 
+from appliance.paths import atomic_write_bytes, atomic_write_text
+
 MAX_FILES = 8  # states kept (one per model, build and system prompt in use); the oldest go first
 
 
@@ -79,23 +81,11 @@ class PrefixStates:
             if not written:
                 return
             data = bytes(buffer)[:written]
-            self.folder.mkdir(parents=True, exist_ok=True)
-            for path, content in ((state, data), (meta, json.dumps({"sha256": hashlib.sha256(data).hexdigest(),
-                                                                     "tokens": len(tokens)}).encode())):
-                partial = path.with_name(path.name + ".partial")
-                with open(partial, "wb") as handle:
-                    handle.write(content)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(partial, path)
+            atomic_write_bytes(state, data)
+            atomic_write_text(meta, json.dumps({"sha256": hashlib.sha256(data).hexdigest(), "tokens": len(tokens)}))
             self._trim()
         except OSError:  # a full disk or a read-only folder: the prefix is read again next time
-            for path in (state, meta):
-                for leftover in (path, path.with_name(path.name + ".partial")):
-                    try:
-                        leftover.unlink()
-                    except OSError:
-                        pass
+            self._drop(state, meta)
 
     def _trim(self) -> None:
         states = sorted(self.folder.glob("*.state"), key=lambda p: p.stat().st_mtime)
