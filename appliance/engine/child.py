@@ -35,6 +35,11 @@ FLUSH_S = 0.05  # token pieces are sent in frames at most this often (each frame
 HEARTBEAT_S = 1.0
 
 
+def shared_start(a: list[int], b: list[int]) -> int:
+    """How many leading tokens `a` and `b` have in common."""
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
 class Faults:
     """`APPLIANCE_ENGINE_FAULT=kind:stage[:arg][,...]`; kind segv|ill|kill|hang; stage load|prefill|token; a
     `:normal` arg applies the fault only outside safe mode, `:primary` only with the main build (not a variant
@@ -249,11 +254,11 @@ class Engine:
         if fixed is None:
             a = self.render([messages[0], {"role": "user", "content": "a"}])
             b = self.render([messages[0], {"role": "user", "content": "b"}])
-            fixed = a[:next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))]
+            fixed = a[:shared_start(a, b)]
             if len(self._fixed) >= 8:
                 self._fixed.clear()
             self._fixed[system] = fixed
-        return next((i for i, (x, y) in enumerate(zip(fixed, tokens)) if x != y), min(len(fixed), len(tokens)))
+        return shared_start(fixed, tokens)
 
     def count(self, request: dict) -> None:
         if "messages" in request:
@@ -301,22 +306,16 @@ class Engine:
                       message=f"the prompt is {len(tokens)} tokens; this model reads at most {self.n_ctx}")
             return
         memory = L.llama_get_memory(self.ctx)
-        common = 0
-        for a, b in zip(self.cached, tokens):
-            if a != b:
-                break
-            common += 1
-        common = min(common, len(tokens) - 1)  # at least one token is decoded, for fresh logits
+        common = min(shared_start(self.cached, tokens), len(tokens) - 1)  # at least one decoded, for fresh logits
         if common < len(self.cached) and not L.llama_memory_seq_rm(memory, 0, common, -1):
             L.llama_memory_clear(memory, True)
             common = 0
         self.cached = tokens[:common]
         # The prompt's fixed start (template and system message): from disk when a process before this one read
         # it, else read here and kept (reading it as a batch of its own, so both ways give the same numbers).
-        fixed, save_at, restored = self.fixed_prefix(request["messages"], tokens), 0, False
+        fixed, save_at = self.fixed_prefix(request["messages"], tokens), 0
         if common < fixed < len(tokens):
-            restored = self.prefixes.restore(self.ctx, tokens[:fixed])
-            if restored:
+            if self.prefixes.restore(self.ctx, tokens[:fixed]):
                 common = fixed
             else:
                 L.llama_memory_clear(memory, True)
@@ -395,7 +394,6 @@ class Engine:
         ended = time.perf_counter()
         peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         self.send(ev="done", id=rid, finish=finish, n_prompt=len(tokens), n_cached=common, tokens=produced,
-                  prefix_restored=restored,
                   peak_rss_mb=round(peak_kb / 1024, 1),
                   prompt_s=round(prompt_done - received, 4),
                   first_token_s=None if first is None else round(first - received, 4),
