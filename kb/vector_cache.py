@@ -19,9 +19,8 @@ Embed = Callable[[list[str]], np.ndarray]
 
 
 class VectorCache:
-    """texts -> normalised vectors through a cache: in memory for the process, and in a SQLite file across runs
-    (fp16, keyed by the text's hash; the file name carries the embedder's identity). The cache is only a cache: a
-    file that cannot be opened or written (a full disk, a read-only drive) just means embedding again."""
+    """`embed` behind an LRU in memory and a SQLite file (fp16, keyed by the text's hash; the caller names the file
+    after the embedder's identity)."""
 
     MEMORY = 20_000  # vectors kept in memory by default (1.5 KB each)
     DISK = 200_000  # rows kept on disk by default (784 bytes each: about 160 MB); the oldest go first

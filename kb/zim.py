@@ -203,7 +203,7 @@ class ZimShelf:
                     try:
                         path = self._cache_dir / f"zim-sections-{embedder.files()['model'][:12]}.sqlite"
                     except OSError:  # the embedder's file cannot be read again: a cache in memory only
-                        path = None
+                        pass
                 if self._vectors is not None:
                     self._vectors.close()
                 self._vectors = VectorCache(embedder.embed, path, memory=CACHE, disk=DISK_CACHE)
