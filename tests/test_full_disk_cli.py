@@ -4,6 +4,7 @@ leaves nothing half-written behind."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,15 +26,20 @@ echo "left=$(ls -A "$M/home/models" | tr '\n' ' ')"
 '''
 
 
-def test_ask_and_import_on_a_full_disk_end_with_one_line_and_leave_nothing(namespaces, tmp_path):
+def on_a_small_disk(namespaces, tmp_path, script: str, timeout: float, **env: str):
+    """Run `script` with a 4 MB tmpfs mounted at tmp_path/disk; its `name=value` lines, and a reader for the files
+    it wrote beside the mount (disk.out1, disk.err1 ...)."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    done = subprocess.run([namespaces, "-rm", "sh", "-c", SCRIPT, "sh", str(mount), *appliance_cmd()],
-                          capture_output=True, text=True, timeout=600,
-                          env={**__import__("os").environ, "MODEL": str(packs.SMOLLM2.locate())})
-    assert "rc1=" in done.stdout, done.stderr
+    done = subprocess.run([namespaces, "-rm", "sh", "-c", script, "sh", str(mount), *appliance_cmd()],
+                          capture_output=True, text=True, timeout=timeout, env={**os.environ, **env})
+    assert "rc1=" in done.stdout, done.stdout + done.stderr
     out = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
-    read = lambda name: (tmp_path / f"disk.{name}").read_text()  # noqa: E731
+    return out, lambda name: (tmp_path / f"disk.{name}").read_text()
+
+
+def test_ask_and_import_on_a_full_disk_end_with_one_line_and_leave_nothing(namespaces, tmp_path):
+    out, read = on_a_small_disk(namespaces, tmp_path, SCRIPT, 600, MODEL=str(packs.SMOLLM2.locate()))
     assert out["rc1"] == "0", read("err1")
     # The answer still comes; only saving it fails, and that is said in one line.
     assert out["rc2"] == "0", read("err2")
@@ -75,14 +81,7 @@ db.commit()
 def test_a_history_from_before_the_answer_log_on_a_full_disk_is_read_and_verify_says_why_not(namespaces, tmp_path):
     """The answer log's migration cannot run on a full disk: the old history is still listed, and `history verify`
     says in one line what is missing and what to do (not a missing-table error)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run([namespaces, "-rm", "sh", "-c", OLD_HISTORY, "sh", str(mount), *appliance_cmd()],
-                          capture_output=True, text=True, timeout=300,
-                          env={**__import__("os").environ, "PYTHON": sys.executable, "MAKE_V2": MAKE_V2})
-    assert "rc1=" in done.stdout, done.stdout + done.stderr
-    out = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
-    read = lambda name: (tmp_path / f"disk.{name}").read_text()  # noqa: E731
+    out, read = on_a_small_disk(namespaces, tmp_path, OLD_HISTORY, 300, PYTHON=sys.executable, MAKE_V2=MAKE_V2)
     err = read("err1").strip()
     assert out["rc1"] == "1" and "Traceback" not in err and len(err.splitlines()) == 1, err
     assert "no answer log yet" in err and "free some space" in err, err
