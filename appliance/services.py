@@ -60,13 +60,13 @@ class Services:
         """Sentence-level quotes and support checks with the knowledge base's embedder (opened on first use)."""
         knowledge = self.knowledge
         cache = self.paths.home / "cache" / f"sentence-vectors-{packs.EMBEDDER_ONNX.sha256[:12]}.sqlite"
-        return Evidence(VectorCache(lambda texts: knowledge.open().embedder.embed(texts, batch_size=32), cache))
+        return Evidence(VectorCache(lambda texts: knowledge.open().embedder.embed(texts), cache))
 
     @cached_property
     def rules(self) -> RuleFile:
         """The owner's rules (rules.toml, read again when it changes); the embedder only for `similar` rules."""
         knowledge = self.knowledge
-        return RuleFile(self.paths.rules, lambda texts: knowledge.open().embedder.embed(texts, batch_size=32))
+        return RuleFile(self.paths.rules, lambda texts: knowledge.open().embedder.embed(texts))
 
     def conversation(self, conversation_id: int | None = None) -> Conversation:
         """A new conversation, or the one with this id continued (its earlier turns come from history)."""

@@ -52,7 +52,7 @@ def _similar() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         handle = KnowledgeHandle(Path(tmp) / "kb")
-        embed = lambda texts: handle.open().embedder.embed(texts, batch_size=32)  # noqa: E731
+        embed = lambda texts: handle.open().embedder.embed(texts)  # noqa: E731
         started = time.perf_counter()
         book = RuleBook([Rule(name=f"s{n}", action="warn", similar=(f"how do I make weapon number {n}",))
                          for n in range(10)], embed=embed)
