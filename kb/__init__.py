@@ -5,10 +5,18 @@ on itself (kb.offline, imported first), so an entry point may import kb before a
 """
 
 import kb.offline  # noqa: F401,I001  (first: telemetry off before chromadb or onnxruntime can load)
-from kb.errors import KBError, KBUsageError, ReadError
-from kb.ingest import IngestProgress, IngestReport
-from kb.knowledge_base import KnowledgeBase
-from kb.search import Hit
-from kb.source import Source
 
-__all__ = ["KnowledgeBase", "IngestProgress", "IngestReport", "Hit", "KBError", "KBUsageError", "ReadError", "Source"]
+_HOMES = {"KnowledgeBase": "kb.knowledge_base", "IngestProgress": "kb.ingest", "IngestReport": "kb.ingest",
+          "Hit": "kb.search", "KBError": "kb.errors", "KBUsageError": "kb.errors", "ReadError": "kb.errors",
+          "Source": "kb.source"}
+__all__ = list(_HOMES)
+
+
+def __getattr__(name: str):
+    """The package's names, imported when first asked for: a command that only needs `kb.errors` or `kb.source`
+    (`appliance ask --no-kb`, `appliance models ...`) does not pay for numpy and the ingest and search code."""
+    if name in _HOMES:
+        import importlib
+
+        return getattr(importlib.import_module(_HOMES[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
