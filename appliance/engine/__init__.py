@@ -8,6 +8,14 @@
   variants.py  which llama.cpp build and mode (normal, safe, baseline), remembered per CPU and model
 """
 
-from appliance.engine.client import Engine, Generation, LoadedModel, Timings
-
 __all__ = ["Engine", "Generation", "LoadedModel", "Timings"]
+
+
+def __getattr__(name: str):
+    """The client's names, imported when first asked for: the engine process (`python -m appliance.engine.child`)
+    imports this package first and needs none of the client's imports (config, the model library, verification)."""
+    if name in __all__:
+        from appliance.engine import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
