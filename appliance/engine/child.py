@@ -26,6 +26,7 @@ import time
 import queue
 
 from appliance.engine import protocol
+from appliance.engine.mapped_pages import MappedPages
 from appliance.engine.prefix_state import PrefixStates
 from appliance.engine.template import ChatTemplate, TemplateRefused, memory_cap
 
@@ -163,8 +164,13 @@ class Engine:
         params.n_gpu_layers = 0
         params.use_extra_bufts = not self.safe  # safe mode: no repacked or AMX weight layouts
         last = [0.0]
+        pages = MappedPages(fds)
+        released = [False]
 
         def progress(fraction, _data):
+            if not released[0]:  # the file is mapped and populated whole by now; what is read comes back
+                released[0] = True
+                pages.release()
             now = time.monotonic()
             if now - last[0] > 0.2 or fraction >= 1.0:
                 last[0] = now
@@ -187,6 +193,7 @@ class Engine:
         if not model:
             raise RuntimeError("llama.cpp could not load the model (details in the log)")
         self.model = model
+        pages.release()  # what loading read again: the sources of the repacked weights
         self.vocab = L.llama_model_get_vocab(model)
         n_ctx = int(request["n_ctx"])
         cparams = L.llama_context_default_params()

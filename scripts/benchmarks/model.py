@@ -160,12 +160,12 @@ def _bench(name: str, path: Path, env: dict, compare: bool, threads: int) -> Non
         verify.append(t["verify_s"])
         load.append(t["load_s"])
         rss.append(cli_peak + (t.get("engine_peak_rss_mb") or 0))
-        parts.append((cli_peak, data["engine_rss"]))
+        parts.append((cli_peak, t.get("engine_peak_rss_mb") or 0, data["engine_rss"]))
         data, _ = _ask(env, "--model", name, "--no-kb", "--max-tokens", "1", LONG_TEXT + "\nSummarize.")
         # Tokens read, not counting the prompt's fixed start when it came from disk (engine/prefix_state.py).
         pp.append((data["timings"]["prompt_tokens"] - data["timings"]["cached_tokens"]) / data["timings"]["prompt_s"])
     shutil.rmtree(Path(env["APPLIANCE_HOME"]) / PREFIX_DIR, ignore_errors=True)  # the whole prompt read
-    grounded, _ = _ask(env, "--model", name, "--max-tokens", "16", GROUNDED)
+    grounded, grounded_cli = _ask(env, "--model", name, "--max-tokens", "16", GROUNDED)
     g = grounded["timings"]
     kept, _ = _ask(env, "--model", name, "--max-tokens", "16", GROUNDED)  # the fixed start now from disk
     k = kept["timings"]
@@ -176,10 +176,14 @@ def _bench(name: str, path: Path, env: dict, compare: bool, threads: int) -> Non
     print(f"     grounded question: {len(grounded['sources'])} passages, {g['prompt_tokens']} prompt tokens, "
           f"first token {g['first_token_s']:.3f} s; in a later process, the prompt's fixed start "
           f"({k['cached_tokens']} tokens) from disk: {k['first_token_s']:.3f} s")
-    cli, engine = parts[rss.index(max(rss))]
-    print(f"     peak RSS, CLI + engine process: {max(rss):.0f} MiB (CLI {cli:.0f}; engine {engine['rss']:.0f}: "
+    cli, engine_peak, engine = parts[rss.index(max(rss))]
+    print(f"     peak RSS, CLI + engine process: {max(rss):.0f} MiB = {max(rss) * 1.048576:.0f} MB (CLI {cli:.0f}; "
+          f"engine {engine_peak:.0f}; the engine at its largest sampled {engine['rss']:.0f}: "
           f"{engine['file']:.0f} file-backed, the model's mapped weights and the libraries, {engine['anon']:.0f} "
           f"anonymous, KV cache, buffers and heap)")
+    grounded_rss = grounded_cli + (g.get("engine_peak_rss_mb") or 0)
+    print(f"     peak RSS of a grounded question (the library's embedder in the CLI): {grounded_rss:.0f} MiB = "
+          f"{grounded_rss * 1.048576:.0f} MB (CLI {grounded_cli:.0f}; engine {g.get('engine_peak_rss_mb') or 0:.0f})")
     inner = _in_process(name)
     first, follow = inner["first"], inner["follow"]
     print(f"     prefix cache: a follow-up read {follow.prompt_tokens - follow.cached_tokens} new of "
