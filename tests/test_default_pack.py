@@ -70,3 +70,22 @@ def test_the_same_bytes_from_any_path_establish_the_same_facts(default_pack, tmp
     row = listed["model-from-a-friend"]
     assert (row["license"], row["license_basis"]) == ("Apache-2.0", "established")
     assert "Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF" in row["established"]
+
+
+def test_the_engine_does_not_keep_the_default_models_embedding_table(default_pack):
+    """Qwen2.5-Coder-0.5B has an output layer of its own: its 89 MiB embedding table is only looked up, so the
+    engine process gives its pages back at load (engine/mapped_pages.py) and holds only the rows prompts read."""
+    from appliance.services import Services
+    from tests.test_mapped_pages import MESSAGES, resident_kib
+
+    services = Services.create()
+    loaded = services.engine.load(default_pack.name)
+    (start, end), = loaded.lookup_ranges
+    assert end - start > 80 << 20
+    inode = os.stat(loaded.files.paths[0]).st_ino
+    rss, size = resident_kib(loaded.process.proc.pid, inode)
+    assert rss < size - (80 << 10)  # KiB
+    first = loaded.generate(MESSAGES, 12, temperature=0.0)
+    assert "".join(first.tokens()).strip()
+    assert resident_kib(loaded.process.proc.pid, inode)[0] < size - (75 << 10)  # a few rows came back, not the table
+    services.engine.unload()

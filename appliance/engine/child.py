@@ -164,11 +164,11 @@ class Engine:
         params.n_gpu_layers = 0
         params.use_extra_bufts = not self.safe  # safe mode: no repacked or AMX weight layouts
         last = [0.0]
-        pages = MappedPages(fds)
+        pages = MappedPages(fds[0], request.get("lookup_ranges") or []) if fds else None
         released = [False]
 
         def progress(fraction, _data):
-            if not released[0]:  # the file is mapped and populated whole by now; what is read comes back
+            if pages and not released[0]:  # the file is mapped and populated whole by now
                 released[0] = True
                 pages.release()
             now = time.monotonic()
@@ -193,7 +193,8 @@ class Engine:
         if not model:
             raise RuntimeError("llama.cpp could not load the model (details in the log)")
         self.model = model
-        pages.release()  # what loading read again: the sources of the repacked weights
+        if pages:
+            pages.release()  # again: a repacked copy of a tied output layer read the table back while loading
         self.vocab = L.llama_model_get_vocab(model)
         n_ctx = int(request["n_ctx"])
         cparams = L.llama_context_default_params()

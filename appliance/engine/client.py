@@ -159,6 +159,7 @@ class LoadedModel:
     n_ctx_train: int = 0
     n_params: int = 0
     notice: str = ""  # said once when the engine had to fall back to a safer mode
+    lookup_ranges: list[tuple[int, int]] = field(default_factory=list)  # byte ranges of the first file, see child
 
     @property
     def alive(self) -> bool:
@@ -266,7 +267,13 @@ class Engine:
                 self.config.hardware.ram_limit_mb,
             )
             count = Hardware.detect().threads(threads or self.config.model.threads)
-            return LoadedModel(self, entry, files, n_ctx, verify_s, info.chat_template, count)
+            loaded = LoadedModel(self, entry, files, n_ctx, verify_s, info.chat_template, count)
+            # With an output layer of its own, the embedding table is only looked up, a few rows per prompt: the
+            # engine process does not keep its pages (child.py, mapped_pages.py). A tied table is read whole.
+            embeddings = info.tensors.get("token_embd.weight")
+            if embeddings and "output.weight" in info.tensors:
+                loaded.lookup_ranges = [(embeddings[0], embeddings[0] + embeddings[1])]
+            return loaded
         except BaseException:
             files.close()
             raise
@@ -292,6 +299,7 @@ class Engine:
         process.send_fds(list(loaded.files.fds), stage)
         event = process.request("load", stage, "loaded", n_fds=len(loaded.files.fds), n_ctx=loaded.context,
                                 threads=loaded.threads, safe=mode != "normal", template=loaded.template,
+                                lookup_ranges=loaded.lookup_ranges,
                                 prefix_dir=str(self.prefix_dir) if self.prefix_dir else None,
                                 prefix_key=f"{self._key(loaded.entry)}|{mode}|{loaded.context}")
         loaded.process, loaded.mode = process, mode

@@ -59,6 +59,7 @@ class GGUFInfo:
     data_offset: int
     data_size: int
     file_size: int
+    tensors: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (offset in the file, bytes)
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.metadata.get(key, default)
@@ -228,15 +229,18 @@ def _parse(reader: _Reader, path: Path, file_size: int) -> GGUFInfo:
         kind = reader.unpack("<I")
         metadata[key] = reader.value(kind)
     tensors_end = 0
+    tensors: dict[str, tuple[int, int]] = {}
     for _ in range(tensor_count):
-        reader.string(MAX_KEY_LEN)
+        name = reader.string(MAX_KEY_LEN)
         n_dims = reader.unpack("<I")
         if n_dims > MAX_DIMS:
             raise GGUFError(f"tensor with {n_dims} dimensions exceeds the limit of {MAX_DIMS}")
         dims = [reader.unpack("<Q") for _ in range(n_dims)]
         ggml_type = reader.unpack("<I")
         offset = reader.unpack("<Q")
-        tensors_end = max(tensors_end, offset + _tensor_nbytes(ggml_type, dims))
+        nbytes = _tensor_nbytes(ggml_type, dims)
+        tensors[name] = (offset, nbytes)
+        tensors_end = max(tensors_end, offset + nbytes)
     alignment = metadata.get("general.alignment", 32)
     if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
         raise GGUFError(f"invalid alignment {alignment!r}")
@@ -246,4 +250,5 @@ def _parse(reader: _Reader, path: Path, file_size: int) -> GGUFInfo:
         raise GGUFError(
             f"file is truncated: tensor data needs {data_offset + tensors_end} bytes, the file has {file_size}"
         )
-    return GGUFInfo(path, version, tensor_count, metadata, data_offset, tensors_end, file_size)
+    placed = {name: (data_offset + offset, nbytes) for name, (offset, nbytes) in tensors.items()}
+    return GGUFInfo(path, version, tensor_count, metadata, data_offset, tensors_end, file_size, placed)
