@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-import numpy as np
+if TYPE_CHECKING:  # vectors arrive as numpy arrays; this module only multiplies them, so it need not import numpy
+    import numpy as np
 
-Embed = Callable[[list[str]], np.ndarray]
+Embed = Callable[[list[str]], "np.ndarray"]
 
 _SPLIT = re.compile(r"(?<=[.!?])[\"')\]*]*\s+(?=[\"'(\[*]?[A-Z0-9])|\n+")
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'-]*")

@@ -11,11 +11,12 @@ import sqlite3
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import numpy as np
+if TYPE_CHECKING:  # imported when vectors are first asked for: a question without the library never needs numpy
+    import numpy as np
 
-Embed = Callable[[list[str]], np.ndarray]
+Embed = Callable[[list[str]], "np.ndarray"]
 
 
 class VectorCache:
@@ -47,6 +48,8 @@ class VectorCache:
         return self._db
 
     def __call__(self, texts: list[str]) -> np.ndarray:
+        import numpy as np
+
         keys = [hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest() for text in texts]
         with self._lock:
             found = {key: self._memory[key] for key in keys if key in self._memory}
@@ -78,6 +81,8 @@ class VectorCache:
         return np.stack([found[key] for key in keys]) if keys else np.zeros((0, 0), dtype=np.float32)
 
     def _store(self, fresh: dict[bytes, np.ndarray]) -> None:
+        import numpy as np
+
         with self._lock:
             db = self._open()
             if db is None:

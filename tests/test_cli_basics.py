@@ -62,3 +62,18 @@ def test_invalid_config_is_reported(appliance_home):
     assert result.returncode == 1
     assert "not valid TOML" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_question_without_the_library_never_imports_numpy(default_model_path):
+    """numpy (15 MiB of the CLI's RSS, 60 ms of its start) comes with the library's vectors, not with the CLI, the
+    services, a GGUF header (gguf's constants without its package) or the engine client."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import appliance.cli, appliance.services, appliance.engine.client; "
+            "from appliance.models.gguf_meta import read_gguf; from appliance.models.manifest import _file_type_name; "
+            f"info = read_gguf({str(default_model_path)!r}); "
+            "assert info.tensors['token_embd.weight'][1] > 0 and _file_type_name(3) == 'Q4_1'; "
+            "print('numpy' in sys.modules, [m for m in sys.modules if m == 'gguf' or m.startswith('gguf.')])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "[]"]

@@ -6,10 +6,13 @@ truncated, absurd or hostile raises GGUFError with a plain reason, and nothing m
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.util
 import mmap
 import os
 import struct
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -172,11 +175,30 @@ class _Reader:
         raise GGUFError(f"unknown metadata value type {kind}")
 
 
-def _tensor_nbytes(ggml_type: int, dims: list[int]) -> int:
-    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+@functools.cache
+def gguf_constants():
+    """The gguf library's `constants` module (quantization block sizes, file types). Importing it as `gguf.constants`
+    runs the gguf package's __init__ first, which imports numpy and the reader and writer: 15 MiB and 60 ms of every
+    command that reads a model's header, `ask` included. The same file, loaded on its own (it imports only enum
+    and typing); the package's module if something already imported it."""
+    if "gguf.constants" in sys.modules:
+        return sys.modules["gguf.constants"]
+    spec = importlib.util.find_spec("gguf")
+    origin = Path(spec.origin).with_name("constants.py") if spec is not None and spec.origin else None
+    if origin is None or not origin.is_file():
+        import gguf.constants
 
+        return gguf.constants
+    alone = importlib.util.spec_from_file_location("appliance_gguf_constants", origin)
+    module = importlib.util.module_from_spec(alone)
+    alone.loader.exec_module(module)
+    return module
+
+
+def _tensor_nbytes(ggml_type: int, dims: list[int]) -> int:
+    constants = gguf_constants()
     try:
-        block_size, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(ggml_type)]
+        block_size, type_size = constants.GGML_QUANT_SIZES[constants.GGMLQuantizationType(ggml_type)]
     except (ValueError, KeyError):
         raise GGUFError(f"unknown tensor type {ggml_type}") from None
     elements = 1

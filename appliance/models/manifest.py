@@ -33,7 +33,7 @@ from typing import Any
 
 from appliance.errors import ApplianceError
 from appliance.models import licenses
-from appliance.models.gguf_meta import GGUFInfo
+from appliance.models.gguf_meta import GGUFInfo, gguf_constants
 from appliance.models.verify import read_regular
 from appliance.paths import atomic_write_text
 
@@ -180,9 +180,7 @@ def _file_type_name(value: Any) -> str | None:
     if not isinstance(value, int):
         return None
     try:
-        from gguf.constants import LlamaFileType
-
-        return LlamaFileType(value).name.removeprefix("MOSTLY_")
+        return gguf_constants().LlamaFileType(value).name.removeprefix("MOSTLY_")
     except ValueError:
         return f"unknown ({value})"
 
