@@ -56,7 +56,7 @@ class KnowledgeBase:
     def embedder(self) -> Embedder:
         with self._parts:
             if self._embedder is None:
-                embedder = Embedder(self.embedder_model, self.tokenizer)
+                embedder = Embedder(self.embedder_model, self.tokenizer, cache_dir=self.directory / "cache")
                 files = embedder.files()
                 recorded = self.store.meta("embedder")
                 if recorded is None:
