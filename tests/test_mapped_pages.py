@@ -39,7 +39,7 @@ def test_release_drops_only_the_ranges_pages_and_the_bytes_read_back_the_same(tm
         mapping = mmap.mmap(handle.fileno(), 0, prot=mmap.PROT_READ)  # shared and read-only, as llama.cpp maps it
         pages = MappedPages(handle.fileno(), [(4 * MiB + 100, 12 * MiB + 100)])  # not page-aligned on purpose
     assert mapping[:] == data  # every page touched
-    assert resident_kib(os.getpid(), inode)[0] == 16 * 1024
+    assert resident_kib(os.getpid(), inode)[0] >= 16 * 1024 - 64
     assert pages.release() == 8 * MiB - mmap.PAGESIZE  # whole pages inside the range only
     # The rest of the file stays resident (smaps may count a partly mapped large folio a few pages off).
     assert abs(resident_kib(os.getpid(), inode)[0] - (8 * 1024 + 4)) <= 64
