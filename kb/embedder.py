@@ -93,8 +93,12 @@ class Embedder:
             return made
 
         providers = ["CPUExecutionProvider"]
-        if cache_dir is None:
+
+        def plain():  # folded in memory, kept nowhere
             return ort.InferenceSession(str(self.model_path), options(), providers=providers)
+
+        if cache_dir is None:
+            return plain()
         name = f"embedder-{self.files()['model'][:16]}-ort{ort.__version__}-{_cpu_key()}"
         prepared, sidecar = cache_dir / f"{name}.onnx", cache_dir / f"{name}.json"
         try:
@@ -122,7 +126,7 @@ class Embedder:
         try:
             cache_dir.mkdir(parents=True, exist_ok=True)
             if space(cache_dir).usable < ROOM_FACTOR * self.model_path.stat().st_size:
-                return ort.InferenceSession(str(self.model_path), options(), providers=providers)
+                return plain()
             folding.optimized_model_filepath = str(partial)
             session = ort.InferenceSession(str(self.model_path), folding, providers=providers)
             with open(partial, "rb") as handle:
@@ -133,7 +137,7 @@ class Embedder:
             return session
         except Exception:  # noqa: BLE001 - a cache folder that cannot take it (full disk, read-only): no cache
             _remove(partial)
-            return ort.InferenceSession(str(self.model_path), options(), providers=providers)
+            return plain()
 
     def files(self) -> dict[str, str]:
         """sha256 of the model and tokenizer files, recorded in the KB so its vectors stay tied to them (hashed once
