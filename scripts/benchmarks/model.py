@@ -159,8 +159,9 @@ def _bench(name: str, path: Path, env: dict, compare: bool, threads: int) -> Non
         tg.append(t["tokens_per_s"] or 0)
         verify.append(t["verify_s"])
         load.append(t["load_s"])
-        rss.append(cli_peak + (t.get("engine_peak_rss_mb") or 0))
-        parts.append((cli_peak, t.get("engine_peak_rss_mb") or 0, data["engine_rss"]))
+        engine_peak = t.get("engine_peak_rss_mb") or 0
+        rss.append(cli_peak + engine_peak)
+        parts.append((cli_peak, engine_peak, data["engine_rss"]))
         data, _ = _ask(env, "--model", name, "--no-kb", "--max-tokens", "1", LONG_TEXT + "\nSummarize.")
         # Tokens read, not counting the prompt's fixed start when it came from disk (engine/prefix_state.py).
         pp.append((data["timings"]["prompt_tokens"] - data["timings"]["cached_tokens"]) / data["timings"]["prompt_s"])
@@ -181,9 +182,10 @@ def _bench(name: str, path: Path, env: dict, compare: bool, threads: int) -> Non
           f"engine {engine_peak:.0f}; the engine at its largest sampled {engine['rss']:.0f}: "
           f"{engine['file']:.0f} file-backed, the model's mapped weights and the libraries, {engine['anon']:.0f} "
           f"anonymous, KV cache, buffers and heap)")
-    grounded_rss = grounded_cli + (g.get("engine_peak_rss_mb") or 0)
+    grounded_engine = g.get("engine_peak_rss_mb") or 0
+    grounded_rss = grounded_cli + grounded_engine
     print(f"     peak RSS of a grounded question (the library's embedder in the CLI): {grounded_rss:.0f} MiB = "
-          f"{grounded_rss * 1.048576:.0f} MB (CLI {grounded_cli:.0f}; engine {g.get('engine_peak_rss_mb') or 0:.0f})")
+          f"{grounded_rss * 1.048576:.0f} MB (CLI {grounded_cli:.0f}; engine {grounded_engine:.0f})")
     inner = _in_process(name)
     first, follow = inner["first"], inner["follow"]
     print(f"     prefix cache: a follow-up read {follow.prompt_tokens - follow.cached_tokens} new of "
