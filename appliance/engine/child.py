@@ -96,6 +96,7 @@ class Engine:
         self.prefixes = PrefixStates(None, None, None)
         self._fixed: dict[str, list[int]] = {}  # system message -> the tokens every prompt with it starts with
         self.safe = False
+        self.pages: MappedPages | None = None  # the loaded model's looked-up table, given back after each answer
         self.cached: list[int] = []
         self.n_ctx = 0
         self.last_beat = 0.0
@@ -151,6 +152,8 @@ class Engine:
                 self.send(ev="error", id=self.current_id, kind="template", message=str(exc))
             except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it as one line
                 self.send(ev="error", id=self.current_id, kind="engine", message=f"{type(exc).__name__}: {exc}")
+            if request.get("op") == "generate" and self.pages:
+                self.pages.release()  # the table's rows this answer looked up: a conversation never brings it back
 
     # -- load ----------------------------------------------------------------------------------------------
     def load(self, request: dict) -> None:
@@ -195,6 +198,7 @@ class Engine:
         self.model = model
         if pages:
             pages.release()  # again: a repacked copy of a tied output layer read the table back while loading
+        self.pages = pages
         self.vocab = L.llama_model_get_vocab(model)
         n_ctx = int(request["n_ctx"])
         cparams = L.llama_context_default_params()
@@ -224,6 +228,7 @@ class Engine:
         if self.model:
             self.L.llama_model_free(self.model)
             self.model = None
+        self.pages = None
         self.cached = []
         if _request:
             self.send(ev="unloaded", id=self.current_id)
