@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kb import files
 from kb.diskspace import space
 from kb.errors import KBError
 
@@ -44,11 +45,8 @@ def _remove(*paths: Path) -> None:
 
 def _sha256_fd(fd: int) -> str:
     """sha256 of the whole file behind `fd`, read from its start (the descriptor's offset is left at its end)."""
-    digest = hashlib.sha256()
     os.lseek(fd, 0, os.SEEK_SET)
-    while block := os.read(fd, 1 << 20):
-        digest.update(block)
-    return digest.hexdigest()
+    return files.sha256(lambda n: os.read(fd, n))[0]
 
 
 def _cpu_key() -> str:

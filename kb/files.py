@@ -13,11 +13,12 @@ way inside kb, so it still opens. `shown()` is the form for people and JSON: und
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from kb.errors import ReadError
 
@@ -36,6 +37,18 @@ def shown(path: str | os.PathLike) -> str:
         return text
     except UnicodeEncodeError:
         return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+def sha256(read: Callable[[int], bytes], progress: Callable[[int], None] | None = None) -> tuple[str, int]:
+    """sha256 (hex) and size of what `read(n)` returns until it returns nothing: a file's `read`, or `os.read` on
+    a descriptor, from where it stands. `progress(bytes so far)` after each MiB."""
+    digest, size = hashlib.sha256(), 0
+    while block := read(1 << 20):
+        digest.update(block)
+        size += len(block)
+        if progress:
+            progress(size)
+    return digest.hexdigest(), size
 
 
 def _kind(mode: int) -> str:

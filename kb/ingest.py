@@ -16,13 +16,12 @@ between files and between embedding groups; nothing is raised through a caller's
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -218,7 +217,7 @@ class _Batch:
                     return
                 identity, size = info.identity, info.size
             else:
-                identity, size = _sha256(handle)
+                identity, size = files.sha256(handle.read)  # the handle was just opened; readers seek to 0
             existing = self.store.ready_document(key)
             if existing and existing.sha256 == identity and existing.mode == "ingested":
                 self.report.skipped += 1
@@ -291,14 +290,3 @@ class _Batch:
             self.report.replaced += 1
         else:
             self.report.added += 1
-
-
-def _sha256(handle: BinaryIO) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    handle.seek(0)
-    for block in iter(lambda: handle.read(1 << 20), b""):
-        digest.update(block)
-        size += len(block)
-    handle.seek(0)
-    return digest.hexdigest(), size

@@ -17,7 +17,6 @@ only text and numbers. Registered ZIM archives are not exported (their content i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -27,7 +26,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from kb import recovery
+from kb import files, recovery
 from kb.chunking import Chunk
 from kb.embedder import DIM, sha256_of
 from kb.errors import DiskFull, KBError, KBUsageError, VectorIndexError
@@ -40,7 +39,6 @@ DOCUMENTS = "documents.jsonl"
 VECTORS = "vectors.f16"
 MAX_MANIFEST_BYTES = 1024 * 1024
 MAX_LINE_BYTES = 256 * 1024 * 1024  # one document's passages
-CHUNK = 4 * 1024 * 1024
 
 Progress = Callable[[int, int], None]
 
@@ -64,14 +62,8 @@ class PackReport:
 
 
 def _digest(path: Path, progress: Progress | None = None, total: int = 0, done: int = 0) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
     with open(path, "rb") as handle:
-        while block := handle.read(CHUNK):
-            digest.update(block)
-            size += len(block)
-            if progress:
-                progress(done + size, total)
-    return digest.hexdigest(), size
+        return files.sha256(handle.read, (lambda size: progress(done + size, total)) if progress else None)
 
 
 def embedder_files(knowledge) -> dict[str, str]:
