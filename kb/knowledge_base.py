@@ -5,6 +5,12 @@ Thread use: every method may be called from any thread (a Textual worker); SQLit
 by locks. Process use: one writer at a time per directory (kb.lock); a second `add` is refused with a clear
 message rather than interleaved.
 
+Search finds the nearest vectors of a library of up to EXACT_SCAN_MAX passages by an exact scan of the vectors the
+store keeps: never wrong, and cheaper than opening the index in a new process (importing chromadb alone takes
+0.4 s and about 40 MiB of a grounded ask). Measured: the scan takes 1.6 ms for 485 passages, 34-45 ms for 20,000
+and 94-105 ms for 50,000, with no memory beyond one batch of 4,096. A larger library is searched through the
+vector index, which every write keeps up to date whatever the library's size.
+
 The vector index is opened on first use and checked first (kb.vectors.problem, then a probe, then its count against
 the store's); a damaged one is rebuilt from scratch out of the vectors the store keeps, with a notice
 (`take_notices`). While it cannot be used at all (a full disk, another program holding the writer lock), search
@@ -33,6 +39,8 @@ from kb.store import Store
 from kb.vectors import Vectors
 
 __all__ = ["KnowledgeBase", "IngestProgress", "IngestReport"]
+
+EXACT_SCAN_MAX = 50_000  # passages searched by the store's exact scan rather than through the vector index
 
 
 class KnowledgeBase:
@@ -211,10 +219,14 @@ class KnowledgeBase:
         """
         if mode not in ranking.MODES:
             raise KBError(f"unknown search mode {mode!r}")
-        if not (query or "").strip() or k <= 0 or not self.store.counts()["documents"]:
+        if not (query or "").strip() or k <= 0:
             return []
+        counts = self.store.counts()
+        if not counts["documents"]:
+            return []
+        nearest = self.store.nearest if counts["chunks"] <= EXACT_SCAN_MAX else self._nearest
         zim_paths = [d.path for d in self.store.documents(mode="registered")]
-        return ranking.search(query, k, store=self.store, embedder=self.embedder, nearest=self._nearest,
+        return ranking.search(query, k, store=self.store, embedder=self.embedder, nearest=nearest,
                               zims=self.zims if zim_paths else None, zim_paths=zim_paths, mode=mode, floor=floor)
 
     def _nearest(self, vector, n: int) -> list[tuple[int, float]]:

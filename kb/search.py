@@ -7,8 +7,8 @@ PER_SOURCE passages from one file while other files still have some. A question 
 returns nothing rather than noise. "vector", "bm25" and "rrf" (plain reciprocal rank fusion) exist for
 scripts/eval_kb; all four share `diverse`.
 
-`nearest` is whatever finds the nearest vectors: the chroma index, or the store's exact scan while the index
-cannot be used. Registered ZIM archives add their own candidates (kb.zim).
+`nearest` is whatever finds the nearest vectors: the store's exact scan for a library of up to
+knowledge_base.EXACT_SCAN_MAX passages, or while the index cannot be used; the chroma index otherwise. Registered ZIM archives add their own candidates (kb.zim).
 """
 
 from __future__ import annotations

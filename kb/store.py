@@ -448,12 +448,13 @@ class Store:
             yield [r[0] for r in rows], matrix
 
     def nearest(self, vector: np.ndarray, n: int) -> list[tuple[int, float]]:
-        """The n ready passages nearest to `vector` by an exact scan of the vectors kept here (the fallback while
-        the vector index cannot be used: slower than HNSW, never wrong)."""
+        """The n ready passages nearest to `vector` by an exact scan of the vectors kept here (a small library's
+        search, and the fallback while the vector index cannot be used: linear in the library's size, never
+        wrong), 4,096 at a time."""
         best_ids = np.zeros(0, dtype=np.int64)
         best = np.zeros(0, dtype=np.float32)
         query = vector.astype(np.float32)
-        for ids, matrix in self.all_vectors(batch=20000):
+        for ids, matrix in self.all_vectors(batch=4096):
             scores = matrix.astype(np.float32) @ query
             best_ids = np.concatenate([best_ids, np.asarray(ids, dtype=np.int64)])
             best = np.concatenate([best, scores])

@@ -69,7 +69,8 @@ def main() -> int:
               f"chunks (ingest: {report.added + report.replaced} new, {report.skipped} unchanged, "
               f"{time.monotonic() - started:.0f} s)")
         print(f"questions: {len(answerable)} answerable, {len(unanswerable)} the corpus cannot answer\n")
-        print("vector: chroma HNSW only; bm25: FTS5 only; rrf: reciprocal rank fusion of the two;")
+        print("vector: nearest vectors only (exact scan up to 50,000 passages, else chroma HNSW); bm25: FTS5 only; "
+              "rrf: reciprocal rank fusion of the two;")
         print("hybrid (the default): exact-cosine rerank of both lists' union plus a small BM25 boost.")
         print("All with per-source diversity (2 per file), without the relevance floor.\n")
         print(f"{'mode':8} {'recall@5':>9} {'MRR':>7} {'p50 ms':>7}")

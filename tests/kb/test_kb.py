@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import subprocess
+import sys
 import threading
 
 import numpy as np
 import pytest
 
+import kb.knowledge_base as knowledge_base
 from kb import Hit, IngestProgress, KBError, Source
 from kb.embedder import Embedder
 from kb.search import Candidate, by_cosine, fuse, lexical_only, rrf
@@ -234,7 +237,8 @@ def test_embedder_pads_to_the_longest_and_masks_padding(embedder_files):
     assert float(similar @ alone) > float(unrelated @ alone) + 0.2
 
 
-def test_chroma_holds_only_vectors_and_can_be_rebuilt(filled):
+def test_chroma_holds_only_vectors_and_can_be_rebuilt(filled, monkeypatch):
+    monkeypatch.setattr(knowledge_base, "EXACT_SCAN_MAX", 0)  # searched through the index, as a large library is
     count = filled.vectors.count()
     assert count == filled.stats()["chunks"]
     got = filled.vectors.collection.get(limit=1, include=["documents"])
@@ -244,6 +248,25 @@ def test_chroma_holds_only_vectors_and_can_be_rebuilt(filled):
     assert filled.rebuild_vectors() == count
     assert filled.verify()["ok"]
     assert filled.search("cool the burn under running water")[0].path.endswith("first-aid.html")
+
+
+def test_a_small_library_is_searched_without_opening_the_vector_index(filled, embedder_files, monkeypatch):
+    """Up to EXACT_SCAN_MAX passages the store's exact scan finds the nearest vectors: in a new process (every
+    `ask`), chromadb is never imported, and the hits are those the index finds."""
+    query = "my hand got burned on the stove what do i do"
+    expected = [(h.path, h.heading) for h in filled.search(query, k=3)]
+    monkeypatch.setattr(knowledge_base, "EXACT_SCAN_MAX", 0)
+    assert [(h.path, h.heading) for h in filled.search(query, k=3)] == expected
+    directory = filled.directory
+    filled.close()
+    code = ("import json, sys; from kb import KnowledgeBase; "
+            "k = KnowledgeBase(*sys.argv[1:4]); hits = k.search(sys.argv[4], k=3); "
+            "print(json.dumps([[[h.path, h.heading] for h in hits], 'chromadb' in sys.modules]))")
+    found = subprocess.run([sys.executable, "-c", code, str(directory), *map(str, embedder_files), query],
+                           capture_output=True, text=True, timeout=120)
+    assert found.returncode == 0, found.stderr
+    hits, imported = json.loads(found.stdout)
+    assert [tuple(h) for h in hits] == expected and not imported
 
 
 def test_fts_holds_the_text(filled):

@@ -14,11 +14,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import kb.knowledge_base as knowledge_base
 from kb import vectors as vector_index
 from kb.embedder import Embedder
 from kb.store import VECTOR_BYTES
 from tests.conftest import run_appliance
 from tests.kb import fixtures
+
+
+@pytest.fixture(autouse=True)
+def through_the_index(monkeypatch):
+    """These libraries are small; searched here through the vector index, as a library of over EXACT_SCAN_MAX
+    passages is (a smaller one is searched by an exact scan of the store and needs no index to answer)."""
+    monkeypatch.setattr(knowledge_base, "EXACT_SCAN_MAX", 0)
 
 
 @pytest.fixture
