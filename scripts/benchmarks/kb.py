@@ -63,7 +63,10 @@ def _percentiles(samples: list[float]) -> tuple[float, float]:
 
 
 def _size(directory: Path) -> int:
-    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+    """Bytes of the library's files, not its cache/ (the embedder's kept graph is written at its first load, once,
+    and only with room to spare: not a cost of the batch)."""
+    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file() and "cache" not in p.relative_to(
+        directory).parts[:1])
 
 
 def run() -> None:
