@@ -66,6 +66,30 @@ def test_prefix_cache_a_follow_up_processes_fewer_prompt_tokens():
     services.engine.unload()
 
 
+def test_other_threads_are_set_in_the_running_engine_and_the_conversation_stays(monkeypatch):
+    """Unplugged or plugged in, a question asks for other threads: llama.cpp's context takes them in place, so the
+    model file is not hashed again and a follow-up still reuses what the engine holds."""
+    services = Services.create()
+    loaded = services.engine.load(threads=2)
+    first = loaded.generate(MESSAGES, 8, temperature=0.0)
+    list(first.tokens())
+    pid = loaded.process.proc.pid
+
+    def no_second_verification(*_args, **_kwargs):
+        raise AssertionError("the model's files were opened and hashed again")
+
+    monkeypatch.setattr(services.engine.library, "open_verified", no_second_verification)
+    again = services.engine.load(threads=1)
+    assert again is loaded and again.process.proc.pid == pid and again.threads == 1
+    follow_up = MESSAGES + [{"role": "assistant", "content": first.text},
+                            {"role": "user", "content": "And at the top of a high mountain?"}]
+    second = again.generate(follow_up, 8, temperature=0.0)
+    assert "".join(second.tokens()).strip()
+    assert second.timings.cached_tokens >= first.timings.prompt_tokens - 1
+    assert services.engine.load(threads=2).threads == 2 and loaded.process.proc.pid == pid
+    services.engine.unload()
+
+
 def test_cancel_from_another_thread_stops_the_engine_promptly():
     services = Services.create()
     loaded = services.engine.load()

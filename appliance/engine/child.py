@@ -139,7 +139,8 @@ class Engine:
         threading.Thread(target=self.read_requests, daemon=True, name="requests").start()
         info = self.L.llama_print_system_info().decode("utf-8", "replace").strip()
         self.send(ev="ready", pid=os.getpid(), system_info=info, lib_path=os.environ.get("LLAMA_CPP_LIB_PATH"))
-        handlers = {"load": self.load, "generate": self.generate, "count": self.count, "unload": self.unload}
+        handlers = {"load": self.load, "generate": self.generate, "count": self.count, "unload": self.unload,
+                    "threads": self.set_threads}
         while True:
             request = self.inbox.get()
             self.current_id = request.get("id", -1)
@@ -220,6 +221,15 @@ class Engine:
         self.send(ev="loaded", id=self.current_id, n_ctx=self.n_ctx, n_ctx_train=L.llama_model_n_ctx_train(model),
                   n_params=L.llama_model_n_params(model), safe=self.safe,
                   load_s=round(time.perf_counter() - started, 4))
+
+    def set_threads(self, request: dict) -> None:
+        """Threads for the next answers (unplugged, plugged in): the context, its KV cache and the model stay."""
+        if not self.ctx:
+            raise RuntimeError("no model is loaded")
+        threads = int(request["threads"])
+        self.L.llama_set_n_threads(self.ctx, threads, threads)
+        self.send(ev="threads", id=self.current_id, threads=self.L.llama_n_threads(self.ctx),
+                  threads_batch=self.L.llama_n_threads_batch(self.ctx))
 
     def unload(self, _request: dict) -> None:
         if self.ctx:

@@ -170,6 +170,16 @@ class LoadedModel:
         options.update({k: v for k, v in sampling.items() if v is not None})
         return Generation(self, messages, max_tokens, options)
 
+    def set_threads(self, threads: int) -> bool:
+        """Use `threads` for the next answers, in the running engine; False if it could not (then load again)."""
+        with self.engine.busy:
+            try:
+                event = self._process().request("threads", "setting the threads of", "threads", threads=threads)
+            except EngineError:
+                return False
+            self.threads = int(event["threads"])
+            return self.threads == threads
+
     def token_counts(self, texts: list[str], special: bool = False) -> list[int]:
         """Tokens of each text; `special` parses control-token text such as <|im_end|> as the control token
         (as in a rendered prompt); off, it is counted as the plain text a document would hold."""
@@ -218,9 +228,11 @@ class Engine:
         with self.busy:
             entry = self.library.resolve(name, self.config.model.default)
             loaded = self._loaded
-            if loaded and loaded.entry.name == entry.name and loaded.alive and context in (None, loaded.context) \
-                    and threads in (None, loaded.threads):
-                return loaded  # in memory, from descriptors verified when it was loaded
+            if loaded and loaded.entry.name == entry.name and loaded.alive and context in (None, loaded.context):
+                # In memory, from descriptors verified when it was loaded. Other threads (the power source changed)
+                # are set in place: no file hashed again, the conversation's cache kept.
+                if threads in (None, loaded.threads) or loaded.set_threads(threads):
+                    return loaded
             if not entry.available:
                 missing = next(path for path, _, _ in entry.files if not path.exists())
                 raise IntegrityError(f"model {entry.name!r}: file {missing} is missing (drive unplugged or file moved)")
