@@ -166,12 +166,9 @@ def sizes_check(hw: Hardware) -> Check:
                  fix="online: `appliance models download REPO FILE` with one of these repos")
 
 
-def power_check(settings, hw: Hardware, configured_threads: int = 0, root: Path | None = None,
-                usual_max_tokens: int | None = None) -> Check:
-    """What a question gets now (PowerProfile.limits, as `ask` and the TUI apply it)."""
-    from appliance import power
-
-    profile = power.profile(settings, hw.threads(configured_threads), power.read_power(root), usual_max_tokens)
+def power_check(profile) -> Check:
+    """What a question gets now under `profile` (Services.power_profile; PowerProfile.limits, as `ask` and the TUI
+    apply it)."""
     if profile.low_power:
         threads, max_tokens = profile.limits()
         return warning("power", f"{profile.reason}: low-power profile, {threads} threads, answers up to "
@@ -201,7 +198,7 @@ def run(services, progress_for: Callable | None = None, engine: bool = True, sel
         checks += _in("hardware", [machine_check(hw, services.paths.home)]
                       + fit_checks(services.library, hw, config.model.context, config.hardware.ram_limit_mb)
                       + [sizes_check(hw), airgap.pack_advice(default, hw)])
-        checks += _in("power", [power_check(config.power, hw, config.model.threads, usual_max_tokens=config.model.max_tokens)])
+        checks += _in("power", [power_check(services.power_profile(hw))])
     finally:
         watch.active = False
     attempts = list(watch.attempts)

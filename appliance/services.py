@@ -73,9 +73,10 @@ class Services:
         return Conversation(self.engine, self.history, self.config.model, KBRetriever(self.knowledge),
                             conversation_id, self.evidence, self.rules)
 
-    def power_profile(self) -> PowerProfile:
+    def power_profile(self, hardware: Hardware | None = None) -> PowerProfile:
         """The low-power profile as things stand now: the power source is read at every call (a few small sysfs
         reads; the machine can be unplugged while the TUI is open). `.limits()` gives a question's threads and
-        max_tokens."""
+        max_tokens. `hardware`: the machine doctor examines (default: this one, detected)."""
         model = self.config.model
-        return profile(self.config.power, Hardware.detect().threads(model.threads), usual_max_tokens=model.max_tokens)
+        threads = (hardware or Hardware.detect()).threads(model.threads)
+        return profile(self.config.power, threads, usual_max_tokens=model.max_tokens)

@@ -163,11 +163,11 @@ def test_battery_state_from_a_fake_sysfs_tree(tmp_path):
     assert power.profile(PowerSettings(low_power="off"), 8, power.read_sysfs(root)).low_power is False
     forced = power.profile(PowerSettings(low_power="on", threads=2), 8, power.PowerState("mains"))
     assert (forced.low_power, forced.threads) == (True, 2)
-    check = doctor.power_check(PowerSettings(), Hardware(8 * GIB, 6 * GIB, cores=8, physical_cores=8), root=root)
+    eight = Hardware(8 * GIB, 6 * GIB, cores=8, physical_cores=8).threads()
+    check = doctor.power_check(power.profile(PowerSettings(), eight, power.read_power(root)))
     assert check.status == "warn" and "low-power profile, 4 threads, answers up to 256 tokens" in check.detail
     # What a question really gets: never a longer answer than [model] max_tokens either (as ask and the TUI do).
-    capped = doctor.power_check(PowerSettings(), Hardware(8 * GIB, 6 * GIB, cores=8, physical_cores=8), root=root,
-                                usual_max_tokens=100)
+    capped = doctor.power_check(power.profile(PowerSettings(), eight, power.read_power(root), usual_max_tokens=100))
     assert "answers up to 100 tokens" in capped.detail
 
 
