@@ -8,7 +8,8 @@ returns nothing rather than noise. "vector", "bm25" and "rrf" (plain reciprocal 
 scripts/eval_kb; all four share `diverse`.
 
 `nearest` is whatever finds the nearest vectors: the store's exact scan for a library of up to
-knowledge_base.EXACT_SCAN_MAX passages, or while the index cannot be used; the chroma index otherwise. Registered ZIM archives add their own candidates (kb.zim).
+knowledge_base.EXACT_SCAN_MAX passages, or while the index cannot be used; the chroma index otherwise. Registered
+ZIM archives add their own candidates (kb.zim).
 """
 
 from __future__ import annotations
