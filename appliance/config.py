@@ -55,7 +55,7 @@ class EngineSettings:
 
 @dataclass
 class AirgapSettings:
-    # the seccomp lock (appliance/netlock.py): no AF_INET/AF_INET6 socket for any command but the online ones
+    # the seccomp lock (appliance/system/netlock.py): no AF_INET/AF_INET6 socket for any command but the online ones
     lock: bool = True
 
 

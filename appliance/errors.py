@@ -29,7 +29,7 @@ class IntegrityError(ApplianceError):
 
 class RuleRefusal(ApplianceError):
     """One of the owner's rules (rules.toml) refused the question, a passage or the answer: the owner's message,
-    naming the rule. `decision` is the appliance.rules.Decision (every rule that matched, and why)."""
+    naming the rule. `decision` is the appliance.answering.rules.Decision (every rule that matched, and why)."""
 
     exit_code = EXIT_REFUSED
 

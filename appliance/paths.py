@@ -44,7 +44,7 @@ class Paths:
 
     @property
     def rules(self) -> Path:
-        """The owner's rules (appliance.rules); none until the owner writes some."""
+        """The owner's rules (appliance.answering.rules); none until the owner writes some."""
         return self.home / "rules.toml"
 
     @property

@@ -9,17 +9,17 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from appliance.config import Config
-from appliance.conversation import Conversation, KBRetriever
+from appliance.answering.conversation import Conversation, KBRetriever
 from appliance.engine import Engine
-from appliance.evidence import Evidence
-from appliance.hardware import Hardware
-from appliance.history import History
-from appliance.knowledge import KnowledgeHandle
+from appliance.answering.evidence import Evidence
+from appliance.system.hardware import Hardware
+from appliance.records.history import History
+from appliance.answering.knowledge import KnowledgeHandle
 from appliance.models import packs
 from appliance.models.library import ModelLibrary
 from appliance.paths import Paths
-from appliance.power import PowerProfile, profile
-from appliance.rules import RuleFile
+from appliance.system.power import PowerProfile, profile
+from appliance.answering.rules import RuleFile
 from kb.vector_cache import VectorCache
 
 

@@ -1,5 +1,5 @@
 """Texts -> normalised vectors through a cache: in memory for the process, and in a SQLite file across runs, so a
-text costs its embedding once. The appliance's quotes and claims use it for sentences (appliance/evidence.py), the ZIM
+text costs its embedding once. The appliance's quotes and claims use it for sentences (appliance/answering/evidence.py), the ZIM
 search for the sections it reranks (kb/zim.py). Only a cache: a file that cannot be opened or written (a full disk,
 a read-only drive) just means embedding again.
 """

@@ -77,7 +77,7 @@ def test_the_engine_does_not_keep_the_default_models_embedding_table(default_pac
     engine process gives its pages back at load and after each answer (engine/mapped_pages.py). From a cold page
     cache, as after a boot: the file is read into 2 MiB folios, and a looked-up row brings its whole folio back."""
     from appliance.services import Services
-    from tests.test_mapped_pages import MESSAGES, resident_kib
+    from tests.engine.test_mapped_pages import MESSAGES, resident_kib
 
     path = default_pack.path(Path(sys.prefix))
     fd = os.open(path, os.O_RDONLY)

@@ -162,7 +162,7 @@ def test_an_unexpected_failure_is_one_line_and_a_report(appliance_home, tmp_path
     probe = tmp_path / "probe.py"
     probe.write_text(
         "import sys\n"
-        "import appliance.cli as cli\n"
+        "import appliance.cli.root as cli\n"
         "def boom(*a, **k):\n"
         "    raise RuntimeError('simulated bug')\n"
         "cli.Context.services = property(boom)\n"

@@ -78,7 +78,7 @@ class ApplianceApp(App):
 
     @dataclass
     class PowerRead(Message, bubble=False):
-        """The low-power profile as just read (appliance.power.PowerProfile): the status line shows it."""
+        """The low-power profile as just read (appliance.system.power.PowerProfile): the status line shows it."""
 
         profile: Any
 
@@ -225,7 +225,7 @@ class ApplianceApp(App):
 
     # -- power -----------------------------------------------------------------------------------------------
     def read_power(self) -> Any:
-        """The low-power profile now (appliance.power.PowerProfile; `.limits()` gives a question's threads and
+        """The low-power profile now (appliance.system.power.PowerProfile; `.limits()` gives a question's threads and
         max_tokens). Call it from a worker (a few small sysfs reads, `pmset` on macOS); the status line shows it."""
         profile = self.services.power_profile()
         self.post_message(self.PowerRead(profile))

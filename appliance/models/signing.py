@@ -202,7 +202,7 @@ def load_for_pin(path: Path) -> dict[str, Any]:
 
 def sign_payload(private_path: Path, payload: dict[str, Any]) -> dict[str, str]:
     """Sign any JSON payload (canonical form) with an Ed25519 private key: what a signed document carries beside
-    the payload (e.g. an answer certificate, appliance.certificates)."""
+    the payload (e.g. an answer certificate, appliance.records.certificates)."""
     key = _load_private(private_path)
     public = _raw(key.public_key())
     return {"algorithm": "ed25519", "key_id": key_id(public), "public_key": _b64(public),

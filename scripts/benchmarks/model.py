@@ -131,7 +131,7 @@ def _in_process(name: str) -> dict:
         latencies.append(time.perf_counter() - stopped[0])
     # A grounded question with up to 10 whole passages (about 1,500 prompt tokens, as a larger model is shown), from a
     # fresh load so nothing is reused: its first token against prompt tokens / llama-bench's rate for as many.
-    from appliance.conversation import PromptPlan
+    from appliance.answering.conversation import PromptPlan
 
     services.engine.unload()
     shutil.rmtree(Path(os.environ["APPLIANCE_HOME"]) / PREFIX_DIR, ignore_errors=True)  # the whole prompt read
@@ -220,7 +220,7 @@ def _bench(name: str, path: Path, env: dict, compare: bool, threads: int) -> Non
 
 
 def run() -> None:
-    from appliance.hardware import Hardware
+    from appliance.system.hardware import Hardware
     from appliance.models import packs
 
     compare = os.environ.get("APPLIANCE_BENCH_COMPARE_NATIVE") == "1"

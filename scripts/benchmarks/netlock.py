@@ -20,8 +20,8 @@ ROUNDS = int(os.environ.get("BENCH_NETLOCK_ROUNDS", "15"))
 
 CHILD = r"""
 import json, sys, time
-import click, appliance.config, appliance.paths, appliance.cli_support
-from appliance import netlock
+import click, appliance.config, appliance.paths, appliance.cli.support
+from appliance.system import netlock
 from appliance.config import Config
 from appliance.paths import Paths
 

@@ -25,7 +25,7 @@ def _median_ms(samples: list[float]) -> float:
 
 
 def _rules() -> None:
-    from appliance.rules import Rule, RuleBook
+    from appliance.answering.rules import Rule, RuleBook
 
     rules = [Rule(name=f"rule-{n}", action="refuse", words=(f"forbidden{n}", f"two words {n}", f"banned-{n}x"),
                   patterns=(rf"\bmake\s+\w+\s+thing{n}\b",)) for n in range(RULES)]
@@ -47,8 +47,8 @@ def _rules() -> None:
 
 
 def _similar() -> None:
-    from appliance.knowledge import KnowledgeHandle
-    from appliance.rules import Rule, RuleBook
+    from appliance.answering.knowledge import KnowledgeHandle
+    from appliance.answering.rules import Rule, RuleBook
 
     with tempfile.TemporaryDirectory() as tmp:
         handle = KnowledgeHandle(Path(tmp) / "kb")
@@ -69,8 +69,8 @@ def _similar() -> None:
 
 
 def _log() -> None:
-    from appliance import answer_log
-    from appliance.history import History
+    from appliance.records import answer_log
+    from appliance.records.history import History
 
     result = {"answer": "Boil it for one minute [1]. Let it cool covered [2].",
               "model": {"name": "qwen2.5-coder-0.5b", "sha256": "a" * 64, "license": "Apache-2.0"},

@@ -68,7 +68,7 @@ def build_library(home: Path, verbose: bool) -> None:
 
 
 def evaluate(model: str, questions: list[dict], args) -> dict:
-    from appliance.conversation import PromptPlan
+    from appliance.answering.conversation import PromptPlan
     from appliance.services import Services
 
     services = Services.create()

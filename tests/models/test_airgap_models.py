@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from appliance import airgap
+from appliance.system import online
 from tests.airgap import run_offline
 from tests.conftest import run_appliance
 from tests.models.fixtures import make_gguf
@@ -18,15 +18,15 @@ from tests.models.hubserver import HubServer, HubState
 def test_the_door_lifts_offline_mode_for_its_block_only():
     import huggingface_hub.constants as hub_constants
 
-    assert airgap.is_offline() and hub_constants.HF_HUB_OFFLINE is True
-    with airgap.online("test"):
+    assert online.is_offline() and hub_constants.HF_HUB_OFFLINE is True
+    with online.online("test"):
         assert os.environ["HF_HUB_OFFLINE"] == "0" and hub_constants.HF_HUB_OFFLINE is False
-        assert not airgap.is_offline()
+        assert not online.is_offline()
     assert os.environ["HF_HUB_OFFLINE"] == "1" and hub_constants.HF_HUB_OFFLINE is True
     with pytest.raises(RuntimeError):
-        with airgap.online("test"):
+        with online.online("test"):
             raise RuntimeError("boom")
-    assert airgap.is_offline() and os.environ["TRANSFORMERS_OFFLINE"] == "1"
+    assert online.is_offline() and os.environ["TRANSFORMERS_OFFLINE"] == "1"
 
 
 def test_inside_the_door_huggingface_hub_really_goes_online(tmp_path, monkeypatch):
@@ -35,7 +35,7 @@ def test_inside_the_door_huggingface_hub_really_goes_online(tmp_path, monkeypatc
     state = HubState("acme/x-GGUF", "x.gguf", b"GGUF" + b"\0" * 60)
     with HubServer(state) as server:
         monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-        with airgap.online("test"):
+        with online.online("test"):
             meta = hub.fetch_info("acme/x-GGUF", "x.gguf", None)
     assert meta.sha256 == state.sha256 and meta.size == 64
     assert len(state.requests) == 1 and state.requests[0][1].startswith("/api/models/acme/x-GGUF")

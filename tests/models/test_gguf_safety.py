@@ -102,7 +102,7 @@ RECURSE = "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}"
 
 
 def test_chat_template_renders_in_a_sandbox():
-    from appliance.engine.template import ChatTemplate, TemplateRefused
+    from appliance.models.chat_template import ChatTemplate, TemplateRefused
     from tests.models.fixtures import TEMPLATE
 
     ok = ChatTemplate(TEMPLATE).render([{"role": "user", "content": "hi"}])
@@ -116,7 +116,7 @@ def test_chat_template_renders_in_a_sandbox():
 def test_chat_templates_that_loop_or_explode_are_refused_quickly(template):
     import time
 
-    from appliance.engine.template import TemplateRefused, check_template_isolated
+    from appliance.models.chat_template import TemplateRefused, check_template_isolated
 
     started = time.monotonic()
     with pytest.raises(TemplateRefused):
@@ -125,9 +125,9 @@ def test_chat_templates_that_loop_or_explode_are_refused_quickly(template):
 
 
 def test_the_engine_renders_the_gguf_template_in_the_sandbox():
-    """The engine process renders the model's own template with appliance.engine.template (the sandbox above):
+    """The engine process renders the model's own template with appliance.models.chat_template (the sandbox above):
     the prompt it counts is the template's output for these messages."""
-    from appliance.engine.template import ChatTemplate
+    from appliance.models.chat_template import ChatTemplate
     from appliance.models.gguf_meta import read_gguf
     from appliance.services import Services
 

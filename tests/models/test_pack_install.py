@@ -99,8 +99,8 @@ def test_without_the_default_pack_smollm2_answers(appliance_home):
 
 
 def test_doctor_advises_the_pack_that_fits_the_machine():
-    from appliance.airgap import pack_advice
-    from appliance.hardware import Hardware
+    from appliance.doctor.engine_fit import pack_advice
+    from appliance.system.hardware import Hardware
 
     gib = 2**30
     small = pack_advice(packs.DEFAULT_PACK.name, Hardware(8 * gib, 6 * gib, cores=2, physical_cores=2))

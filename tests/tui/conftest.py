@@ -98,7 +98,7 @@ class FakeAnswerer:
 
 
 class FakeConversation:
-    """appliance.conversation.Conversation with the model replaced: earlier turns and records go to the real
+    """appliance.answering.conversation.Conversation with the model replaced: earlier turns and records go to the real
     History, exactly as the core does."""
 
     def __init__(self, history, answerer: FakeAnswerer, conversation_id: int | None = None):

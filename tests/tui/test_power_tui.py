@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import pytest
 
-from appliance import power
+from appliance.system import power
 from appliance.config import PowerSettings
-from appliance.hardware import Hardware
+from appliance.system.hardware import Hardware
 from appliance.services import Services
-from tests.test_doctor import _supply
+from tests.doctor.test_doctor import _supply
 from tests.tui.conftest import ask, wait_for
 from tui.app import create_app
 from tui.present import power_label

@@ -8,7 +8,7 @@ import pytest
 
 from kb.source import Source
 from appliance.errors import ApplianceError
-from appliance.history import History
+from appliance.records.history import History
 from appliance.models.manifest import license_section
 from tui.present import (
     commercial_label, consent_reasons, kb_label, license_label, location_label, short_path, source_label,

@@ -10,7 +10,7 @@ import subprocess
 import time
 import uuid
 
-from appliance.history import History
+from appliance.records.history import History
 from tests.conftest import appliance_cmd, require_tool, run_appliance
 
 QUESTION = "How long should I boil water to purify it?"

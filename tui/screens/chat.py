@@ -108,7 +108,7 @@ class ChatScreen(Screen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.conversation: Any = None  # appliance.conversation.Conversation: the core this screen calls
+        self.conversation: Any = None  # appliance.answering.conversation.Conversation: the core this screen calls
         self.pending: Pending | None = None
         self.requests = 0
 

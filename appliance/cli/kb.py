@@ -1,0 +1,362 @@
+"""`appliance kb ...`: the knowledge base (the offline library) from the command line.
+
+Everything a file can put on the screen (its name, title, headings, text, a parser's complaint) goes through
+appliance.sanitize.clean_line; `--json` output is exact (JSON escapes control characters itself). A file name that
+is not UTF-8 is shown with its undecodable bytes as `\\xNN`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import sys
+import threading
+from pathlib import Path
+
+import click
+
+from appliance.cli.support import Context, count_progress, diag, dumps, interactive, pass_ctx
+from appliance.errors import EXIT_FAILURE, IntegrityError
+from appliance.sanitize import clean_line
+from kb.errors import DiskFull, KBError, KBUsageError, StoreDamaged
+
+
+@click.group()
+def kb() -> None:
+    """The offline library: add manuals, books and ZIM archives, search them.
+
+    \b
+    Examples:
+      appliance kb add ~/manuals /media/usb/wikimed.zim
+      appliance kb search "how do I stop heavy bleeding"
+      appliance kb list
+      appliance kb repair
+    """
+
+
+def _progress_bar(quiet: bool):
+    """A rich bar (files, chunks, rate, ETA) on an interactive stderr only; nothing in pipes or with --quiet."""
+    if not interactive(quiet):
+        return None, None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    bar = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[chunks]} chunks  {task.fields[rate]}  ETA {task.fields[eta]}"),
+                   TextColumn("{task.fields[current]}", markup=False), console=Console(stderr=True), transient=True)
+    task = bar.add_task("files", total=None, chunks=0, rate="", eta="?", current="")
+
+    def update(p) -> None:
+        eta = "?" if p.eta_s is None else str(datetime.timedelta(seconds=int(p.eta_s)))
+        name = clean_line(Path(p.current).name)
+        bar.update(task, completed=p.files_done, total=p.files_total, chunks=p.chunks_done,
+                   rate=f"{p.rate:.1f}/s" if p.rate else "", eta=eta, current=name[-40:])
+
+    return update, bar
+
+
+def _say(message: str, quiet: bool) -> None:
+    diag(clean_line(message), quiet)
+
+
+def _notices(obj: Context, knowledge) -> None:
+    for notice in knowledge.take_notices():
+        _say(f"note: {notice}", obj.quiet)
+
+
+def _vectors_sound(obj: Context, knowledge) -> None:
+    """A damaged vector index is rebuilt here, with a progress bar, before the command uses it. Never blocks: if
+    another program holds the library, or the disk is full, the command goes on (search scans the store instead)."""
+    try:
+        problem = knowledge.vector_problem()
+    except DiskFull:
+        return  # the command says what it could do without the index
+    if problem is None:
+        return
+    _say(f"the vector index is damaged ({problem}); rebuilding it from the library's own store (no file is read "
+         "again, nothing is embedded again)", obj.quiet)
+    update, bar = count_progress("rebuilding the vector index", obj.quiet)
+    try:
+        with bar:
+            count = knowledge.rebuild_vectors(progress=update, wait=False)
+    except KBError as exc:
+        _say(f"note: the vector index could not be rebuilt now ({exc})", obj.quiet)
+        return
+    _say(f"vector index rebuilt: {count} passages", obj.quiet)
+
+
+@kb.command("add")
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--full-zim", is_flag=True, help="Embed ZIM archives whole (small ones only) instead of registering them.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_ctx
+def kb_add(obj: Context, paths: tuple[str, ...], full_zim: bool, as_json: bool) -> None:
+    """Add files or directories (recursive): txt, md, html, pdf, epub, zim.
+
+    \b
+    Unchanged files are skipped, changed ones replaced. With no PATH, an interrupted
+    `kb add` resumes where it stopped. ZIM archives are registered and searched through
+    their own full-text index. Only regular files are read (FIFOs, devices and sockets
+    are skipped). A batch that will not fit on the disk is refused before anything is
+    written; one stopped by a full disk is finished by running it again.
+    Examples:
+      appliance kb add ~/manuals
+      appliance kb add /media/usb/wikipedia_en_medicine.zim
+      appliance kb add          # resume an interrupted ingest
+    """
+    if any(not p.strip() for p in paths):
+        raise click.UsageError("an empty path names nothing to add (`kb add .` adds the current directory)")
+    knowledge = obj.services.kb
+    if not paths and not knowledge.pending():
+        raise click.UsageError("no path given and no interrupted ingest to resume; try: appliance kb add ~/manuals")
+    if not paths:
+        _say(f"resuming an interrupted ingest ({len(knowledge.pending())} files left)", obj.quiet)
+    _vectors_sound(obj, knowledge)
+    update, bar = _progress_bar(obj.quiet)
+    cancel = threading.Event()
+    try:
+        if bar is not None:
+            with bar:
+                report = knowledge.add([Path(p) for p in paths], progress=update, cancel=cancel, full_zim=full_zim)
+        else:
+            report = knowledge.add([Path(p) for p in paths], cancel=cancel, full_zim=full_zim)
+    except KeyboardInterrupt:
+        cancel.set()
+        raise
+    finally:
+        _notices(obj, knowledge)
+    if as_json:
+        click.echo(dumps(report.as_dict()))
+    else:
+        parts = [f"{report.added} added", f"{report.replaced} replaced", f"{report.skipped} unchanged",
+                 f"{report.chunks} chunks"]
+        if report.registered:
+            parts.append(f"{report.registered} ZIM registered")
+        if report.ignored:
+            parts.append(f"{report.ignored} other files ignored")
+        click.echo(", ".join(parts) + f" in {report.seconds:.1f} s")
+        for path, note in report.notes:
+            click.echo(clean_line(f"note      {path}: {note}"))
+        for path, reason in report.failed:
+            click.echo(clean_line(f"FAILED    {path}: {reason}"))
+        if report.stopped:
+            click.echo(clean_line(f"stopped: {report.stopped}"))
+            if report.not_added:
+                click.echo(f"not added yet: {len(report.not_added)} more file{'s' if len(report.not_added) > 1 else ''}"
+                           " (listed with --json)")
+        if report.cancelled:
+            click.echo("interrupted; run `appliance kb add` to resume")
+    if report.failed or report.stopped:
+        sys.exit(EXIT_FAILURE)
+
+
+@kb.command("search")
+@click.argument("query")
+@click.option("-k", "k", type=click.IntRange(1, 100), default=5, show_default=True, help="How many passages.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def kb_search(obj: Context, query: str, k: int, as_json: bool) -> None:
+    """Search the library by meaning and by words; prints each passage's source, score and snippet.
+
+    \b
+    Nothing is printed (and the exit code is 1) when nothing is relevant enough.
+    A passage from a ZIM archive names its article (`--json`: "article").
+    Examples:
+      appliance kb search "how to purify water with bleach"
+      appliance kb search --json -k 10 "tourniquet"
+    """
+    if not query.strip():
+        raise click.UsageError('the query is empty; try: appliance kb search "purify water"')
+    knowledge = obj.services.kb
+    _vectors_sound(obj, knowledge)
+    try:
+        hits = knowledge.search(query, k=k)
+    finally:
+        _notices(obj, knowledge)
+    if as_json:
+        click.echo(dumps([hit.as_dict() for hit in hits]))
+    else:
+        for number, hit in enumerate(hits, 1):
+            source = hit.source(number)
+            click.echo(clean_line(f"{source.cite()}  ({hit.score:.3f})"))
+            if hit.title and not hit.article:
+                click.echo("    " + clean_line(hit.title))
+            click.echo("    " + clean_line(hit.snippet))
+        if not hits:
+            diag("the library has nothing on this", obj.quiet)
+    if not hits:
+        sys.exit(EXIT_FAILURE)
+
+
+@kb.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def kb_list(obj: Context, as_json: bool) -> None:
+    """List the documents and ZIM archives in the library.
+
+    \b
+    Example:
+      appliance kb list --json
+    """
+    rows = obj.services.kb.documents()
+    if as_json:
+        click.echo(dumps(rows))
+        return
+    for row in rows:
+        added = datetime.datetime.fromtimestamp(row["added"]).strftime("%Y-%m-%d %H:%M")
+        chunks = "ZIM index" if row["mode"] == "registered" else f"{row['chunks']} chunks"
+        click.echo(clean_line(f"{row['kind']:5} {chunks:>12}  {added}  {row['path']}"))
+    if not rows:
+        diag("the library is empty; add files with: appliance kb add ~/manuals", obj.quiet)
+
+
+@kb.command("stats")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def kb_stats(obj: Context, as_json: bool) -> None:
+    """Documents, chunks, ZIM archives and size on disk.
+
+    \b
+    Example:
+      appliance kb stats --json
+    """
+    stats = obj.services.kb.stats()
+    if as_json:
+        click.echo(dumps(stats))
+        return
+    click.echo(f"documents: {stats['documents']}\nchunks:    {stats['chunks']}\nzims:      {stats['zims']}\n"
+               f"size:      {stats['size_bytes'] / 1e6:.1f} MB")
+    click.echo(clean_line(f"directory: {stats['directory']}"))
+
+
+@kb.command("remove")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def kb_remove(obj: Context, paths: tuple[str, ...], as_json: bool) -> None:
+    """Remove documents (or everything under a directory) from the library.
+
+    \b
+    The files themselves are not touched. An empty path, the root directory and your
+    home directory are refused.
+    Example:
+      appliance kb remove ~/manuals/old-radio.pdf
+    """
+    from kb.knowledge_base import removal_target
+
+    try:
+        for path in paths:
+            removal_target(path)  # validated at the edge, before anything is opened
+    except KBUsageError as exc:
+        raise click.UsageError(str(exc)) from None
+    knowledge = obj.services.kb
+    _vectors_sound(obj, knowledge)
+    try:
+        removed = {path: knowledge.remove(path) for path in paths}
+    finally:
+        _notices(obj, knowledge)
+    if as_json:
+        click.echo(dumps({"removed": [{"path": p, "chunks": n} for p, n in removed.items()]}))
+    else:
+        for path, count in removed.items():
+            click.echo(clean_line(f"removed {path} ({count} chunks)"))
+
+
+@kb.command("repair")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_ctx
+def kb_repair(obj: Context, as_json: bool) -> None:
+    """Check the library and rebuild its vector index from its own store.
+
+    \b
+    No file is read again and nothing is embedded again: every passage's vector is
+    kept next to its text. Use it after a full disk or a crash left the vector index
+    damaged (kb commands also notice that and rebuild it themselves). Exit 3 when the
+    library's own store (text.sqlite) is damaged.
+    Example:
+      appliance kb repair
+    """
+    knowledge = obj.services.kb
+    update, bar = count_progress("rebuilding the vector index", obj.quiet)
+    try:
+        with bar:
+            report = knowledge.repair(progress=update)
+    except StoreDamaged as exc:
+        raise IntegrityError(str(exc)) from None
+    finally:
+        _notices(obj, knowledge)
+    if as_json:
+        click.echo(dumps(report.as_dict()))
+    else:
+        was = f"it was damaged: {report.problem}" if report.problem else "nothing was wrong with it"
+        click.echo(clean_line(f"vector index rebuilt: {report.vectors} passages in {report.seconds:.1f} s ({was})"))
+        if report.replayed:
+            click.echo(f"interrupted changes finished: {report.replayed}")
+        if report.unrebuildable:
+            click.echo(f"passages without a usable stored vector: {report.unrebuildable} (add their files again)")
+        click.echo("check: ok" if report.ok else clean_line(f"check: FAILED {report.verify}"))
+    if not report.ok:
+        sys.exit(EXIT_FAILURE)
+
+
+@kb.command("export")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_ctx
+def kb_export(obj: Context, folder: Path, as_json: bool) -> None:
+    """Export the library as a knowledge pack: passages, their vectors and sources, hashed.
+
+    \b
+    FOLDER must not exist yet (or be empty). Another appliance imports the pack
+    without reading or embedding the files again. Registered ZIM archives are not
+    exported (copy the .zim file and `kb add` it there).
+    Example:
+      appliance kb export /media/usb/kb/manuals.kbpack
+    """
+    from kb.packs import export
+
+    update, bar = count_progress("exporting documents", obj.quiet)
+    try:
+        with bar:
+            report = export(obj.services.kb, folder, progress=update)
+    except KBUsageError as exc:
+        raise click.UsageError(str(exc)) from None
+    if as_json:
+        click.echo(dumps(report.as_dict()))
+        return
+    click.echo(clean_line(f"exported {report.documents} documents, {report.chunks} passages to {folder}"))
+    for path in report.not_exported:
+        click.echo(clean_line(f"not exported (registered ZIM archive): {path}"))
+
+
+@kb.command("import")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_ctx
+def kb_import(obj: Context, folder: Path, as_json: bool) -> None:
+    """Import a knowledge pack made by `kb export` (nothing is embedded again).
+
+    \b
+    Every file of the pack is checked against its pack.json first; a damaged or
+    truncated pack is refused (exit 3) before anything is written. Documents already
+    in the library with the same content are skipped.
+    Example:
+      appliance kb import /media/usb/kb/manuals.kbpack
+    """
+    from kb.packs import PackDamaged, import_pack
+
+    knowledge = obj.services.kb
+    update, bar = count_progress("importing passages", obj.quiet)
+    try:
+        with bar:
+            report = import_pack(knowledge, folder, progress=update)
+    except PackDamaged as exc:
+        raise IntegrityError(str(exc)) from None
+    except KBUsageError as exc:
+        raise click.UsageError(str(exc)) from None
+    finally:
+        _notices(obj, knowledge)
+    if as_json:
+        click.echo(dumps(report.as_dict()))
+        return
+    click.echo(clean_line(f"imported {report.documents} documents ({report.chunks} passages), "
+                          f"{report.skipped} already there, {report.replaced} replaced, from {folder}"))

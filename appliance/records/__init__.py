@@ -1,0 +1,1 @@
+"""What the appliance keeps of its answers: history, the hash-chained answer log, certificates."""

@@ -1,0 +1,1 @@
+"""The machine under the appliance: the online door, the kernel network lock, hardware, power."""

@@ -1,0 +1,220 @@
+"""The kernel-enforced air gap: a seccomp filter that makes creating AF_INET/AF_INET6 sockets fail with EPERM.
+
+Installed once, at start-up, by `appliance.cli.root.main()` for every command except the explicit online ones
+(`models download`, `models install-pack`), decided from the command line before anything else runs. The filter
+is built with libseccomp through `pyseccomp` (no hand-written BPF) and synchronised to every thread (TSYNC); the
+kernel keeps it across fork and exec, so the engine process, pip, strace and any other child are locked as well.
+
+What the filter refuses, with EPERM (the errno the kernel's own policy refusals use; Python raises PermissionError):
+- socket(AF_INET, ...) and socket(AF_INET6, ...): no TCP, UDP or DNS from Python, from native code (onnxruntime,
+  llama.cpp, libc's resolver) or from a child.
+- io_uring_setup: io_uring can create sockets without the socket() system call the filter watches.
+AF_UNIX keeps working (the engine protocol and asyncio's socketpair use it); so does everything else.
+
+A filter cannot be removed once installed: never call `install()` in a process that must reach the network later
+(the test suite runs the CLI in-process; its conftest switches the lock off, and dedicated tests run the real
+`appliance` in subprocesses with the lock on).
+
+The owner can switch it off: `[airgap] lock = false` in config.toml, or APPLIANCE_AIRGAP_LOCK=off for one run.
+Where seccomp is unavailable (macOS, an old kernel, no libseccomp) the other guards stay and `doctor` says so.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+from dataclasses import dataclass
+
+# Commands that must reach the network: never locked. A command path is the subcommand names, space-separated.
+ONLINE_COMMANDS = frozenset({"models download", "models install-pack"})
+LOCK_ENV = "APPLIANCE_AIRGAP_LOCK"
+REFUSED_ERRNO = errno.EPERM
+AF_INET, AF_INET6 = 2, 10  # Linux's values (the socket module is not imported at start-up: it costs ms)
+
+
+@dataclass(frozen=True)
+class LockState:
+    """What start-up decided: `locked` (the filter is installed), else why not (`reason`)."""
+
+    locked: bool
+    reason: str
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {"locked": self.locked, "reason": self.reason, "seconds": round(self.seconds, 6)}
+
+
+_state: LockState | None = None  # set by apply_for(); read by doctor in the same process
+
+
+def state() -> LockState | None:
+    return _state
+
+
+class Unavailable(Exception):
+    """seccomp cannot be used here; the message says why."""
+
+
+def _seccomp():
+    if not sys.platform.startswith("linux"):
+        raise Unavailable(f"seccomp is Linux-only (this is {sys.platform})")
+    try:
+        pyseccomp = _import_pyseccomp()
+    except ImportError as exc:
+        raise Unavailable(f"the pyseccomp package is not installed ({exc})") from None
+    except OSError as exc:  # pyseccomp loads libseccomp.so.2 with ctypes at import
+        raise Unavailable(f"libseccomp cannot be loaded ({exc})") from None
+    return pyseccomp
+
+
+_SONAMES = {"c": "libc.so.6", "seccomp": "libseccomp.so.2"}
+
+
+def _import_pyseccomp():
+    """Import pyseccomp without `ctypes.util`: its find_library runs subprocesses (ldconfig -p, gcc) and importing
+    it pulls in subprocess and tempfile, tens of ms at every start-up. While pyseccomp imports, `ctypes.util` is a
+    stand-in that names the libraries by their usual sonames (checked by loading them), and falls back to the real
+    search only when those do not load."""
+    if "pyseccomp" in sys.modules:
+        return sys.modules["pyseccomp"]
+    import ctypes
+    import types
+
+    def find_library(name: str):
+        soname = _SONAMES.get(name)
+        if soname:
+            try:
+                ctypes.CDLL(soname)
+                return soname
+            except OSError:
+                pass
+        import importlib
+
+        return importlib.import_module("ctypes.util").find_library(name)
+
+    real = sys.modules.get("ctypes.util")
+    if real is None:
+        stand_in = types.ModuleType("ctypes.util")
+        stand_in.find_library = find_library
+        sys.modules["ctypes.util"] = stand_in
+        ctypes.util = stand_in  # what `import ctypes.util` binds inside pyseccomp
+    try:
+        import pyseccomp
+    finally:
+        if real is None:
+            del sys.modules["ctypes.util"]
+            del ctypes.util
+    return pyseccomp
+
+
+def build_filter():
+    """The filter, not loaded: allow everything except AF_INET/AF_INET6 sockets and io_uring (EPERM)."""
+    seccomp = _seccomp()
+    refuse = seccomp.ERRNO(REFUSED_ERRNO)
+    flt = seccomp.SyscallFilter(seccomp.ALLOW)
+    for family in (AF_INET, AF_INET6):
+        flt.add_rule(refuse, "socket", seccomp.Arg(0, seccomp.EQ, family))
+    flt.add_rule(refuse, "io_uring_setup")
+    flt.set_attr(seccomp.Attr.CTL_TSYNC, 1)  # every thread already running gets the filter too
+    # Kernels before 5.16 (spec_store_bypass_disable=seccomp, their default) force the Speculative Store Bypass
+    # mitigation on any process with a seccomp filter, which slows llama.cpp's matrix code in the engine process
+    # that inherits it. This filter sandboxes nothing but sockets: keep the owner's prctl choice
+    # (SECCOMP_FILTER_FLAG_SPEC_ALLOW). An older libseccomp without the attribute: the kernel's default applies.
+    try:
+        flt.set_attr(seccomp.Attr.CTL_SSB, 1)
+    except (AttributeError, OSError, ValueError):
+        pass
+    return flt
+
+
+def install() -> None:
+    """Install the filter in this process, its threads and all its future children. Irreversible."""
+    flt = build_filter()
+    try:
+        flt.load()
+    except OSError as exc:
+        raise Unavailable(f"the kernel refused the seccomp filter ({exc.strerror or exc})") from None
+
+
+def wanted(command_path: str, config_lock: bool = True) -> tuple[bool, str]:
+    """Whether this command is locked, and the reason when it is not. The environment variable wins over the
+    config file (APPLIANCE_AIRGAP_LOCK=off|on)."""
+    if command_path in ONLINE_COMMANDS:
+        return False, f"`{command_path}` is an explicit online command"
+    env = os.environ.get(LOCK_ENV)
+    if env is not None:
+        value = env.strip().lower()
+        if value in {"0", "false", "no", "off"}:
+            return False, f"switched off by {LOCK_ENV}={env}"
+        if value in {"1", "true", "yes", "on"}:
+            return True, ""
+    if not config_lock:
+        return False, "switched off by [airgap] lock = false in config.toml"
+    return True, ""
+
+
+def apply_for(command_path: str, config_lock: bool = True) -> LockState:
+    """Start-up: install the lock unless this command is online or the owner switched it off. Never raises: where
+    seccomp is unavailable the state says why (and the other guards stay)."""
+    global _state
+    import time
+
+    want, reason = wanted(command_path, config_lock)
+    if not want:
+        _state = LockState(False, reason)
+        return _state
+    started = time.perf_counter()
+    try:
+        install()
+    except Unavailable as exc:
+        _state = LockState(False, f"not available: {exc}")
+        return _state
+    _state = LockState(True, "seccomp filter installed at start-up", time.perf_counter() - started)
+    return _state
+
+
+def seccomp_mode() -> str:
+    """The kernel's view of this process: 'filter (N filters)', 'strict', 'off' or 'unknown'."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as handle:
+            fields = dict(line.split(":", 1) for line in handle if ":" in line)
+    except OSError:
+        return "unknown"
+    mode = fields.get("Seccomp", "").strip()
+    count = fields.get("Seccomp_filters", "").strip()
+    if mode == "2":
+        return f"filter ({count} filter{'s' if count != '1' else ''})" if count else "filter"
+    return {"0": "off", "1": "strict"}.get(mode, "unknown")
+
+
+def probe() -> tuple[bool, str]:
+    """Ask the kernel for an AF_INET socket (Python's socket module and libc's socket() through ctypes, no connect):
+    (True, how it was refused) when both are refused with a permission error; else (False, what happened)."""
+    import ctypes
+    import socket
+
+    results = []
+    try:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    except PermissionError as exc:
+        results.append((True, f"socket(AF_INET) from Python: {errno.errorcode.get(exc.errno, exc.errno)}"))
+    except OSError as exc:
+        results.append((False, f"socket(AF_INET) from Python failed otherwise ({exc})"))
+    else:
+        sock.close()
+        results.append((False, "socket(AF_INET) from Python was allowed"))
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)  # the process's own symbols: libc's socket()
+        fd = libc.socket(socket.AF_INET6, socket.SOCK_DGRAM, 0)
+    except (OSError, AttributeError) as exc:
+        results.append((False, f"libc socket() could not be called ({exc})"))
+    else:
+        if fd >= 0:
+            os.close(fd)
+            results.append((False, "socket(AF_INET6) from C was allowed"))
+        else:
+            code = ctypes.get_errno()
+            results.append((code in (errno.EPERM, errno.EACCES),
+                            f"socket(AF_INET6) from C: {errno.errorcode.get(code, code)}"))
+    return all(ok for ok, _ in results), "; ".join(text for _, text in results)
