@@ -40,7 +40,7 @@ class RuleRefusal(ApplianceError):
 
 
 class ConfirmationNeeded(RuleRefusal):
-    """A rule with action "confirm" matched the question: ask the owner, then ask again with confirmed=True."""
+    """A rule with action "confirm" matched the question and nobody could be asked (Conversation.ask's `confirm`)."""
 
 
 class ModelNotFound(ApplianceError):

@@ -1,8 +1,10 @@
 """Ask within a conversation: the one path of a question, for the CLI and the TUI alike.
 
-    Conversation.ask(question)
+    Conversation.ask(question, confirm=...)
       -> validate the question (once)
-      -> the owner's rules on the question         appliance.answering.rules: a refusal is raised here (RuleRefusal, exit 4)
+      -> the owner's rules on the question         a refusal is raised here (RuleRefusal, exit 4); a "confirm" rule
+                                                    asks the caller's `confirm` once (the CLI: --confirm or a y/n on
+                                                    the terminal; the TUI: a dialog), before anything is loaded
       -> engine.load (verified)                     appliance.engine
       -> retriever.passages(question)               numbered passages from the knowledge base (Passage = Source + text)
       -> the owner's rules on the passages          before the model sees them
@@ -25,7 +27,7 @@ from typing import Any, Callable, Iterator, Protocol
 
 from appliance.config import ModelSettings
 from appliance.engine import Engine, Generation, LoadedModel
-from appliance.errors import UsageError
+from appliance.errors import ConfirmationNeeded, RuleRefusal, UsageError
 from appliance.answering.evidence import Claim, Evidence, Quote, content_terms
 from appliance.records.history import History
 from appliance.models.verify import Progress
@@ -56,6 +58,11 @@ HISTORY_MESSAGES = 6  # earlier messages of the conversation given to the model 
 RESERVE_TOKENS = 64  # chat-template overhead and a safety margin
 MIN_PASSAGE_WORDS = 25  # a passage cut shorter than this is left out
 _CITATION = re.compile(r"\[(\d{1,3})\]")
+
+# Asked when one of the owner's "confirm" rules matched the question: True goes on, False refuses ("not asked");
+# it may raise (the CLI raises ConfirmationNeeded when nobody can be asked). Called once per question, from the
+# thread that runs `ask`, before retrieval and before the model is loaded.
+Confirm = Callable[[ConfirmationNeeded], bool]
 
 
 @dataclass
@@ -389,6 +396,19 @@ class Conversation:
         run_timings["quotes_s"] = round(time.perf_counter() - started, 4)
         return quotes
 
+    def _question_rules(self, question: str, decision: Decision, timings: dict,
+                        confirm: Confirm | None) -> tuple[RuleBook | None, bool]:
+        """The rules on the question, checked once: (the rule book, whether a confirmation was given). Without a
+        `confirm` to ask, a confirmation rule raises ConfirmationNeeded; a no is a refusal."""
+        try:
+            return self.check_rules("question", [question], [], decision, timings), False
+        except ConfirmationNeeded as exc:
+            if confirm is None:
+                raise
+            if not confirm(exc):
+                raise RuleRefusal(f"not asked ({exc})", rule=exc.rule, decision=exc.decision) from None
+            return (self.rules() if self.rules is not None else None), True
+
     def check_rules(self, place: str, texts: list[str], where: list[str], decision: Decision, timings: dict,
                     confirmed: bool = False) -> RuleBook | None:
         """The owner's rules on one place; a refusal (or a confirmation not given) is raised, naming the rule."""
@@ -404,14 +424,14 @@ class Conversation:
 
     def ask(self, question: str, *, model: str | None = None, max_tokens: int | None = None, use_kb: bool = True,
             threads: int | None = None, progress: Progress | None = None, quote_only: bool = False,
-            confirmed: bool = False) -> AnswerRun:
+            confirm: Confirm | None = None) -> AnswerRun:
         """Raises RuleRefusal (exit 4) when one of the owner's rules refuses the question or a passage, before the
-        model sees either (a refused question: before retrieval and before the model is loaded); ConfirmationNeeded
-        when a "confirm" rule matched and `confirmed` is False."""
+        model sees either (a refused question: before retrieval and before the model is loaded). A "confirm" rule
+        that matched asks `confirm` (see Confirm); without one, ConfirmationNeeded is raised."""
         question = clean_question(question)
         timings: dict = {}
         decision = Decision()
-        book = self.check_rules("question", [question], [], decision, timings, confirmed)
+        book, confirmed = self._question_rules(question, decision, timings, confirm)
         if quote_only:  # the library's own words alone: the model is never loaded
             passages = self._passages(question, MAX_PASSAGES) if use_kb else []
             self.check_rules("passages", [p.text for p in passages], [p.source.cite() for p in passages], decision,

@@ -13,7 +13,7 @@ import sys
 import click
 
 import appliance
-from appliance.cli.rules import confirm_rules, refusal_json, rule_notes
+from appliance.cli.rules import confirmer, refusal_json, rule_notes
 from appliance.cli.support import Context, diag, dumps, hash_progress, pass_ctx
 from appliance.config import max_threads
 from appliance.errors import EXIT_FAILURE, ApplianceError, RuleRefusal, UsageError
@@ -177,11 +177,11 @@ def ask(obj: Context, question: str | None, model_name: str | None, max_tokens: 
     power = services.power_profile()
     threads, max_tokens = power.limits(threads, max_tokens)
     with refusal_json(question, as_json):  # the owner's rules: a refusal is exit 4 (and JSON with --json)
-        confirmed = confirm_rules(conversation, question, confirm, as_json)
         update, bar = hash_progress("verifying model", obj.quiet)
         with bar:
             run = conversation.ask(question, model=model_name, max_tokens=max_tokens, use_kb=not no_kb,
-                                   progress=update, threads=threads, quote_only=quote_only, confirmed=confirmed)
+                                   progress=update, threads=threads, quote_only=quote_only,
+                                   confirm=confirmer(confirm, as_json, bar))
     rule_notes(run, obj.quiet)
     if run.model is not None and run.model.notice:
         diag(f"note: {run.model.notice}", obj.quiet)

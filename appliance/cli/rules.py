@@ -145,23 +145,25 @@ def rules_test(obj: Context, text: str, place: str, as_json: bool) -> None:
 
 
 # -- used by `appliance ask` -----------------------------------------------------------------------------------
-def confirm_rules(conversation, question: str | None, confirm: bool, as_json: bool) -> bool:
-    """Whether the question may pass a "confirm" rule: --confirm, or a yes on the terminal. Refusals (and a
-    confirmation that cannot be asked) are raised here, before anything is loaded."""
-    from appliance.answering.conversation import clean_question
+def confirmer(confirm: bool, as_json: bool, bar=None):
+    """The CLI's answer when a "confirm" rule matches (Conversation.ask calls it once): --confirm says yes; on a
+    terminal the owner is asked (the progress bar paused meanwhile); else ConfirmationNeeded, naming the flag."""
 
-    if confirm or conversation.rules is None:
-        return confirm
-    try:
-        conversation.check_rules("question", [clean_question(question)], [], Decision(), {})
-    except ConfirmationNeeded as exc:
+    def ask_owner(exc: ConfirmationNeeded) -> bool:
+        if confirm:
+            return True
         if not as_json and sys.stdin is not None and sys.stdin.isatty() and sys.stderr.isatty():
-            if click.confirm(clean_line(f"{exc}. Ask anyway?"), default=False, err=True):
-                return True
-            raise RuleRefusal(f"not asked ({exc})", rule=exc.rule, decision=exc.decision) from None
-        raise ConfirmationNeeded(f"{exc}; add --confirm to ask anyway", rule=exc.rule,
-                                 decision=exc.decision) from None
-    return False
+            pause = getattr(bar, "stop", None)
+            if pause is not None:
+                pause()
+            try:
+                return click.confirm(clean_line(f"{exc}. Ask anyway?"), default=False, err=True)
+            finally:
+                if pause is not None:
+                    bar.start()
+        raise ConfirmationNeeded(f"{exc}; add --confirm to ask anyway", rule=exc.rule, decision=exc.decision)
+
+    return ask_owner
 
 
 @contextlib.contextmanager

@@ -191,13 +191,37 @@ def test_confirm_waits_for_a_yes(appliance_home):
     with pytest.raises(ConfirmationNeeded, match="needs a confirmation by rule 'meds'"):
         conversation.ask("What dose of aspirin?", use_kb=False)
     assert spy.calls == []
-    run = conversation.ask("What dose of aspirin?", use_kb=False, max_tokens=8, confirmed=True)
+    run = conversation.ask("What dose of aspirin?", use_kb=False, max_tokens=8, confirm=lambda exc: True)
     "".join(run.tokens())
     assert len(spy.calls) == 1 and run.as_dict()["rules"][0]["action"] == "confirm"
     services.engine.unload()
     # the CLI without a terminal: exit 4 with the way to go ahead
     result = CliRunner().invoke(cli, ["ask", "--no-kb", "what dose?"])
     assert result.exit_code == 4 and "add --confirm to ask anyway" in result.stderr
+
+
+def test_the_question_is_checked_once_and_a_no_is_a_refusal(appliance_home, monkeypatch):
+    """One path for both shells: Conversation.ask checks the question's rules once and asks its `confirm` once;
+    the CLI's --confirm answers through the same callback (the rules on the question run once, not twice)."""
+    from appliance.answering.rules import RuleBook
+
+    services, spy = _services_with_rules(
+        appliance_home, '[[rule]]\nname = "meds"\naction = "confirm"\nmessage = "Ask a nurse."\nwords = ["dose"]\n')
+    checks, asked = [], []
+    real = RuleBook.check
+
+    def counting(self, place, *args, **kwargs):
+        checks.append(place)
+        return real(self, place, *args, **kwargs)
+
+    monkeypatch.setattr(RuleBook, "check", counting)
+    with pytest.raises(RuleRefusal, match=r"^not asked \(needs a confirmation by rule 'meds': Ask a nurse.\)$"):
+        services.conversation().ask("What dose?", use_kb=False, confirm=lambda exc: asked.append(exc.rule) or False)
+    assert asked == ["meds"] and checks == ["question"] and spy.calls == []
+    checks.clear()
+    result = CliRunner().invoke(cli, ["ask", "--no-kb", "--confirm", "--max-tokens", "4", "--json", "what dose?"])
+    assert result.exit_code == 0, result.stderr
+    assert checks.count("question") == 1 and json.loads(result.stdout)["rules"][0]["rule"] == "meds"
 
 
 # -- places: passages and answer -------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ async def test_a_refusal_is_a_notice_and_the_question_stays(appliance_home):
         await app.workers.wait_for_complete()
         await pilot.pause()
         refused = next(m for m in seen if isinstance(m, ChatScreen.AnswerRefused))
-        assert refused.rule == "no-weapons" and not refused.confirm
+        assert refused.rule == "no-weapons"
         notes = [n for n in notifications(app) if n.title == "Refused by the owner's rules"]
         assert notes and notes[0].message == "refused by rule 'no-weapons': Not on this appliance."
         assert app.screen.query_one("#prompt", Input).value == question
@@ -64,8 +64,11 @@ async def test_confirm_asks_in_a_dialog_and_yes_asks_the_model(appliance_home, m
         assert loads == []
         assert app.screen.question == "needs a confirmation by rule 'meds': Dosage: ask a nurse first. Ask anyway?"
         await pilot.click("#no")
+        await wait_for(pilot, lambda: any(isinstance(m, ChatScreen.AnswerRefused) for m in seen), 30, "the no")
         await pilot.pause()
         assert app.screen.query_one("#prompt", Input).value == question and loads == []
+        assert [n.message for n in notifications(app) if n.title == "Refused by the owner's rules"] == [
+            "not asked (needs a confirmation by rule 'meds': Dosage: ask a nurse first)"]
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), 30, "the dialog again")
         app.screen.query_one("#yes", Button).press()

@@ -40,7 +40,6 @@ class Pending:
     cancel: threading.Event
     exchange: Exchange
     run: Any = None  # the AnswerRun, set by the worker thread once the model starts
-    confirmed: bool = False  # the owner said yes to a rule that asks for a confirmation
 
 
 def answer_meta(result: dict) -> str:
@@ -88,14 +87,13 @@ class ChatScreen(Screen):
 
     @dataclass
     class AnswerRefused(Message, bubble=False):
-        """One of the owner's rules refused the question (nothing was loaded) or a passage; or, with `confirm`,
-        asks whether to go on."""
+        """One of the owner's rules refused the question (nothing was loaded) or a passage, or the owner said no
+        to a rule that asks for a confirmation (the dialog opens while the worker waits: _confirm_in_dialog)."""
 
         request: int
         question: str
         rule: str
         message: str
-        confirm: bool = False
 
     BINDINGS = [
         Binding("escape", "cancel", "Cancel", show=False),
@@ -150,7 +148,7 @@ class ChatScreen(Screen):
             return
         await self.start(question)
 
-    async def start(self, question: str, confirmed: bool = False) -> None:
+    async def start(self, question: str) -> None:
         if self.pending is not None:
             return
         self.prompt.value = ""
@@ -160,7 +158,7 @@ class ChatScreen(Screen):
         await self.log_view.mount(exchange)
         self.log_view.anchor()
         self.requests += 1
-        self.pending = Pending(self.requests, question, threading.Event(), exchange, confirmed=confirmed)
+        self.pending = Pending(self.requests, question, threading.Event(), exchange)
         self.answer(self.conversation, self.pending)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="answer")
@@ -172,11 +170,10 @@ class ChatScreen(Screen):
             # The power source is read at each question (unplugged since the last one: fewer threads, shorter
             # answers, as `appliance ask` does).
             threads, max_tokens = self.app.read_power().limits()
-            run = conversation.ask(pending.question, confirmed=pending.confirmed, threads=threads,
-                                   max_tokens=max_tokens)
+            run = conversation.ask(pending.question, threads=threads, max_tokens=max_tokens,
+                                   confirm=lambda exc: self._confirm_in_dialog(exc, pending))
         except RuleRefusal as exc:
-            self.post_message(self.AnswerRefused(request, pending.question, exc.rule, str(exc),
-                                                 isinstance(exc, ConfirmationNeeded)))
+            self.post_message(self.AnswerRefused(request, pending.question, exc.rule, str(exc)))
             return
         except Exception as exc:  # noqa: BLE001 - every failure becomes a notification
             self.post_message(self.AnswerFailed(request, pending.question, str(exc)))
@@ -199,6 +196,23 @@ class ChatScreen(Screen):
             except Exception as exc:  # noqa: BLE001 - the answer was delivered; say it was not saved
                 error = str(exc)
         self.post_message(self.AnswerDone(request, result, saved, error))
+
+    def _confirm_in_dialog(self, exc: ConfirmationNeeded, pending: Pending) -> bool:
+        """Conversation.ask's `confirm`, from the answer worker's thread: the dialog opens on the app's loop and
+        this thread waits for the owner's answer (Esc on the chat cancels the wait: no)."""
+        answer: dict[str, bool] = {}
+        done = threading.Event()
+
+        def answered(yes: bool | None) -> None:
+            answer["yes"] = bool(yes)
+            done.set()
+
+        self.app.call_from_thread(self.app.push_screen, ConfirmScreen(clean_line(f"{exc}. Ask anyway?"),
+                                                                      yes="Ask anyway"), answered)
+        while not done.wait(0.1):
+            if pending.cancel.is_set():
+                return False
+        return answer["yes"]
 
     def _current(self, request: int) -> Pending | None:
         return self.pending if self.pending is not None and self.pending.request == request else None
@@ -256,7 +270,7 @@ class ChatScreen(Screen):
 
     @on(AnswerRefused)
     async def _refused(self, message: "ChatScreen.AnswerRefused") -> None:
-        """A refusal is a notice and the question stays in the prompt; a confirmation is asked in a dialog."""
+        """A refusal (or a no in the confirmation dialog) is a notice, and the question stays in the prompt."""
         pending = self._current(message.request)
         if pending is None:
             return
@@ -265,17 +279,8 @@ class ChatScreen(Screen):
         if not self.query(Exchange):
             await self.log_view.mount(Static(WELCOME, id="welcome"))
         self._put_back(message.question)
-        if not message.confirm:
-            self.notify(clean_line(message.message), severity="warning", title="Refused by the owner's rules",
-                        timeout=10)
-            return
-
-        async def answered(yes: bool | None) -> None:
-            if yes and self.prompt.value == message.question:
-                await self.start(message.question, confirmed=True)
-
-        self.app.push_screen(ConfirmScreen(clean_line(f"{message.message}. Ask anyway?"), yes="Ask anyway"),
-                             answered)
+        self.notify(clean_line(message.message), severity="warning", title="Refused by the owner's rules",
+                    timeout=10)
 
     def _put_back(self, question: str) -> None:
         self.prompt.value = question
