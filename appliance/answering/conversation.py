@@ -193,6 +193,33 @@ def strip_echoed_header(pieces: Iterator[str]) -> Iterator[str]:
     yield from pieces
 
 
+class AnswerView(Protocol):
+    """What a shell reads of a finished (or cancelled) answer: the TUI reads these, never `as_dict()`, which is the
+    serializer for --json, the history and the answer log."""
+
+    question: str
+    sources: list[Source]
+    quotes: list[Quote]
+    notice: str
+    stopped: str
+    refused: Match | None
+
+    @property
+    def text(self) -> str: ...
+    @property
+    def cancelled(self) -> bool: ...
+    @property
+    def unsupported(self) -> list[str]: ...
+    @property
+    def decision(self) -> Decision: ...
+    @property
+    def timings(self) -> dict[str, Any]: ...
+    @property
+    def model_name(self) -> str: ...
+    @property
+    def engine_notice(self) -> str: ...
+
+
 @dataclass
 class AnswerRun:
     """One answer: the library's own words first (quotes), then the model's, guarded against loops, then its
@@ -263,6 +290,27 @@ class AnswerRun:
         return self.gate.released if self.gate is not None else self.guard.answer
 
     @property
+    def unsupported(self) -> list[str]:
+        """The model's sentences no passage supports (after the answer; empty before the check or without one)."""
+        return [claim.text for claim in self.claims or [] if not claim.supported]
+
+    @property
+    def timings(self) -> dict[str, Any]:
+        """The engine's figures (load, first token, tokens, rate ...) and the question path's own (rules, quotes)."""
+        return (self.generation.timings.as_dict() if self.generation is not None else {}) | self.timings_extra
+
+    @property
+    def model_name(self) -> str:
+        return self.model.entry.name if self.model is not None else ""
+
+    @property
+    def engine_notice(self) -> str:
+        """Said once when the engine fell back to a safer mode for this model on this CPU."""
+        if self.generation is None:
+            return ""
+        return self.generation.notice or (self.model.notice if self.model is not None else "")
+
+    @property
     def decision(self) -> Decision:
         """Every rule that matched: on the question, the passages, and the answer so far."""
         return Decision(self.rules.matches + (self.gate.decision.matches if self.gate is not None else []))
@@ -289,7 +337,6 @@ class AnswerRun:
     def as_dict(self) -> dict[str, Any]:
         cited = self.cited
         typed = {int(n) for n in _CITATION.findall(self.text)}
-        timings = self.generation.timings.as_dict() if self.generation is not None else {}
         model = None
         if self.model is not None:
             entry = self.model.entry
@@ -300,8 +347,7 @@ class AnswerRun:
             "answer": self.text,
             "notice": self.notice or None,
             "stopped": self.stopped or None,
-            "engine_notice": (self.generation.notice or (self.model.notice if self.model else "") or None)
-            if self.generation is not None else None,
+            "engine_notice": self.engine_notice or None,
             "cancelled": self.cancelled,
             "conversation_id": self.conversation_id,
             "model": model,
@@ -312,7 +358,7 @@ class AnswerRun:
             "rules": self.decision.as_list(),
             "refused": self.refused.as_dict() if self.refused is not None else None,
             "settings": self.settings,
-            "timings": timings | self.timings_extra,
+            "timings": self.timings,
         }
 
 

@@ -14,6 +14,7 @@ import pytest
 from textual.widgets import Input
 
 from appliance.services import Services
+from appliance.answering.rules import Decision
 from kb.source import Source
 
 
@@ -40,6 +41,12 @@ def notifications(app) -> list[Any]:
 
 # -- a fake answerer: for streaming and cancel mechanics, never the only test of a feature ---------------------
 class FakeRun:
+    """An answer with fixed pieces: implements what the shells read (appliance.answering.conversation.AnswerView)
+    and the serializer the history records."""
+
+    model_name = "fake-model"
+    engine_notice = ""
+
     def __init__(self, question: str, pieces: list[str], delay: float, sources: list[Source], notice: str = ""):
         self.question, self.pieces, self.delay = question, pieces, delay
         self.sources, self.notice = sources, notice
@@ -48,6 +55,14 @@ class FakeRun:
         self.cancelled = False
         self.text = ""
         self.finished = threading.Event()
+        self.stopped = ""
+        self.refused = None
+        self.unsupported: list[str] = []
+        self.decision = Decision()
+
+    @property
+    def timings(self) -> dict:
+        return {"load_s": 0.1, "first_token_s": 0.01, "tokens": len(self.pieces), "tokens_per_s": 50.0}
 
     def tokens(self):
         out = []
@@ -71,9 +86,9 @@ class FakeRun:
         return {
             "question": self.question, "answer": self.text, "notice": self.notice or None,
             "cancelled": self.cancelled,
-            "model": {"name": "fake-model", "sha256": "0" * 64, "license": "Apache-2.0"},
+            "model": {"name": self.model_name, "sha256": "0" * 64, "license": "Apache-2.0"},
             "sources": [s.as_dict() for s in self.sources],
-            "timings": {"load_s": 0.1, "first_token_s": 0.01, "tokens": len(self.pieces), "tokens_per_s": 50.0},
+            "timings": self.timings,
         }
 
 

@@ -40,7 +40,7 @@ async def test_tokens_stream_in_order_into_markdown(fake_services):
         tokens = [m.text for m in seen if isinstance(m, AnswerToken)]
         assert tokens == ANSWER_PIECES
         done = next(m for m in seen if isinstance(m, AnswerDone))
-        assert done.result["answer"] == "".join(ANSWER_PIECES)
+        assert done.run.text == "".join(ANSWER_PIECES)
         exchange = app.screen.query_one(Exchange)
         assert exchange.markdown.source == "".join(ANSWER_PIECES)
         assert app.screen.query_one("#prompt", Input).value == ""
@@ -179,15 +179,15 @@ async def test_real_model_streams_in_order_and_writes_history(services):
         tokens = [m.text for m in seen if isinstance(m, AnswerToken)]
         done = next(m for m in seen if isinstance(m, AnswerDone))
         assert len(tokens) > 1
-        assert "".join(tokens) == done.result["answer"] and done.result["answer"].strip()
-        assert app.screen.query_one(Exchange).markdown.source == done.result["answer"]
-        assert done.result["model"]["name"] == "smollm2-135m-instruct"
+        assert "".join(tokens) == done.run.text and done.run.text.strip()
+        assert app.screen.query_one(Exchange).markdown.source == done.run.text
+        assert done.run.model_name == "smollm2-135m-instruct"
         assert any(isinstance(m, AnswerStarted) for m in seen)
         assert app.tokens_per_s and app.tokens_per_s > 0
     conversations = services.history.conversations()
     assert len(conversations) == 1 and conversations[0]["title"] == QUESTION
     messages = services.history.messages(conversations[0]["id"])
-    assert [(m["role"], m["content"]) for m in messages] == [("user", QUESTION), ("assistant", done.result["answer"])]
+    assert [(m["role"], m["content"]) for m in messages] == [("user", QUESTION), ("assistant", done.run.text)]
     assert messages[1]["model"] == "smollm2-135m-instruct"
     # The CLI reads the same history.
     assert Services.create().history.conversations()[0]["id"] == conversations[0]["id"]
@@ -205,8 +205,8 @@ async def test_real_model_cancel_stops_the_generation(services):
         await app.workers.wait_for_complete()
         await pilot.pause()
         done = [m for m in seen if isinstance(m, AnswerDone)]
-        assert done and done[0].result["cancelled"] is True
-        assert done[0].result["timings"]["tokens"] < 400
+        assert done and done[0].run.cancelled is True
+        assert done[0].run.timings["tokens"] < 400
         assert app.screen.query_one("#prompt", Input).value == "Write a long story about a lighthouse keeper."
         assert not app.screen.query(Exchange)
     assert services.history.conversations() == []
@@ -254,7 +254,7 @@ async def test_failing_model_load_shows_an_error_and_the_app_stays_usable(servic
         await pilot.press("enter")
         await wait_for(pilot, lambda: any(isinstance(m, AnswerDone) for m in seen), 180, "the answer")
         await app.workers.wait_for_complete()
-        assert next(m for m in seen if isinstance(m, AnswerDone)).result["answer"].strip()
+        assert next(m for m in seen if isinstance(m, AnswerDone)).run.text.strip()
 
 
 async def test_real_answer_cites_a_document_from_the_knowledge_base(services, tmp_path):
@@ -307,7 +307,7 @@ async def test_engine_crash_mid_answer_keeps_the_app_the_question_and_history(se
         await pilot.press("enter")
         await wait_for(pilot, lambda: any(isinstance(m, AnswerDone) for m in seen), 180, "the answer")
         await app.workers.wait_for_complete()
-        assert next(m for m in seen if isinstance(m, AnswerDone)).result["answer"].strip()
+        assert next(m for m in seen if isinstance(m, AnswerDone)).run.text.strip()
     titles = [c["title"] for c in services.history.conversations()]
     assert "Earlier question" in titles and QUESTION in titles
 

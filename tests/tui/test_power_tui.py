@@ -64,11 +64,11 @@ async def test_on_battery_tui_answers_are_short_and_the_status_line_says_so(tmp_
         await app.workers.wait_for_complete()
         await pilot.pause()
         first = next(m for m in seen if isinstance(m, ChatScreen.AnswerDone))
-        assert first.result["answer"].strip() and not first.result["cancelled"]
-        assert first.result["settings"]["max_tokens"] == 4 and 1 <= first.result["timings"]["tokens"] <= 4
+        assert first.run.text.strip() and not first.run.cancelled
+        assert first.run.settings["max_tokens"] == 4 and 1 <= first.run.timings["tokens"] <= 4
         assert services.engine._loaded.threads == low
         saved = services.history.messages(first.conversation_id)
-        assert saved[1]["content"] == first.result["answer"] and saved[1]["timings"]["tokens"] <= 4
+        assert saved[1]["content"] == first.run.text and saved[1]["timings"]["tokens"] <= 4
 
         # Plugged in while the app is open: the next question reads the power source again.
         (root / "AC" / "online").write_text("1\n")
@@ -78,7 +78,7 @@ async def test_on_battery_tui_answers_are_short_and_the_status_line_says_so(tmp_
         await app.workers.wait_for_complete()
         await pilot.pause()
         second = [m for m in seen if isinstance(m, ChatScreen.AnswerDone)][1]
-        assert second.result["settings"]["max_tokens"] == 12  # the usual [model] max_tokens
+        assert second.run.settings["max_tokens"] == 12  # the usual [model] max_tokens
         assert services.engine._loaded.threads == usual
         assert app.power is not None and not app.power.low_power
         lines = _status(app)

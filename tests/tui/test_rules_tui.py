@@ -75,6 +75,6 @@ async def test_confirm_asks_in_a_dialog_and_yes_asks_the_model(appliance_home, m
         await wait_for(pilot, lambda: any(isinstance(m, ChatScreen.AnswerDone) for m in seen), 180, "the answer")
         await app.workers.wait_for_complete()
         done = next(m for m in seen if isinstance(m, ChatScreen.AnswerDone))
-        assert len(loads) == 1 and done.result["rules"][0]["rule"] == "meds"
+        assert len(loads) == 1 and done.run.decision.matches[0].rule == "meds"
         assert done.conversation_id is not None and services.history.verify_log().ok
     services.engine.unload()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -22,6 +22,9 @@ from appliance.sanitize import clean, clean_line
 from tui.screens.dialogs import ConfirmScreen, ConversationsScreen, SourceScreen
 from tui.widgets.exchange import Exchange, SourceList
 from tui.widgets.status import StatusLine
+
+if TYPE_CHECKING:
+    from appliance.answering.conversation import AnswerView
 
 WELCOME = """\
 Ask a question below and press Enter. Answers come from the local model and,
@@ -42,14 +45,14 @@ class Pending:
     run: Any = None  # the AnswerRun, set by the worker thread once the model starts
 
 
-def answer_meta(result: dict) -> str:
-    timings = result.get("timings") or {}
-    parts = [result.get("model", {}).get("name") or ""]
+def answer_meta(run: AnswerView) -> str:
+    timings = run.timings
+    parts = [run.model_name]
     if timings.get("tokens"):
         parts.append(f"{timings['tokens']} tokens")
     if timings.get("tokens_per_s"):
         parts.append(f"{timings['tokens_per_s']:.1f} tok/s")
-    if result.get("cancelled"):
+    if run.cancelled:
         parts.append("cancelled")
     return " · ".join(p for p in parts if p)
 
@@ -72,10 +75,10 @@ class ChatScreen(Screen):
 
     @dataclass
     class AnswerDone(Message, bubble=False):
-        """Generation ended (finished or cancelled). `result` is `AnswerRun.as_dict()`."""
+        """Generation ended (finished or cancelled): the typed run (AnswerView), read, never serialized."""
 
         request: int
-        result: dict
+        run: AnswerView
         conversation_id: int | None
         saved_error: str = ""
 
@@ -188,14 +191,13 @@ class ChatScreen(Screen):
         except Exception as exc:  # noqa: BLE001
             self.post_message(self.AnswerFailed(request, pending.question, str(exc)))
             return
-        result = run.as_dict()
         saved, error = None, ""
-        if not result.get("cancelled"):
+        if not run.cancelled:
             try:
                 saved = conversation.record(run)
             except Exception as exc:  # noqa: BLE001 - the answer was delivered; say it was not saved
                 error = str(exc)
-        self.post_message(self.AnswerDone(request, result, saved, error))
+        self.post_message(self.AnswerDone(request, run, saved, error))
 
     def _confirm_in_dialog(self, exc: ConfirmationNeeded, pending: Pending) -> bool:
         """Conversation.ask's `confirm`, from the answer worker's thread: the dialog opens on the app's loop and
@@ -233,29 +235,27 @@ class ChatScreen(Screen):
         if pending is None:
             return
         self.pending = None
-        result = message.result
-        await pending.exchange.finish(clean(result.get("answer", "")), clean_line(answer_meta(result)))
-        pending.exchange.show_unsupported([c["sentence"] for c in result.get("claims") or [] if not c["supported"]])
-        if result.get("stopped"):
-            self.notify(f"Stopped: {result['stopped']}.", severity="warning", title="Answer cut short")
-        if result.get("refused"):
-            refused = result["refused"]
-            self.notify(clean_line(f"Rule {refused['rule']!r}: {refused.get('message') or refused.get('why')}"),
+        run = message.run
+        await pending.exchange.finish(clean(run.text), clean_line(answer_meta(run)))
+        pending.exchange.show_unsupported(run.unsupported)
+        if run.stopped:
+            self.notify(f"Stopped: {run.stopped}.", severity="warning", title="Answer cut short")
+        if run.refused is not None:
+            self.notify(clean_line(f"Rule {run.refused.rule!r}: {run.refused.message or run.refused.why}"),
                         severity="warning", title="The rest of the answer was withheld", timeout=15)
-        for rule in result.get("rules") or []:
-            if rule.get("action") == "warn":
-                self.notify(clean_line(f"Rule {rule['rule']!r}: {rule.get('message') or rule.get('why')}"),
-                            severity="warning", title="Owner's rule")
-        timings = result.get("timings") or {}
+        for match in run.decision.warnings:
+            self.notify(clean_line(f"Rule {match.rule!r}: {match.message or match.why}"), severity="warning",
+                        title="Owner's rule")
+        timings = run.timings
         if timings.get("tokens_per_s"):
             self.app.tokens_per_s = timings["tokens_per_s"]
         if message.conversation_id is not None and self.log_view.border_title == NEW_TITLE:
             self.log_view.border_title = clean_line(pending.question[:70])
         if message.saved_error:
             self.notify(f"Not saved to history: {message.saved_error}", severity="warning")
-        if result.get("engine_notice") and result["engine_notice"] != self.app.engine_notice_shown:
-            self.app.engine_notice_shown = result["engine_notice"]
-            self.notify(result["engine_notice"], severity="warning", title="Engine in safe mode", timeout=15)
+        if run.engine_notice and run.engine_notice != self.app.engine_notice_shown:
+            self.app.engine_notice_shown = run.engine_notice
+            self.notify(run.engine_notice, severity="warning", title="Engine in safe mode", timeout=15)
 
     @on(AnswerFailed)
     async def _failed(self, message: "ChatScreen.AnswerFailed") -> None:
