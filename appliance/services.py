@@ -1,12 +1,14 @@
 """The appliance's services, built once and handed to the CLI or the TUI (never reached through globals).
 
-The composition root: it builds each part and hands it what it needs; no part calls back into it.
+The composition root: it builds each part and hands it what it needs; no part calls back into it. `ShellServices`
+types what a shell (the TUI, the CLI) may use of it, so a test can hand the TUI another implementation.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any, Protocol
 
 from appliance.config import Config
 from appliance.answering.conversation import Conversation, KBRetriever
@@ -16,11 +18,35 @@ from appliance.system.hardware import Hardware
 from appliance.records.history import History
 from appliance.answering.knowledge import KnowledgeHandle
 from appliance.models import packs
+from appliance.models.choice import Consents, set_default
 from appliance.models.library import ModelLibrary
 from appliance.paths import Paths
 from appliance.system.power import PowerProfile, profile
 from appliance.answering.rules import RuleFile
 from kb.vector_cache import VectorCache
+
+
+class ShellServices(Protocol):
+    """What the TUI and the CLI use of the services (Services implements it; the TUI's tests hand in their own)."""
+
+    paths: Paths
+    config: Config
+
+    @property
+    def library(self) -> ModelLibrary: ...
+    @property
+    def engine(self) -> Engine: ...
+    @property
+    def history(self) -> History: ...
+    @property
+    def kb(self) -> Any: ...
+    @property
+    def consents(self) -> Consents: ...
+    @property
+    def rules(self) -> RuleFile: ...
+    def conversation(self, conversation_id: int | None = None) -> Conversation: ...
+    def power_profile(self, hardware: Hardware | None = None) -> PowerProfile: ...
+    def set_default_model(self, name: str) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -67,6 +93,15 @@ class Services:
         """The owner's rules (rules.toml, read again when it changes); the embedder only for `similar` rules."""
         knowledge = self.knowledge
         return RuleFile(self.paths.rules, lambda texts: knowledge.open().embedder.embed(texts))
+
+    @cached_property
+    def consents(self) -> Consents:
+        """Which model files the owner accepted despite a license or content warning (`models accept`, the TUI)."""
+        return Consents(self.paths.home)
+
+    def set_default_model(self, name: str) -> dict[str, Any]:
+        """`models default NAME` and the TUI's models screen: config.toml's [model] default, the model checked."""
+        return set_default(self.library, self.config, self.paths.config, name)
 
     def conversation(self, conversation_id: int | None = None) -> Conversation:
         """A new conversation, or the one with this id continued (its earlier turns come from history)."""

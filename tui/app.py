@@ -18,7 +18,7 @@ from textual.binding import Binding
 from textual.reactive import reactive
 from textual.worker import Worker, WorkerState
 
-from appliance.models.choice import Consents
+from appliance.services import ShellServices
 from tui.screens.chat import ChatScreen
 from tui.screens.dialogs import ConsentScreen
 from tui.screens.help import HelpScreen
@@ -101,12 +101,12 @@ class ApplianceApp(App):
     kb_available = reactive(False)
     power: reactive[Any] = reactive(None)  # the low-power profile last read (None until then)
 
-    def __init__(self, services: Any, *, preload: bool = True) -> None:
+    def __init__(self, services: ShellServices, *, preload: bool = True) -> None:
         super().__init__()
         self.services = services
         self.preload = preload
         self.consent_entry: Any = None  # a model waiting for the user's OK before first use
-        self.consents = Consents(Path(services.paths.home))  # the same record `appliance models accept` writes
+        self.consents = services.consents  # the same record `appliance models accept` writes
         self.first_paint_at: float | None = None
         self._kb_checked = False
         self.engine_notice_shown = ""  # the engine's fall-back notice is said once
@@ -267,10 +267,10 @@ class ApplianceApp(App):
             self.notify(str(event.worker.error), severity="error", title=f"{event.worker.group or 'task'} failed")
 
 
-def create_app(services: Any, *, preload: bool = True) -> ApplianceApp:
+def create_app(services: ShellServices, *, preload: bool = True) -> ApplianceApp:
     """The app factory, shared by `appliance` and the tests."""
     return ApplianceApp(services, preload=preload)
 
 
-def run_tui(services: Any) -> None:
+def run_tui(services: ShellServices) -> None:
     create_app(services).run()

@@ -558,7 +558,6 @@ def models_default(obj: Context, name: str | None, as_json: bool) -> None:
       appliance models default
       appliance models default qwen2.5-coder-0.5b-instruct-q4_k_m
     """
-    from appliance.models.choice import set_default
 
     services = obj.services
     if name is None:
@@ -567,7 +566,7 @@ def models_default(obj: Context, name: str | None, as_json: bool) -> None:
         click.echo(dumps(result) if as_json else
                    f"{shown(current)}" + ("" if services.config.model.default else " (the default model pack)"))
         return
-    choice = set_default(services.library, services.config, services.paths.config, name)
+    choice = services.set_default_model(name)
     result = {"name": choice.name, "written": choice.written, "config": str(services.paths.config),
               "overridden_by": choice.overridden_by}
     if as_json:

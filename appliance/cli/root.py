@@ -244,9 +244,7 @@ def ask(obj: Context, question: str | None, model_name: str | None, max_tokens: 
 def _consent_note(services, entry, quiet: bool) -> None:
     """What the TUI asks before a model's first use (an unknown or restrictive license, content warnings), said in
     one line on stderr: a script keeps working, and the owner silences it with `appliance models accept NAME`."""
-    from appliance.models.choice import Consents
-
-    needed = Consents(services.paths.home).needed(entry.info, entry.sha256)
+    needed = services.consents.needed(entry.info, entry.sha256)
     if needed:
         diag(clean_line(f"note: model {entry.name}: {'; '.join(needed)} (`appliance models accept {entry.name}` "
                         "once you have read this)"), quiet)

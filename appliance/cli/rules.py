@@ -33,7 +33,7 @@ def rules() -> None:
 
 
 def _book(obj: Context) -> RuleBook:
-    return RuleBook.load(obj.services.paths.rules, obj.services.rules.embed)
+    return obj.services.rules()  # the file as it is now (read again when it changed), errors said
 
 
 @rules.command("list")

@@ -136,15 +136,26 @@ SOURCES = [
 ]
 
 
-def with_fakes(services: Services, answerer: Any = None, kb: Any = None) -> Services:
-    """Real services (paths, history, library) with the model (through the conversation) and the knowledge base
+class FakeServices:
+    """The services the TUI is typed against (appliance.services.ShellServices): the real ones (paths, config,
+    history, the model library, consents ...) with the model, through the conversation, and the knowledge base
     replaced."""
-    if answerer is not None:
-        services.answerer = answerer
-        services.conversation = lambda conversation_id=None: FakeConversation(services.history, answerer,
-                                                                              conversation_id)
-    services.__dict__["kb"] = kb
-    return services
+
+    def __init__(self, real: Services, answerer: Any = None, kb: Any = None):
+        self.real, self.answerer, self.kb = real, answerer, kb
+        self.paths, self.config = real.paths, real.config
+
+    def __getattr__(self, name: str) -> Any:  # library, engine, history, consents, rules, power_profile ...
+        return getattr(self.real, name)
+
+    def conversation(self, conversation_id: int | None = None) -> Any:
+        if self.answerer is None:
+            return self.real.conversation(conversation_id)
+        return FakeConversation(self.real.history, self.answerer, conversation_id)
+
+
+def with_fakes(services: Services, answerer: Any = None, kb: Any = None) -> FakeServices:
+    return FakeServices(services, answerer, kb)
 
 
 @pytest.fixture
@@ -153,7 +164,7 @@ def services() -> Services:
 
 
 @pytest.fixture
-def fake_services(services) -> Services:
+def fake_services(services) -> FakeServices:
     return with_fakes(services, FakeAnswerer(ANSWER_PIECES, sources=SOURCES))
 
 

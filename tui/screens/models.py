@@ -14,7 +14,6 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, ProgressBar, Static
 
-from appliance.models.choice import set_default
 from appliance.sanitize import clean, clean_line
 from tui.present import human_size, location_label, short_path, verified_label
 from tui.screens.dialogs import ConsentScreen, ImportPrompt
@@ -265,7 +264,7 @@ class ModelsScreen(Screen):
     def make_default(self, name: str) -> None:
         services = self.app.services
         try:
-            set_default(services.library, services.config, services.paths.config, name)
+            services.set_default_model(name)
         except Exception as exc:  # noqa: BLE001
             self.notify(str(exc), severity="error", title="Default not changed")
             return
