@@ -273,12 +273,14 @@ class Engine:
             kv_heads = info.arch_value("attention.head_count_kv")
             if isinstance(n_embd, int) and isinstance(heads, int) and isinstance(kv_heads, int) and heads:
                 n_embd = n_embd * kv_heads // heads
+            hardware = Hardware.detect()  # once per load: the RAM check and, when the caller did not decide, threads
             check_fits(
                 estimate_model_ram(entry.total_size, n_ctx, n_layer, n_embd),
                 f"model {entry.name!r} with a {n_ctx}-token context",
                 self.config.hardware.ram_limit_mb,
+                hardware,
             )
-            count = Hardware.detect().threads(threads or self.config.model.threads)
+            count = hardware.threads(threads or self.config.model.threads)
             loaded = LoadedModel(self, entry, files, n_ctx, verify_s, info.chat_template, count)
             # With an output layer of its own, the embedding table is only looked up, a few rows per prompt: the
             # engine process does not keep its pages (child.py, mapped_pages.py). A tied table is read whole.
