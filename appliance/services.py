@@ -33,7 +33,7 @@ class ShellServices(Protocol):
     config: Config
 
     @property
-    def library(self) -> ModelLibrary: ...
+    def models(self) -> ModelLibrary: ...
     @property
     def engine(self) -> Engine: ...
     @property
@@ -60,12 +60,12 @@ class Services:
         return cls(paths=paths, config=Config.load(paths.config))
 
     @cached_property
-    def library(self) -> ModelLibrary:
+    def models(self) -> ModelLibrary:
         return ModelLibrary(self.paths)
 
     @cached_property
     def engine(self) -> Engine:
-        return Engine(self.library, self.config, self.paths.llama_log, self.paths.engine_state,
+        return Engine(self.models, self.config, self.paths.llama_log, self.paths.engine_state,
                       prefix_dir=self.paths.home / "cache" / "prompt-prefix")
 
     @cached_property
@@ -101,7 +101,7 @@ class Services:
 
     def set_default_model(self, name: str) -> dict[str, Any]:
         """`models default NAME` and the TUI's models screen: config.toml's [model] default, the model checked."""
-        return set_default(self.library, self.config, self.paths.config, name)
+        return set_default(self.models, self.config, self.paths.config, name)
 
     def conversation(self, conversation_id: int | None = None) -> Conversation:
         """A new conversation, or the one with this id continued (its earlier turns come from history)."""

@@ -134,7 +134,7 @@ class ApplianceApp(App):
         self.post_message(self.ModelLoading(name or ""))
         try:
             threads, _ = self.read_power().limits()  # loaded with the threads a question will ask for
-            entry = services.library.resolve(name, services.config.model.default)
+            entry = services.models.resolve(name, services.config.model.default)
             if not consented and self.consents.needed(entry.info, entry.sha256):
                 self.post_message(self.ModelNeedsConsent(entry))
                 return

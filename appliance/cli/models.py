@@ -78,7 +78,7 @@ def models_list(obj: Context, as_json: bool) -> None:
     Example:
       appliance models list --json
     """
-    rows = [_row_or_damage(entry) for entry in obj.services.library.entries()]
+    rows = [_row_or_damage(entry) for entry in obj.services.models.entries()]
     if as_json:
         click.echo(dumps(rows))
         return
@@ -119,7 +119,7 @@ def models_show(obj: Context, name: str, as_json: bool) -> None:
     Example:
       appliance models show smollm2-135m-instruct --json
     """
-    entry = obj.services.library.resolve(name)
+    entry = obj.services.models.resolve(name)
     record = entry.record
     if as_json:
         click.echo(dumps({"library": model_row(entry) | {"manifest": str(entry.manifest_path)}, "record": record}))
@@ -229,7 +229,7 @@ def models_import(obj: Context, path: Path, name: str | None, copy: bool, as_jso
     """
     update, bar = hash_progress("hashing", obj.quiet)
     with bar:
-        results = obj.services.library.import_path(path, name=name, mode="copy" if copy else "in-place",
+        results = obj.services.models.import_path(path, name=name, mode="copy" if copy else "in-place",
                                                    progress_for=(lambda label: update) if update else None)
     rows, errors = [], []
     for file, outcome in results:
@@ -274,7 +274,7 @@ def models_verify(obj: Context, name: str | None, all_models: bool, key: Path | 
 
     if name and all_models:
         raise click.UsageError("give a NAME or --all, not both")
-    library = obj.services.library
+    library = obj.services.models
     public_key = load_public_raw(key) if key else None
     entries = library.entries() if all_models else [library.resolve(name, obj.services.config.model.default)]
     results, failed = [], []
@@ -322,7 +322,7 @@ def models_remove(obj: Context, name: str, delete_file: bool, as_json: bool) -> 
     Example:
       appliance models remove old-model --delete-file
     """
-    entry = obj.services.library.remove(name, delete_file)
+    entry = obj.services.models.remove(name, delete_file)
     result = {"name": entry.name, "path": str(entry.path), "file_deleted": delete_file}
     click.echo(dumps(result) if as_json else
                f"removed {shown(entry.name)}" + (f" and deleted {shown(entry.path)}" if delete_file
@@ -345,7 +345,7 @@ def models_license(obj: Context, name: str, license_id: str | None, note: str, c
       appliance models license my-model apache-2.0 --note "README on the vendor's USB stick"
       appliance models license my-model --clear
     """
-    library = obj.services.library
+    library = obj.services.models
     entry = library.resolve(name)
     if license_id and clear:
         raise click.UsageError("give a LICENSE_ID or --clear, not both")
@@ -381,7 +381,7 @@ def models_note(obj: Context, name: str, text: str, as_json: bool) -> None:
     Example:
       appliance models note my-model "writes violent fiction readily; not for the kids' laptop"
     """
-    library = obj.services.library
+    library = obj.services.models
     warnings = library.add_note(library.resolve(name), text.strip() or "(empty)")
     click.echo(dumps(warnings) if as_json else f"{shown(name)}: {len(warnings)} content warning(s)")
 
@@ -408,7 +408,7 @@ def models_download(obj: Context, repo_id: str, filename: str, revision: str | N
 
     update, bar = hash_progress("downloading", obj.quiet)
     with bar:
-        entry = hub.download(obj.services.library, repo_id, filename, revision, name, progress=update)
+        entry = hub.download(obj.services.models, repo_id, filename, revision, name, progress=update)
     row = model_row(entry)
     click.echo(dumps(row) if as_json else
                f"downloaded {shown(row['name'])} from {shown(repo_id)}@{shown(entry.info.source.get('commit'))[:12]} "
@@ -466,7 +466,7 @@ def models_install_pack(obj: Context, name: str, source: Path | None, as_json: b
                 path = pack_install.install(pack, update)
         else:
             path = pack_install.install(pack, update, source=source)
-    entry = obj.services.library.register_split_pack(pack)
+    entry = obj.services.models.register_split_pack(pack)
     row = model_row(entry)
     click.echo(dumps(row) if as_json else f"installed {shown(row['name'])} ({shown(path)}; "
                f"{shown(row['license_label'])})" + (f"\n  established: {shown(row['established'])}"
@@ -490,7 +490,7 @@ def models_bom(obj: Context, name: str, fmt: str, output: Path | None, as_json: 
     from appliance.models import bom
     from appliance.paths import atomic_write_text
 
-    text = dumps(bom.export(obj.services.library.resolve(name)))
+    text = dumps(bom.export(obj.services.models.resolve(name)))
     if output:
         if not output.parent.is_dir():
             raise UsageError(f"cannot write {shown(output)}: {shown(output.parent)} is not a directory")
@@ -534,7 +534,7 @@ def models_sign(obj: Context, name: str, key: Path, as_json: bool) -> None:
     Example:
       appliance models sign my-model --key ~/.config/appliance/signing.pem
     """
-    library = obj.services.library
+    library = obj.services.models
     update, bar = hash_progress("verifying before signing", obj.quiet)
     entry = library.resolve(name)
     with bar:
@@ -561,7 +561,7 @@ def models_default(obj: Context, name: str | None, as_json: bool) -> None:
 
     services = obj.services
     if name is None:
-        current = services.library.default_name(services.config.model.default)
+        current = services.models.default_name(services.config.model.default)
         result = {"name": current, "configured": services.config.model.default or None}
         click.echo(dumps(result) if as_json else
                    f"{shown(current)}" + ("" if services.config.model.default else " (the default model pack)"))
@@ -593,7 +593,7 @@ def models_accept(obj: Context, name: str, as_json: bool) -> None:
     """
     from appliance.models.choice import accept
 
-    result = accept(obj.services.library, obj.services.paths.home, name, by="cli")
+    result = accept(obj.services.models, obj.services.paths.home, name, by="cli")
     if as_json:
         click.echo(dumps(result))
         return
@@ -661,7 +661,7 @@ def models_catalog_add(obj: Context, file: Path, as_json: bool) -> None:
     """
     from appliance.models.catalog import add
 
-    library = obj.services.library
+    library = obj.services.models
     target, entries = add(obj.services.paths.home, file)
     shas = {(e.sha256, e.size) for e in entries}
     matching = []

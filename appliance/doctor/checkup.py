@@ -190,13 +190,13 @@ def run(services, progress_for: Callable | None = None, engine: bool = True, sel
         if selftest:
             gap.append(airgap.watched_selftest())
         checks = _in("air gap", gap)
-        checks += _in("integrity", model_checks(services.library, progress_for) + [
+        checks += _in("integrity", model_checks(services.models, progress_for) + [
             embedder_check(), kb_check(services.knowledge), history_check(services.paths.history)])
         if engine:
             checks += _in("engine", [engine_fit.engine_canary(services.engine)])
-        default = services.library.default_name(config.model.default)
+        default = services.models.default_name(config.model.default)
         checks += _in("hardware", [machine_check(hw, services.paths.home)]
-                      + fit_checks(services.library, hw, config.model.context, config.hardware.ram_limit_mb)
+                      + fit_checks(services.models, hw, config.model.context, config.hardware.ram_limit_mb)
                       + [sizes_check(hw), engine_fit.pack_advice(default, hw)])
         checks += _in("power", [power_check(services.power_profile(hw))])
     finally:

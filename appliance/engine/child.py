@@ -79,7 +79,10 @@ class Faults:
             time.sleep(5)
 
 
-class Engine:
+class LlamaRunner:
+    """The engine process's side (Ollama's "runner"): one llama.cpp model and context, serving the requests of the
+    client (appliance.engine.client.Engine) over the socket until told to stop or the parent dies."""
+
     def __init__(self, channel: protocol.Channel, fd_socket: socket.socket):
         llama_cpp = load_bindings()
         self.L = llama_cpp
@@ -443,7 +446,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     channel = protocol.Channel(int(argv[0]))
     fd_socket = socket.socket(fileno=int(argv[1]))
-    Engine(channel, fd_socket).serve()
+    LlamaRunner(channel, fd_socket).serve()
     return 0
 
 

@@ -210,9 +210,9 @@ class LoadedModel:
 class Engine:
     """Loads models (verified first) into one engine process and keeps the most recent one loaded."""
 
-    def __init__(self, library: ModelLibrary, config: Config, log_file: Path, state_file: Path | None = None,
+    def __init__(self, models: ModelLibrary, config: Config, log_file: Path, state_file: Path | None = None,
                  prefix_dir: Path | None = None):
-        self.library = library
+        self.models = models
         self.config = config
         self.log_file = log_file
         self.state = EngineState(state_file or log_file.parent.parent / "engine-state.json")
@@ -226,7 +226,7 @@ class Engine:
     def load(self, name: str | None = None, progress: Progress | None = None, context: int | None = None,
              threads: int | None = None) -> LoadedModel:
         with self.busy:
-            entry = self.library.resolve(name, self.config.model.default)
+            entry = self.models.resolve(name, self.config.model.default)
             loaded = self._loaded
             if loaded and loaded.entry.name == entry.name and loaded.alive and context in (None, loaded.context):
                 # In memory, from descriptors verified when it was loaded. Other threads (the power source changed)
@@ -257,7 +257,7 @@ class Engine:
     def _prepare(self, entry: ModelEntry, progress: Progress | None, context: int | None,
                  threads: int | None) -> LoadedModel:
         started = time.perf_counter()
-        files = self.library.open_verified(entry, progress)  # size and sha256 of every shard, sidecar, signature
+        files = self.models.open_verified(entry, progress)  # size and sha256 of every shard, sidecar, signature
         try:
             info = read_gguf(files.fd_path(0))
             if info.chat_template_sha256 != entry.record.get("gguf", {}).get("chat_template_sha256"):

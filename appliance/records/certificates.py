@@ -141,7 +141,7 @@ def _check_model(model: dict[str, Any], services) -> Check:
     if not isinstance(sha, str) or len(sha) != 64:
         return Check("model", None, f"no model file hash was recorded for {name!r} (answered before the log "
                                     "existed)")
-    entries = [e for e in services.library.entries() if e.available]
+    entries = [e for e in services.models.entries() if e.available]
     for entry in [e for e in entries if e.sha256 == sha] + [e for e in entries if e.name == name and e.sha256 != sha]:
         try:
             measured = sha256_file(entry.path)

@@ -171,7 +171,7 @@ def main(argv: list[str]) -> int:
         questions = ([q for q in questions if q["kind"] == "answerable"][: args.limit]
                      + [q for q in questions if q["kind"] == "offtopic"][: max(1, args.limit // 4)])
     build_library(home, args.verbose)
-    library = Services.create().library
+    library = Services.create().models
     for pack in packs.SPLIT_PACKS.values():
         if pack.installed:
             library.register_split_pack(pack)

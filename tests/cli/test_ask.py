@@ -17,7 +17,7 @@ QUESTION = "What is the boiling point of water at sea level?"
 
 def test_fresh_home_registers_the_default_pack(appliance_home):
     services = Services.create()
-    entries = services.library.entries()
+    entries = services.models.entries()
     assert [e.name for e in entries] == [packs.SMOLLM2.name]
     record = entries[0].record
     assert record["file"]["sha256"] == packs.SMOLLM2.sha256

@@ -74,13 +74,13 @@ def test_the_lock_check_in_the_test_process_says_it_is_off():
 def test_integrity_finds_a_corrupted_model_a_passage_without_vector_and_a_damaged_history(tmp_path, appliance_home):
     services = Services.create()
     model = make_gguf(tmp_path / "bad.gguf")
-    services.library.import_path(model)
-    [clean] = [c for c in doctor.model_checks(services.library) if c.name == "model bad"]
+    services.models.import_path(model)
+    [clean] = [c for c in doctor.model_checks(services.models) if c.name == "model bad"]
     assert clean.status == "ok"
     with model.open("r+b") as handle:
         handle.seek(-1, 2)
         handle.write(b"\x01")
-    [bad] = [c for c in doctor.model_checks(services.library) if c.name == "model bad"]
+    [bad] = [c for c in doctor.model_checks(services.models) if c.name == "model bad"]
     assert bad.status == "fail" and bad.exit_code == 3 and "appliance models remove bad" in bad.fix
 
     assert doctor.kb_check(services.knowledge).detail == "no knowledge base yet"
@@ -126,15 +126,15 @@ def test_hardware_advice_for_4_8_16_and_32_gb(total_gib, reported_gib, params, r
 
 def test_machine_and_fit_for_a_small_machine(tmp_path, appliance_home):
     services = Services.create()
-    services.library.ensure_pack("smollm2-135m-instruct")
+    services.models.ensure_pack("smollm2-135m-instruct")
     roomy = Hardware(8 * GIB, 6 * GIB, cores=4, physical_cores=4)
-    [fits] = doctor.fit_checks(services.library, roomy, 4096)
+    [fits] = doctor.fit_checks(services.models, roomy, 4096)
     assert fits.status == "ok" and "configured 4096-token context (up to 8192 here)" in fits.detail
     tight = Hardware(GIB, 180 * 2**20, cores=1, physical_cores=1)  # 180 MiB free: weights fit, a long context not
-    [short] = doctor.fit_checks(services.library, tight, 4096)
+    [short] = doctor.fit_checks(services.models, tight, 4096)
     assert short.status == "warn" and "fits with at most" in short.detail and "[model] context" in short.fix
     full = Hardware(GIB, 100 * 2**20, cores=1, physical_cores=1)
-    [nope] = doctor.fit_checks(services.library, full, 4096)
+    [nope] = doctor.fit_checks(services.models, full, 4096)
     assert nope.status == "warn" and nope.detail.startswith("does not fit")
     machine = doctor.machine_check(roomy, appliance_home, flags=("x86_64", ["AVX2", "AVX-512"]))
     assert machine.status == "ok" and "8.0 GiB RAM" in machine.detail and "AVX2, AVX-512" in machine.detail

@@ -78,7 +78,7 @@ def test_other_threads_are_set_in_the_running_engine_and_the_conversation_stays(
     def no_second_verification(*_args, **_kwargs):
         raise AssertionError("the model's files were opened and hashed again")
 
-    monkeypatch.setattr(services.engine.library, "open_verified", no_second_verification)
+    monkeypatch.setattr(services.engine.models, "open_verified", no_second_verification)
     again = services.engine.load(threads=1)
     assert again is loaded and again.process.proc.pid == pid and again.threads == 1
     follow_up = MESSAGES + [{"role": "assistant", "content": first.text},
@@ -238,9 +238,9 @@ def test_a_file_swapped_after_verification_is_not_what_gets_loaded(tmp_path, def
     model = tmp_path / "model.gguf"
     shutil.copyfile(default_model_path, model)
     services = Services.create()
-    services.library.register(model, name="swapme")
+    services.models.register(model, name="swapme")
     hostile = write_tiny_gguf(tmp_path / "hostile.gguf", name="hostile")
-    library = services.library
+    library = services.models
     original = library.open_verified
 
     def verify_then_swap(entry, progress=None, public_key=None):
@@ -260,7 +260,7 @@ def test_a_file_that_fails_verification_never_reaches_the_engine(tmp_path, defau
     services = Services.create()
     model = tmp_path / "flipped.gguf"
     shutil.copyfile(default_model_path, model)
-    services.library.register(model, name="flipped")
+    services.models.register(model, name="flipped")
     with model.open("r+b") as handle:
         handle.seek(model.stat().st_size // 2)
         byte = handle.read(1)

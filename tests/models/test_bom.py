@@ -48,7 +48,7 @@ def test_default_model_bom_from_the_cli(tmp_path, invoke):
 
 
 def test_lineage_conflict_and_hub_source(tmp_path):
-    library = Services.create().library
+    library = Services.create().models
     path = make_gguf(tmp_path / "merged.gguf", dict(LINEAGE, **{"general.license.name": "cc-by-nc-4.0"}))
     source = {"kind": "hub", "endpoint": "https://huggingface.co", "repo_id": "acme/merged-GGUF",
               "commit": "a" * 40, "url": "https://huggingface.co/acme/merged-GGUF/resolve/" + "a" * 40 + "/merged.gguf",
@@ -75,7 +75,7 @@ def test_lineage_conflict_and_hub_source(tmp_path):
 
 
 def test_unknown_license_and_split_set(tmp_path):
-    library = Services.create().library
+    library = Services.create().models
     make_gguf(tmp_path / "parts.gguf", tensors=2, split_max_tensors=1)
     entry = library.register(tmp_path / "parts-00001-of-00002.gguf")
     document = bom.export(entry)
@@ -87,7 +87,7 @@ def test_unknown_license_and_split_set(tmp_path):
 
 
 def test_the_schema_check_can_fail(tmp_path):
-    document = bom.build(Services.create().library.resolve())
+    document = bom.build(Services.create().models.resolve())
     document["components"][0]["hashes"][0]["alg"] = "SHA256"
     assert _schema_errors(document) is not None
     with pytest.raises(ValueError, match="not valid CycloneDX 1.6"):

@@ -53,7 +53,7 @@ def test_models_accept_records_consent_for_the_file_and_its_reasons(tmp_path, in
     assert accepted["reasons"] == ["Its license is UNKNOWN: nobody established under which terms you may use it."]
     stored = json.loads((appliance_home / "consents.json").read_text())
     assert stored["accepted"][row["sha256"]]["name"] == "mystery"
-    library = Services.create().library
+    library = Services.create().models
     consents = Consents(appliance_home)
     entry = library.resolve("mystery")
     assert consents.given(entry.info, entry.sha256)
@@ -73,7 +73,7 @@ def test_models_accept_records_consent_for_the_file_and_its_reasons(tmp_path, in
 def test_consents_from_the_old_tui_state_file_still_count(tmp_path, appliance_home, invoke):
     row = invoke.json("models", "import", str(make_gguf(tmp_path / "old.gguf")))
     (appliance_home / "tui-state.json").write_text(json.dumps({"acknowledged": {row["sha256"]: "old"}}))
-    entry = Services.create().library.resolve("old")
+    entry = Services.create().models.resolve("old")
     assert Consents(appliance_home).given(entry.info, entry.sha256)
     (appliance_home / "tui-state.json").write_text("{ not json")
     assert not Consents(appliance_home).given(entry.info, entry.sha256)  # unreadable: asked again, never assumed

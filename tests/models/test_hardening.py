@@ -87,14 +87,14 @@ def test_a_chat_template_that_loops_is_refused_at_import(tmp_path, invoke):
 
 def test_verify_refuses_a_looping_template_imported_before_the_check(tmp_path, invoke, monkeypatch):
     """A model imported by an appliance that did not check templates yet (checker 0): verify checks it now."""
-    from appliance.models import library as library_module
+    from appliance.models import importer as importer_module
     from appliance.services import Services
 
     path = make_gguf(tmp_path / "old-loop.gguf", {"general.license": "mit"}, template=LOOP)
     with monkeypatch.context() as patched:
-        patched.setattr(library_module, "check_template",
+        patched.setattr(importer_module, "check_template",
                         lambda info, refusal: {"checker": 0, "result": "not checked", "sha256": None, "at": "then"})
-        Services.create().library.register(path)
+        Services.create().models.register(path)
     result = invoke("models", "verify", "old-loop", code=3)
     assert "its chat template is refused" in _one_error_line(result.stderr)
     rows = {row["name"]: row for row in invoke.json("models", "list")}

@@ -173,7 +173,7 @@ def test_names_do_not_collide(tmp_path, invoke):
 
 def test_a_version_1_record_is_read_and_upgraded(tmp_path, appliance_home):
     services = Services.create()
-    entry = services.library.register(make_gguf(tmp_path / "old.gguf", {"general.license": "mit"}))
+    entry = services.models.register(make_gguf(tmp_path / "old.gguf", {"general.license": "mit"}))
     old = json.loads(entry.manifest_path.read_text())
     old["schema_version"] = 1
     del old["file"]["role"], old["file"]["shard_set"], old["signature"]

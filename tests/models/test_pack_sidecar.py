@@ -23,7 +23,7 @@ def test_a_sidecar_beside_a_pack_is_not_read_by_a_fresh_data_dir(tmp_path, monke
 
     # Someone's data dir imported the same file in place and noted a warning: that writes the sidecar beside it.
     monkeypatch.setenv("APPLIANCE_HOME", str(tmp_path / "first"))
-    first = Services.create().library
+    first = Services.create().models
     entry = first.register(copy, name="noted-elsewhere")
     first.add_note(entry, "from elsewhere")
     first.assert_license(first.resolve("noted-elsewhere"), "CC-BY-NC-4.0")
@@ -31,7 +31,7 @@ def test_a_sidecar_beside_a_pack_is_not_read_by_a_fresh_data_dir(tmp_path, monke
     assert "from elsewhere" in sidecar.read_text()
 
     monkeypatch.setenv("APPLIANCE_HOME", str(tmp_path / "second"))
-    library = Services.create().library
+    library = Services.create().models
     library.ensure_pack(pack.name)
     registered = library.resolve(pack.name)
     assert registered.record["content_warnings"] == []

@@ -17,7 +17,7 @@ from tests.models.fixtures import make_gguf
 @pytest.fixture
 def stored(tmp_path) -> dict:
     """A real record (schema 3) of a real GGUF file, as the library wrote it."""
-    entry = Services.create().library.register(make_gguf(tmp_path / "typed.gguf", {"general.license": "mit",
+    entry = Services.create().models.register(make_gguf(tmp_path / "typed.gguf", {"general.license": "mit",
                                                                                     "general.file_type": 15}))
     return json.loads(entry.manifest_path.read_text())
 

@@ -146,7 +146,7 @@ def _certify(args) -> tuple[int, str]:
 
 def test_a_certificate_verifies_and_a_changed_byte_fails(appliance_home, keys, tmp_path):
     services = Services.create()
-    entry = services.library.resolve(None)  # the real SmolLM2 file from its wheel
+    entry = services.models.resolve(None)  # the real SmolLM2 file from its wheel
     services.history.record_exchange("What is water?", result(1, {"name": entry.name, "sha256": entry.sha256}))
     certificate = tmp_path / "answer.cert.json"
     code, text = _certify(["certify", "2", "--key", str(keys[0]), "-o", str(certificate)])
@@ -178,7 +178,7 @@ def test_a_different_model_file_fails_the_check(appliance_home, keys, tmp_path):
 
     services = Services.create()
     model = write_tiny_gguf(tmp_path / "tiny.gguf", license="apache-2.0", name="tiny")
-    entry = services.library.import_path(model, name="tiny")[0][1]
+    entry = services.models.import_path(model, name="tiny")[0][1]
     services.history.record_exchange("Q?", result(1, {"name": "tiny", "sha256": entry.sha256}))
     certificate = tmp_path / "c.json"
     assert _certify(["certify", "2", "--key", str(keys[0]), "-o", str(certificate)])[0] == 0

@@ -226,7 +226,7 @@ async def test_model_load_inside_the_app_does_not_write_to_the_terminal(services
 async def test_failing_model_load_shows_an_error_and_the_app_stays_usable(services, tmp_path, default_model_path):
     cut = tmp_path / "cut.gguf"
     shutil.copyfile(default_model_path, cut)
-    services.library.register(cut, name="cut")
+    services.models.register(cut, name="cut")
     with cut.open("r+b") as handle:
         handle.truncate(cut.stat().st_size - 4096)
     services.config.model.default = "cut"

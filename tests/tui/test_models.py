@@ -31,7 +31,7 @@ async def open_models(pilot) -> ModelsScreen:
 
 
 async def test_unknown_license_is_shown_as_unknown(services, tiny_unknown_gguf):
-    services.library.register(tiny_unknown_gguf, name="mystery")
+    services.models.register(tiny_unknown_gguf, name="mystery")
     app = create_app(with_fakes(services), preload=False)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await open_models(pilot)
@@ -55,13 +55,13 @@ async def test_verify_reports_progress_and_the_result(services):
         await pilot.press("v")
         await wait_for(pilot, lambda: any(isinstance(m, VerifyFinished) for m in seen), 120, "verification")
         progress = [m for m in seen if isinstance(m, VerifyProgress)]
-        assert progress and progress[-1].done == progress[-1].total == services.library.resolve(None).size
+        assert progress and progress[-1].done == progress[-1].total == services.models.resolve(None).size
         assert [m.done for m in progress] == sorted(m.done for m in progress)
         finished = next(m for m in seen if isinstance(m, VerifyFinished))
         assert finished.name == "smollm2-135m-instruct" and finished.error == ""
         assert any(n.title == "Verified" for n in notifications(app))
         assert not screen.query_one("#model-progress").display
-    checks = services.library.resolve(None).record["verification"]
+    checks = services.models.resolve(None).record["verification"]
     assert checks[-1]["result"] == "ok"
 
 
@@ -79,7 +79,7 @@ async def test_import_a_file_and_make_it_the_default_after_the_license_warning(s
         app.screen.query_one("#copy", Checkbox).value = True
         await pilot.click("#ok")
         await wait_for(pilot, lambda: "odd-one" in rows(screen.query_one(DataTable)), 60, "the imported model")
-        entry = services.library.resolve("odd-one")
+        entry = services.models.resolve("odd-one")
         assert entry.mode == "copy" and entry.path.parent == services.paths.models
         table = screen.query_one(DataTable)
         table.move_cursor(row=list(rows(table)).index("odd-one"))
@@ -101,7 +101,7 @@ async def test_import_a_file_and_make_it_the_default_after_the_license_warning(s
 
 
 async def test_unknown_license_default_asks_before_first_use_in_chat(services, tiny_unknown_gguf):
-    services.library.register(tiny_unknown_gguf, name="mystery")
+    services.models.register(tiny_unknown_gguf, name="mystery")
     services.config.model.default = "mystery"
     app = create_app(with_fakes(services))
     seen = []
@@ -164,7 +164,7 @@ async def test_the_tui_set_default_is_the_core_operation(services, tmp_path):
     from appliance.cli import cli
 
     path = write_tiny_gguf(tmp_path / "chosen.gguf", license=None, name="chosen")
-    services.library.register(path, name="chosen")
+    services.models.register(path, name="chosen")
     assert CliRunner().invoke(cli, ["models", "accept", "chosen"]).exit_code == 0
     seen = []
     app = create_app(with_fakes(services), preload=False)

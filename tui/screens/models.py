@@ -114,13 +114,13 @@ class ModelsScreen(Screen):
         """library.entries() hashes the bundled model the first time a data dir is used: a worker's job."""
         services = self.app.services
         try:
-            entries = services.library.entries()
+            entries = services.models.entries()
             for entry in entries:
                 try:
                     entry.info  # read each manifest here, not on the UI thread
                 except Exception:  # noqa: BLE001 - a damaged manifest is shown in the list, not fatal
                     pass
-            default = services.library.default_name(services.config.model.default)
+            default = services.models.default_name(services.config.model.default)
         except Exception as exc:  # noqa: BLE001
             self.app.call_from_thread(self.notify, str(exc), severity="error", title="Model library")
             return
@@ -190,7 +190,7 @@ class ModelsScreen(Screen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="verify")
     def verify(self, name: str) -> None:
-        library = self.app.services.library
+        library = self.app.services.models
         try:
             entry = library.resolve(name)
             library.verify(entry, lambda done, total: self.post_message(self.VerifyProgress(name, done, total)))
@@ -223,7 +223,7 @@ class ModelsScreen(Screen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="import")
     def import_model(self, path: str, name: str | None, copy: bool) -> None:
-        library = self.app.services.library
+        library = self.app.services.models
         try:
             entry = library.register(Path(path).expanduser(), name=name, mode="copy" if copy else "in-place",
                                      progress=lambda done, total: self.post_message(self.VerifyProgress(
