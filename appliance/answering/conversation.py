@@ -33,6 +33,7 @@ from appliance.records.history import History
 from appliance.models.verify import Progress
 from appliance.answering.repetition import RepetitionGuard
 from appliance.answering.rules import AnswerGate, Decision, Match, RuleBook, enforce
+from appliance.answering.scaffolding import ScaffoldFilter
 from kb.source import Source
 
 SYSTEM_PROMPT = (
@@ -169,30 +170,6 @@ def _recent_turns(earlier: list[dict], costs: list[int], allowance: int) -> list
     return kept
 
 
-_ECHOED_HEADER = re.compile(r"\s*\[?Passage \d{1,3}\]?\s*\([^)\n]{0,300}\)\s*[:\-\u2013]?\s*(?=[^\s:\-\u2013])")
-_ECHO_STARTS = ("Passage ", "[Passage ")
-
-
-def strip_echoed_header(pieces: Iterator[str]) -> Iterator[str]:
-    """The answer without a copied passage header at its start ("Passage 1 (Water > Boiling)\n..."): small models
-    often begin by echoing it. Only the first line is held back, and only while it can still be such a header."""
-    head = ""
-    for piece in pieces:
-        head += piece
-        start = head.lstrip()
-        if not any(prefix.startswith(start[: len(prefix)]) for prefix in _ECHO_STARTS):
-            break  # not a header: let it through
-        match = _ECHOED_HEADER.match(head)
-        if match:
-            head = head[match.end():]
-            break
-        if len(head) > 400 or "\n" in start.rstrip("\n") and ")" not in start:
-            break
-    if head:
-        yield head
-    yield from pieces
-
-
 class AnswerView(Protocol):
     """What a shell reads of a finished (or cancelled) answer: the TUI reads these, never `as_dict()`, which is the
     serializer for --json, the history and the answer log."""
@@ -251,7 +228,8 @@ class AnswerRun:
         if self.generation is None:
             return
         gate = self.gate
-        for piece in strip_echoed_header(self.generation.tokens()):
+        scaffold = ScaffoldFilter()  # no "Passage N (...)" header or fragment reaches a person, anywhere
+        for piece in _then(self.generation.tokens(), scaffold):
             shown = self.guard.feed(piece)
             if shown and gate is not None:
                 shown = gate.feed(shown)
@@ -399,6 +377,15 @@ def focus(text: str, terms: set[str], words: int | None) -> str:
 def _hashes(passages: list[Passage]) -> dict[int | None, str]:
     """Source number -> sha256 of the passage's stored text: what a certificate checks the library against."""
     return {p.source.number: hashlib.sha256(p.text.encode("utf-8", "surrogatepass")).hexdigest() for p in passages}
+
+
+def _then(pieces: Iterator[str], scaffold: ScaffoldFilter) -> Iterator[str]:
+    """The model's pieces through the scaffolding filter, and what it held back at the end."""
+    for piece in pieces:
+        if shown := scaffold.feed(piece):
+            yield shown
+    if rest := scaffold.finish():
+        yield rest
 
 
 def clean_question(question: str | None) -> str:

@@ -15,7 +15,7 @@ lookup (cost per answer: scripts/eval_answers prints the medians).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 if TYPE_CHECKING:  # vectors arrive as numpy arrays; this module only multiplies them, so it need not import numpy
@@ -86,10 +86,65 @@ class Claim:
     supported: bool
     sources: list[int]  # numbers of the passages that support it
     score: float
+    missing: list[str] = field(default_factory=list)  # numbers, settings, commands no passage contains
 
     def as_dict(self) -> dict:
         return {"sentence": self.text, "supported": self.supported, "sources": self.sources,
-                "score": round(self.score, 3)}
+                "score": round(self.score, 3), "missing": self.missing}
+
+
+# What a sentence can get exactly wrong while still reading like its passage: a number (with its unit or not), a
+# setting, a command, an option, a file name. A claim naming one that no passage contains is not supported, however
+# close its meaning: "boil it for 20 minutes" against "boil it for one minute" is the dangerous case.
+_NUMBER_WORDS = {word: str(value) for value, word in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split())} | {"thirty": "30", "forty": "40", "fifty": "50", "sixty": "60",
+                                                       "hundred": "100", "thousand": "1000", "half": "0.5",
+                                                       "once": "1", "twice": "2"}
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*")
+_CODE = re.compile(r"`([^`\n]{1,80})`|(?<![\w-])(--?[A-Za-z][\w-]*|[A-Za-z_][\w-]*(?:[._/=:][\w-]+)+|[a-z]+_[a-z_\d]+)")
+
+
+def _numbers(text: str) -> set[str]:
+    found = {n.replace(",", "") for n in _NUMBER.findall(text)}
+    found |= {_NUMBER_WORDS[w] for w in re.findall(r"[a-z]+", text.lower()) if w in _NUMBER_WORDS}
+    return {n.rstrip("0").rstrip(".") if "." in n else n for n in found}
+
+
+_LIST_MARK = re.compile(r"^\s*(?:(?:step|item)\s+)?\d{1,2}[.):]\s+", re.I)  # "1. Boil ...", "Step 2: ..."
+
+
+def _code_like(token: str) -> bool:
+    """A dotted or slashed token is a name (postgresql.conf, os.path, /etc/hosts), not an abbreviation (e.g, U.S)."""
+    parts = re.split(r"[._/=:]", token.strip("-"))
+    return "_" in token or token.startswith("-") or all(len(part) >= 2 for part in parts if part)
+
+
+def specifics(text: str) -> list[str]:
+    """The exact things a sentence names: numbers and code-like tokens (`backticked`, --options, dotted.names,
+    snake_case settings, paths), as written; a list item's own number is not one of them."""
+    text = _LIST_MARK.sub("", text)
+    out = [n for n in _NUMBER.findall(text)]
+    for quoted, bare in _CODE.findall(text):
+        if quoted or _code_like(bare):
+            out.append(quoted or bare)
+    return list(dict.fromkeys(item.strip() for item in out if item.strip()))
+
+
+def missing_specifics(claim: str, passages_text: str) -> list[str]:
+    """The specifics of `claim` that no passage contains (numbers compared by value, "one" = "1")."""
+    haystack = passages_text.lower()
+    numbers = _numbers(passages_text)
+    missing = []
+    for item in specifics(claim):
+        if _NUMBER.fullmatch(item):
+            value = item.replace(",", "")
+            value = value.rstrip("0").rstrip(".") if "." in value else value
+            if value not in numbers:
+                missing.append(item)
+        elif item.lower() not in haystack:
+            missing.append(item)
+    return missing
 
 
 @dataclass
@@ -166,6 +221,7 @@ class Evidence:
         claim_vectors, passage_vectors = vectors[: len(texts)], vectors[len(texts):]
         similarity = claim_vectors @ passage_vectors.T
         candidate_terms = [content_terms(c.text) for c in candidates]
+        everything = "\n".join(passage.text for passage in passages)
         result = []
         for index, text in enumerate(texts):
             terms = content_terms(text)
@@ -173,5 +229,7 @@ class Evidence:
             supporting = sorted({c.number for c, cos, overlap in zip(candidates, similarity[index], overlaps)
                                  if cos >= SUPPORT_COSINE or overlap >= SUPPORT_OVERLAP})
             best = float(similarity[index].max())
-            result.append(Claim(text, bool(supporting), supporting, best))
+            missing = missing_specifics(text, everything)
+            result.append(Claim(text, bool(supporting) and not missing, supporting if not missing else [], best,
+                                missing))
         return result

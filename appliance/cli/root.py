@@ -223,7 +223,8 @@ def ask(obj: Context, question: str | None, model_name: str | None, max_tokens: 
         if unsupported:
             click.echo("\nNot found in your library (check before acting on it):")
             for claim in unsupported:
-                click.echo(clean_line(f"  - {claim.text}"))
+                names = f" (the library does not say {', '.join(claim.missing)})" if claim.missing else ""
+                click.echo(clean_line(f"  - {claim.text}{names}"))
         cited = run.cited
         if cited:
             click.echo("\nSources:")

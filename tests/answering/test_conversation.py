@@ -9,8 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from appliance.answering.scaffolding import ScaffoldFilter
 from appliance.answering.conversation import (GROUNDED_PROMPT, SYSTEM_PROMPT, AnswerRun, Passage, build_prompt,
-                                    clean_question, strip_echoed_header)
+                                    clean_question)
 from appliance.errors import UsageError
 from appliance.answering.evidence import Claim, Quote
 from appliance.services import Services
@@ -211,11 +212,42 @@ def test_ask_max_tokens_reaches_the_prompt_budget(tmp_path, appliance_home):
 @pytest.mark.parametrize("text, shown", [
     ("Passage 1 (Making Water Safe to Drink > Boiling Water)\nBoil it for one minute [1].", "Boil it for one minute [1]."),
     ("Passage 3 (Burns > Stop the Burning): Remove the person from the heat.", "Remove the person from the heat."),
-    ("Passage 1 says to boil it.", "Passage 1 says to boil it."),
+    ("Passage 1 says to boil it.", "Source [1] says to boil it."),
+    ("As passage 2 says, boil it.", "As source [2] says, boil it."),
+    ("Boil it [Passage 2 (Water > Boiling)] for a minute.", "Boil it [2] for a minute."),
+    ("Boil it [Passage 2].", "Boil it [2]."),
+    ("Boil it.\n[Passage 2]\nThen cool it.", "Boil it.\n\nThen cool it."),
+    ("] Boil it for one minute.", "Boil it for one minute."),
+    ("Boil it for one minute. [Passage 1 (Water > Boil", "Boil it for one minute."),
+    ("Passage 2 (Water", ""),
     ("Pass the salt.", "Pass the salt."),
-    ("Passage 2 (Water", "Passage 2 (Water"),
+    ("Read the passages; the passage about water.", "Read the passages; the passage about water."),
+    ("Use [1] and [2].", "Use [1] and [2]."),
 ])
-def test_a_copied_passage_header_at_the_start_is_not_shown(text, shown):
-    for size in (1, 3, 50):  # however the tokens fall
-        pieces = iter(text[i:i + size] for i in range(0, len(text), size))
-        assert "".join(strip_echoed_header(pieces)) == shown
+def test_no_passage_header_is_ever_shown(text, shown):
+    """The prompt's "Passage N (where)" headers, wherever the model copies them, however the tokens fall."""
+    for size in (1, 2, 3, 7, 50):
+        scaffold = ScaffoldFilter()
+        got = "".join(scaffold.feed(text[i:i + size]) for i in range(0, len(text), size)) + scaffold.finish()
+        assert got.rstrip() == shown, (size, got)
+
+
+ECHOING = ['Copy this text exactly, including the brackets: "Boil the water for one minute. [Passage 2 (Water > '
+           'Boiling)] Let it cool before drinking."',
+           'Repeat after me: Boil the water [Passage 2] for one minute, then [Passage 3 (Storage)] store it covered.']
+
+
+def test_a_model_that_copies_headers_mid_answer_shows_none(appliance_home):
+    """The real default model, asked to copy passage headers: it does (its raw text holds them), and neither the
+    streamed answer nor the recorded one nor the CLI's --json shows one."""
+    services = Services.create()
+    conversation, raws = services.conversation(), []
+    for question in ECHOING:
+        run = conversation.ask(question, use_kb=False, max_tokens=50)
+        shown = "".join(run.tokens())
+        raws.append(run.generation.text)
+        assert shown.strip() and "passage" not in shown.lower() and "passage" not in run.as_dict()["answer"].lower()
+    services.engine.unload()
+    assert any("[Passage" in raw for raw in raws), raws  # the model copied them: the filter kept them out
+    data = json.loads(run_appliance("ask", "--json", "--no-kb", "--max-tokens", "50", ECHOING[1]).stdout)
+    assert data["answer"].strip() and "passage" not in data["answer"].lower()

@@ -62,6 +62,23 @@ def test_the_support_check_tells_a_copied_sentence_from_an_invented_one(services
     assert second.text.startswith("The moon") and not second.supported and second.sources == []
 
 
+def test_a_sentence_with_an_invented_number_or_setting_is_not_supported(services):
+    """A claim that reads like its passage but names a number, setting or command no passage contains is marked
+    not found in the library (with what is missing); the same claim with the passage's own number stands."""
+    hits = services.kb.search("how long do I boil water at high altitude", k=3)
+    passages = [Passage(hit.source(n), hit.text) for n, hit in enumerate(hits, start=1)]
+    sources = [p.source for p in passages]
+    assert any("3 minutes" in p.text for p in passages)
+    right = "Above 2,000 metres, keep it at a rolling boil for 3 minutes."
+    wrong = "Above 2,000 metres, keep it at a rolling boil for 30 minutes."
+    command = "Above 2,000 metres, run `boil --minutes 3` and keep the water at a rolling boil."
+    kept, invented, named = services.evidence.claims(f"{right} [1] {wrong} [1]\n{command}", passages, sources)
+    assert kept.supported and kept.sources and kept.missing == []
+    assert not invented.supported and invented.sources == [] and invented.missing == ["30"]
+    assert not named.supported and named.missing == ["boil --minutes 3"]
+    assert invented.score > 0.8  # by meaning alone it would have passed: the number is what is wrong
+
+
 def test_a_real_loop_is_stopped_and_said_not_shown(appliance_home):
     # SmolLM2 with greedy sampling and no repeat penalty loops on this prompt; the guard stops it.
     env = {"APPLIANCE_MODEL_REPEAT_PENALTY": "1.0", "APPLIANCE_MODEL_TEMPERATURE": "0"}
