@@ -38,6 +38,10 @@ QUOTE_FLOOR = 0.35  # combined score a unit needs to be quoted
 LEXICAL_WEIGHT = 0.3  # weights measured with scripts/eval_answers --quote-only (pairs of sentences: 63% -> 77%)
 RANK_PENALTY = 0.05
 PAIR_WORDS = 40
+# A sentence a person can act on (it names the setting, the command, the number) is worth more than one that only
+# restates the topic: among units about as close to the question, it is quoted first.
+ACTION_BONUS = 0.1  # a command, option, setting or file name (`code`, --flag, snake_case, name.ext)
+NUMBER_BONUS = 0.05  # a number (a dose, a time, a size)
 SUPPORT_COSINE = 0.72  # a claim this close in meaning to a passage sentence is supported
 SUPPORT_OVERLAP = 0.7  # ... or one sharing this share of its content words
 
@@ -131,6 +135,14 @@ def specifics(text: str) -> list[str]:
     return list(dict.fromkeys(item.strip() for item in out if item.strip()))
 
 
+def action_bonus(text: str) -> float:
+    """What a unit gains for naming something to act on (ACTION_BONUS, NUMBER_BONUS; the larger one)."""
+    found = specifics(text)
+    if any(not _NUMBER.fullmatch(item) for item in found):
+        return ACTION_BONUS
+    return NUMBER_BONUS if found else 0.0
+
+
 def missing_specifics(claim: str, passages_text: str) -> list[str]:
     """The specifics of `claim` that no passage contains (numbers compared by value, "one" = "1")."""
     haystack = passages_text.lower()
@@ -196,7 +208,8 @@ class Evidence:
         scored = []
         for cos, candidate in zip(cosines, candidates):
             candidate.lexical = len(terms & content_terms(candidate.text)) / len(terms)
-            scored.append((float(cos) + LEXICAL_WEIGHT * candidate.lexical - RANK_PENALTY * candidate.rank, candidate))
+            scored.append((float(cos) + LEXICAL_WEIGHT * candidate.lexical - RANK_PENALTY * candidate.rank
+                           + action_bonus(candidate.text), candidate))
         scored.sort(key=lambda pair: pair[0], reverse=True)
         chosen: list[Quote] = []
         for score, candidate in scored:

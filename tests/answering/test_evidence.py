@@ -79,6 +79,24 @@ def test_a_sentence_with_an_invented_number_or_setting_is_not_supported(services
     assert invented.score > 0.8  # by meaning alone it would have passed: the number is what is wrong
 
 
+def test_the_quote_is_the_sentence_that_says_what_to_do(appliance_home):
+    """Of two sentences about as close to the question, the one with the setting to change is quoted first (the
+    real embedder): the person reads the command, not only a restatement of the topic."""
+    from kb.source import Source
+
+    texts = ["The server keeps recently used table pages in a shared memory cache, and a larger cache means fewer "
+             "reads from disk. The cache is sized when the server starts and cannot grow while it runs. To make the "
+             "cache larger, set shared_buffers = 4GB in postgresql.conf and restart the server.",
+             "Memory for sorting is separate from the page cache. Each sort can use up to work_mem before it spills."]
+    passages = [Passage(Source(f"/docs/{n}.md", "Tuning", "Memory", None, text, 0.5, number=n + 1), text)
+                for n, text in enumerate(texts)]
+    services = Services.create()
+    quotes = services.evidence.quotes("how do I give the database more memory for caching?", passages,
+                                      [p.source for p in passages], k=3)
+    assert "shared_buffers = 4GB" in quotes[0].text and quotes[0].source.number == 1
+    assert any(q.text.startswith("The server keeps") for q in quotes)  # the context is still shown after it
+
+
 def test_a_real_loop_is_stopped_and_said_not_shown(appliance_home):
     # SmolLM2 with greedy sampling and no repeat penalty loops on this prompt; the guard stops it.
     env = {"APPLIANCE_MODEL_REPEAT_PENALTY": "1.0", "APPLIANCE_MODEL_TEMPERATURE": "0"}
