@@ -68,12 +68,20 @@ class PowerSettings:
 
 
 @dataclass
+class KBSettings:
+    # register the shipped field guide in a library on its first use (appliance.answering.field_guide); an owner
+    # who removed the guide needs nothing here (the removal is kept); false for a library with no guide at all
+    field_guide: bool = True
+
+
+@dataclass
 class Config:
     model: ModelSettings = field(default_factory=ModelSettings)
     hardware: HardwareSettings = field(default_factory=HardwareSettings)
     engine: EngineSettings = field(default_factory=EngineSettings)
     airgap: AirgapSettings = field(default_factory=AirgapSettings)
     power: PowerSettings = field(default_factory=PowerSettings)
+    kb: KBSettings = field(default_factory=KBSettings)
 
     @classmethod
     def load(cls, path: Path) -> "Config":

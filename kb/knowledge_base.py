@@ -116,6 +116,11 @@ class KnowledgeBase:
             if text not in self._notices:
                 self._notices.append(text)
 
+    def add_notice(self, text: str) -> None:
+        """Something done on the library's behalf by its caller (e.g. a shipped document left out), said with the
+        library's own notices."""
+        self._notice(text)
+
     def take_notices(self) -> list[str]:
         """What the library did on its own since the last call (a vector index rebuilt, a fallback used)."""
         with self._parts:
@@ -193,9 +198,19 @@ class KnowledgeBase:
         return removed
 
     def documents(self) -> list[dict]:
-        return [{"path": shown(d.path), "title": d.title, "kind": d.kind, "chunks": d.chunks, "added": d.added,
-                 "mode": d.mode, "sha256": d.sha256, "size": d.size, "notes": d.notes}
-                for d in self.store.documents()]
+        return [_document_dict(d) for d in self.store.documents()]
+
+    def document(self, path: str | Path) -> dict | None:
+        """One ready document by its exact (absolute) path, as `documents()` gives it; None when it is not there."""
+        row = self.store.ready_document(os.path.abspath(os.fspath(path)))
+        return _document_dict(row) if row is not None else None
+
+    def meta(self, key: str) -> str | None:
+        """A value the library keeps for its caller (e.g. whether the shipped field guide was removed)."""
+        return self.store.meta(key)
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.store.set_meta(key, value)
 
     def stats(self) -> dict:
         counts = self.store.counts()
@@ -258,6 +273,11 @@ class KnowledgeBase:
         if self._zims is not None:
             self._zims.close()
         self._zims = None
+
+
+def _document_dict(d) -> dict:
+    return {"path": shown(d.path), "title": d.title, "kind": d.kind, "chunks": d.chunks, "added": d.added,
+            "mode": d.mode, "sha256": d.sha256, "size": d.size, "notes": d.notes}
 
 
 def _make_directory(directory: Path) -> None:

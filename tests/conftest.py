@@ -32,6 +32,9 @@ def appliance_home(tmp_path, monkeypatch) -> Path:
     # The kernel network lock can never be lifted: never in the pytest process (the CLI runs in it through
     # CliRunner). run_appliance drops this, so the real `appliance` in a subprocess runs locked, as for a user.
     monkeypatch.setenv(LOCK_OFF[0], LOCK_OFF[1])
+    # The shipped field guide is registered in a library on its first use; tests of the library itself start
+    # from an empty one. tests/answering/test_field_guide.py (and the end-to-end answers) switch it back on.
+    monkeypatch.setenv("APPLIANCE_KB_FIELD_GUIDE", "off")
     # The machine's own power supply stays out of the tests (a laptop on battery would shorten every answer and
     # add a line to the TUI's status line): no supplies listed, so the power source is unknown and the low-power
     # profile off. The power tests build their own tree.

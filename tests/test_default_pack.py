@@ -58,6 +58,27 @@ def test_the_default_pack_answers_from_the_library_with_its_source(default_pack)
     assert any(Path(s["path"]).name == "water.md" for s in cited)
 
 
+def test_a_fresh_home_answers_how_to_purify_water_from_the_field_guide(default_pack, monkeypatch, appliance_home):
+    """Issue 28: nothing added, the shipped field guide registers itself; the answer quotes it, cites it, and says
+    to boil."""
+    from appliance.answering import field_guide
+
+    monkeypatch.setenv("APPLIANCE_KB_FIELD_GUIDE", "on")
+    result = run_appliance("ask", "--json", "--max-tokens", "120", "How do I purify water?")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["model"]["name"] == default_pack.name
+    assert data["notice"] is None and data["emergency"] is None  # answered from the library, not the model alone
+    guide = str(appliance_home / "kb" / "shipped" / "field-guide.md")
+    cited = [s for s in data["sources"] if s["cited"]]
+    assert cited and all(s["path"] == guide for s in cited)
+    assert any("Boiling water" in s["section"] for s in cited)
+    quoted = " ".join(q["text"] for q in data["quotes"]).lower()
+    assert "boil" in quoted and "boil" in data["answer"].lower()
+    listed = json.loads(run_appliance("kb", "list", "--json").stdout)
+    assert [(r["path"], r["sha256"]) for r in listed] == [(guide, field_guide.SHA256)]
+
+
 def test_the_same_bytes_from_any_path_establish_the_same_facts(default_pack, tmp_path, monkeypatch):
     monkeypatch.setenv("APPLIANCE_PACKS_DIR", str(tmp_path / "none"))  # not as a pack: as a file from a friend's drive
     drive = tmp_path / "friends-drive"

@@ -248,7 +248,9 @@ class ApplianceApp(App):
             if kb is None:
                 self.post_message(self.KBStats(None))
                 return
-            self.post_message(self.KBStats(kb.stats(), kb.documents()))
+            from appliance.answering import field_guide
+
+            self.post_message(self.KBStats(kb.stats(), field_guide.documents(kb)))
         except Exception as exc:  # noqa: BLE001
             self.post_message(self.KBStats(None, None, str(exc)))
 

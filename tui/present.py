@@ -84,6 +84,17 @@ def kb_label(stats: dict | None) -> str:
     return label
 
 
+def guide_text(listing: dict) -> str:
+    """The field guide's lines on the library screen: version, provenance, each section with its sources."""
+    lines = [f"Field guide {listing.get('version', '')} ({listing.get('date', '')}), shipped with the appliance: "
+             f"{listing.get('provenance', '')}"]
+    for chapter in listing.get("sections") or []:
+        lines.append(f"  {chapter.get('title', '')}: {'; '.join(chapter.get('sources') or [])}")
+    from appliance.sanitize import clean_line
+
+    return "\n".join(clean_line(line) for line in lines)
+
+
 def source_label(source: Any) -> str:
     """One line for a cited passage: number, file, section, page (safe to show: control characters escaped)."""
     from appliance.sanitize import clean_line

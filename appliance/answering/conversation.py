@@ -9,6 +9,7 @@
       -> retriever.passages(question)               numbered passages from the knowledge base (Passage = Source + text)
       -> the owner's rules on the passages          before the model sees them
       -> build_prompt                               system, earlier turns, passages within the context budget
+      -> no passages, a question that reads as an emergency: AnswerRun.emergency (answering.emergency), shown first
       -> model.generate                             AnswerRun: tokens(), cancel(), sources, cited, as_dict()
     Conversation.record(run)                        question + answer in history and the answer log, one transaction
 
@@ -28,6 +29,7 @@ from typing import Any, Callable, Iterator, Protocol
 from appliance.config import ModelSettings
 from appliance.engine import Engine, Generation, LoadedModel
 from appliance.errors import ConfirmationNeeded, RuleRefusal, UsageError
+from appliance.answering.emergency import EmergencyNotice, read_as_emergency
 from appliance.answering.evidence import Claim, Evidence, Quote, content_terms
 from appliance.records.history import History
 from appliance.models.verify import Progress
@@ -180,6 +182,7 @@ class AnswerView(Protocol):
     notice: str
     stopped: str
     refused: Match | None
+    emergency: EmergencyNotice | None
 
     @property
     def text(self) -> str: ...
@@ -219,6 +222,7 @@ class AnswerRun:
     refused: Match | None = None  # the rule that withheld the rest of the answer
     settings: dict = field(default_factory=dict)  # what shaped the answer (for the answer log)
     chunk_hashes: dict = field(default_factory=dict)  # source number -> sha256 of the stored passage text
+    emergency: EmergencyNotice | None = None  # an emergency answered without passages: said before anything else
 
     def __post_init__(self) -> None:
         self.guard = RepetitionGuard(self.question)
@@ -324,6 +328,7 @@ class AnswerRun:
             "quotes": [quote.as_dict() for quote in self.quotes],
             "answer": self.text,
             "notice": self.notice or None,
+            "emergency": self.emergency.as_dict() if self.emergency is not None else None,
             "stopped": self.stopped or None,
             "engine_notice": self.engine_notice or None,
             "cancelled": self.cancelled,
@@ -473,7 +478,8 @@ class Conversation:
             return AnswerRun(question, None, None, [p.source for p in passages],
                              "" if passages else "The library has nothing on this.", self.id, quotes, passages,
                              timings_extra=timings, rules=decision, settings={"quote_only": True, "use_kb": use_kb},
-                             chunk_hashes=_hashes(passages))
+                             chunk_hashes=_hashes(passages),
+                             emergency=read_as_emergency(question) if not passages else None)
         loaded = self.engine.load(model, progress=progress, threads=threads)
         limit = max_tokens or self.settings.max_tokens
         plan = self.plan or PromptPlan.for_model(loaded.n_params)
@@ -495,7 +501,8 @@ class Conversation:
         return AnswerRun(question, loaded, generation, prompt.sources, notice, self.id, quotes, in_prompt,
                          self.evidence, timings_extra=timings, rules=decision,
                          gate=AnswerGate(book) if book is not None and book.applies("answer") else None,
-                         settings=settings, chunk_hashes=_hashes(passages))
+                         settings=settings, chunk_hashes=_hashes(passages),
+                         emergency=read_as_emergency(question) if not prompt.sources else None)
 
     def record(self, run: AnswerRun) -> int:
         """Save the question and its answer in one transaction; the conversation continues from here."""

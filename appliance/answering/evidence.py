@@ -169,10 +169,13 @@ class _Candidate:
     sentences: int  # 1, or 2 for a sentence with the one after it
 
 
+_ATTRIBUTION = re.compile(r"Sources?:\s", re.I)  # "Source: CDC, ..." says where a section is from, not what to do
+
+
 def units(text: str, pair_words: int = PAIR_WORDS) -> list[tuple[str, int]]:
     """The quotable units of a passage: each sentence, and each sentence with the one after it when the two are
     short (a fact is often in the sentence after the one that names the topic). Verbatim substrings of `text`."""
-    spans = sentences(text)
+    spans = [(start, end) for start, end in sentences(text) if not _ATTRIBUTION.match(text, start)]
     out = []
     for index, (start, end) in enumerate(spans):
         piece = text[start:end]

@@ -1,7 +1,8 @@
 """The knowledge base as the appliance opens it: once, lazily, with the embedder files checked against their pins.
 
 `KnowledgeHandle.open()` is what the retriever and the CLI's `kb` commands use; nothing is opened (and no embedder
-is hashed) until a question or command actually needs the library, so `ask --no-kb` never touches it.
+is hashed) until a question or command actually needs the library, so `ask --no-kb` never touches it. Opening it
+registers the shipped field guide in a library that has never had it (appliance.answering.field_guide).
 """
 
 from __future__ import annotations
@@ -9,14 +10,17 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from appliance.answering.field_guide import FieldGuide, GuideState
 from appliance.errors import ApplianceError, IntegrityError
 from appliance.models import packs
 from appliance.models.verify import check_file
 
 
 class KnowledgeHandle:
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, guide: bool = True):
         self.directory = directory
+        self.guide = guide  # register the shipped field guide when the library is first opened
+        self.guide_state: GuideState | None = None
         self._kb = None
         self._lock = threading.Lock()
 
@@ -39,6 +43,9 @@ class KnowledgeHandle:
                 raise IntegrityError(f"embedder file does not match its pin: {exc}") from None
             files.append(path)
         try:
-            return KnowledgeBase(self.directory, files[0], files[1])
+            knowledge = KnowledgeBase(self.directory, files[0], files[1])
         except KBError as exc:
             raise ApplianceError(str(exc)) from None
+        if self.guide:
+            self.guide_state = FieldGuide(knowledge).ensure()  # the shipped guide, on a library's first use
+        return knowledge

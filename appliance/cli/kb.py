@@ -15,8 +15,8 @@ from pathlib import Path
 import click
 
 from appliance.cli.support import Context, count_progress, diag, dumps, interactive, pass_ctx
-from appliance.errors import EXIT_FAILURE, IntegrityError
-from appliance.sanitize import clean_line
+from appliance.errors import EXIT_FAILURE, ApplianceError, IntegrityError
+from appliance.sanitize import clean, clean_line
 from kb.errors import DiskFull, KBError, KBUsageError, StoreDamaged
 
 
@@ -197,7 +197,10 @@ def kb_list(obj: Context, as_json: bool) -> None:
     Example:
       appliance kb list --json
     """
-    rows = obj.services.kb.documents()
+    from appliance.answering import field_guide
+
+    knowledge = obj.services.kb
+    rows = field_guide.documents(knowledge)
     if as_json:
         click.echo(dumps(rows))
         return
@@ -205,8 +208,67 @@ def kb_list(obj: Context, as_json: bool) -> None:
         added = datetime.datetime.fromtimestamp(row["added"]).strftime("%Y-%m-%d %H:%M")
         chunks = "ZIM index" if row["mode"] == "registered" else f"{row['chunks']} chunks"
         click.echo(clean_line(f"{row['kind']:5} {chunks:>12}  {added}  {row['path']}"))
+        if "field_guide" in row:
+            guide = row["field_guide"]
+            click.echo(clean_line(f"{'':19}the field guide {guide['version']} ({guide['date']}): "
+                                  f"{guide['provenance']}; `appliance kb guide` lists its sections"))
+    _notices(obj, knowledge)
     if not rows:
         diag("the library is empty; add files with: appliance kb add ~/manuals", obj.quiet)
+
+
+@kb.command("guide")
+@click.argument("section", required=False)
+@click.option("--remove", "remove_", is_flag=True, help="Remove the field guide from the library (it stays removed, "
+              "upgrades included, until --restore).")
+@click.option("--restore", is_flag=True, help="Put the shipped field guide back after a removal.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def kb_guide(obj: Context, section: str | None, remove_: bool, restore: bool, as_json: bool) -> None:
+    """The field guide shipped with the appliance: its sections and sources, or one section's text.
+
+    
+    Registered in the library on first use, checked against its pinned sha256. Replace it with your own
+    by removing it and adding your file.
+    Examples:
+      appliance kb guide                      # version, state, sections and their sources
+      appliance kb guide "Severe bleeding"    # that section's text (no model is loaded)
+      appliance kb guide --remove
+    """
+    from appliance.answering import field_guide
+
+    if remove_ and restore:
+        raise click.UsageError("--remove and --restore go one at a time")
+    if section is not None:
+        found = field_guide.section_text(section)
+        if found is None:
+            known = ", ".join(title for title, _ in field_guide.chapters())
+            raise click.UsageError(f"the field guide has no section {section!r}; its sections: {known}")
+        click.echo(dumps({"section": section, "text": found}) if as_json else clean(found))
+        return
+    knowledge = obj.services.kb
+    guide = field_guide.FieldGuide(knowledge)
+    if remove_:
+        count = guide.remove()
+        _say(f"removed the field guide ({count} chunks); it stays out until `appliance kb guide --restore`",
+             obj.quiet)
+    elif restore:
+        state = guide.restore()
+        if state.problem:
+            _notices(obj, knowledge)
+            raise ApplianceError(state.problem)
+    listing = guide.listing()
+    if as_json:
+        click.echo(dumps(listing))
+        return
+    click.echo(clean_line(f"{field_guide.TITLE}, version {listing['version']} ({listing['date']}): "
+                          f"{listing['status']}"))
+    click.echo(clean_line(f"  {listing['provenance']}"))
+    if listing["status"] == "registered":
+        click.echo(clean_line(f"  in the library as {listing['path']}"))
+    for chapter in listing["sections"]:
+        click.echo(clean_line(f"  {chapter['title']}: {'; '.join(chapter['sources'])}"))
+    _notices(obj, knowledge)
 
 
 @kb.command("stats")

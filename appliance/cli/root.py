@@ -187,6 +187,8 @@ def ask(obj: Context, question: str | None, model_name: str | None, max_tokens: 
         diag(f"note: {run.model.notice}", obj.quiet)
     if run.model is not None:
         _consent_note(services, run.model.entry, obj.quiet)
+    if run.emergency is not None and not as_json:  # before anything else the answer says, even with --quiet
+        _emergency(run.emergency.text)
     if run.notice:
         diag(run.notice, obj.quiet)
     if run.quotes and not as_json:
@@ -240,6 +242,16 @@ def ask(obj: Context, question: str | None, model_name: str | None, max_tokens: 
     rule_notes(run, obj.quiet, after=True)
     if run.refused is not None:  # an owner's rule withheld the rest of the answer
         raise RuleRefusal(run.refused.said(), rule=run.refused.rule, decision=run.decision)
+
+
+def _emergency(text: str) -> None:
+    """The emergency notice on stdout, where the answer is read: bold and red on a terminal (not with NO_COLOR),
+    framed so it stands out in a pipe too."""
+    styled = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    rule = "!" * 72
+    for line in (rule, *text.splitlines(), rule):
+        click.echo(click.style(clean_line(line), fg="red", bold=True) if styled else clean_line(line))
+    click.echo()
 
 
 def _consent_note(services, entry, quiet: bool) -> None:

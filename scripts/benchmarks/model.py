@@ -226,8 +226,10 @@ def run() -> None:
     compare = os.environ.get("APPLIANCE_BENCH_COMPARE_NATIVE") == "1"
     threads = Hardware.detect().threads()
     with tempfile.TemporaryDirectory() as home:
-        env = dict(os.environ, APPLIANCE_HOME=home)
+        # The bench's own corpus only (the shipped field guide off), so the figures compare across versions.
+        env = dict(os.environ, APPLIANCE_HOME=home, APPLIANCE_KB_FIELD_GUIDE="off")
         os.environ["APPLIANCE_HOME"] = home
+        os.environ["APPLIANCE_KB_FIELD_GUIDE"] = "off"
         corpus = Path(home) / "corpus"
         corpus.mkdir()
         _corpus(corpus)

@@ -161,6 +161,8 @@ def main(argv: list[str]) -> int:
     home = Path(args.home or os.path.expanduser("~/.cache/appliance/eval-answers"))
     home.mkdir(parents=True, exist_ok=True)
     os.environ["APPLIANCE_HOME"] = str(home)
+    # The library is the eval's own documents: the shipped field guide (which covers the same ground) stays out.
+    os.environ["APPLIANCE_KB_FIELD_GUIDE"] = "off"
     sys.path.insert(0, str(HERE.parent.parent))
     import appliance  # noqa: F401  (guards)
     from appliance.models import packs

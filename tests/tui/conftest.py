@@ -51,6 +51,7 @@ class FakeRun:
         self.question, self.pieces, self.delay = question, pieces, delay
         self.sources, self.notice = sources, notice
         self.quotes: list = []
+        self.emergency = None
         self._cancel = threading.Event()
         self.cancelled = False
         self.text = ""
@@ -172,6 +173,7 @@ def fake_services(services) -> FakeServices:
 class FakeKB:
     def __init__(self, files: int = 40, delay: float = 0.05):
         self.files, self.delay = files, delay
+        self.directory = Path("/appliance-home/kb")  # where the field guide would be (it is not in this one)
         self.docs: list[dict] = [{"path": "/library/water.md", "title": "Water", "kind": "md", "chunks": 3,
                                   "added": 0}]
         self.removed: list[str] = []

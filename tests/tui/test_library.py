@@ -128,3 +128,30 @@ async def test_real_knowledge_base_add_list_and_remove(services, tmp_path):
         await wait_for(pilot, lambda: app.kb_stats["documents"] == 1 and table.row_count == 1, 60, "the removal")
         assert [d["path"] for d in services.kb.documents()] == [str(docs / "fire.txt")]
         await app.workers.wait_for_complete()
+
+
+async def test_the_field_guide_is_listed_with_its_sections_and_sources(monkeypatch, appliance_home):
+    """A fresh data dir, the guide registered on first use (real library, real embedder): the library screen lists
+    it, and under it its sections and the sources each names; removing it from here is kept."""
+    monkeypatch.setenv("APPLIANCE_KB_FIELD_GUIDE", "on")
+    from appliance.services import Services
+
+    services = Services.create()
+    app = create_app(services, preload=False)
+    async with app.run_test(size=(120, 50)) as pilot:
+        screen = await open_library(pilot)
+        table = screen.query_one(DataTable)
+        await wait_for(pilot, lambda: table.row_count == 1, 120, "the field guide")
+        assert table.get_row_at(0)[0] == "Field guide for the first days"
+        guide = screen.query_one("#kb-guide", Static)
+        text = str(guide.render())
+        assert guide.display and "Field guide 1.0" in text
+        assert "Safe water: CDC" in text and "Signalling for rescue: US Army Field Manual FM 21-76" in text
+        table.focus()
+        await pilot.press("r")
+        await pilot.pause()
+        await pilot.click("#yes")
+        await wait_for(pilot, lambda: app.kb_stats["documents"] == 0, 60, "the removal")
+        await app.workers.wait_for_complete()
+    services.kb.close()
+    assert Services.create().kb.documents() == []  # removed in the TUI: it stays removed

@@ -67,6 +67,7 @@ class ChatScreen(Screen):
         sources: list
         notice: str
         quotes: list
+        emergency: str = ""  # appliance.answering.emergency's notice, shown above the answer
 
     @dataclass
     class AnswerToken(Message, bubble=False):
@@ -184,7 +185,8 @@ class ChatScreen(Screen):
         pending.run = run
         if pending.cancel.is_set():
             run.cancel()
-        self.post_message(self.AnswerStarted(request, list(run.sources), run.notice, list(run.quotes)))
+        self.post_message(self.AnswerStarted(request, list(run.sources), run.notice, list(run.quotes),
+                                             run.emergency.text if run.emergency is not None else ""))
         try:
             for piece in run.tokens():
                 self.post_message(self.AnswerToken(request, piece))
@@ -222,7 +224,7 @@ class ChatScreen(Screen):
     @on(AnswerStarted)
     def _started(self, message: "ChatScreen.AnswerStarted") -> None:
         if pending := self._current(message.request):
-            pending.exchange.started(message.sources, message.notice, message.quotes)
+            pending.exchange.started(message.sources, message.notice, message.quotes, message.emergency)
 
     @on(AnswerToken)
     async def _token(self, message: "ChatScreen.AnswerToken") -> None:

@@ -17,7 +17,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, ProgressBar, Static
 
 from appliance.sanitize import clean_line
-from tui.present import human_size, short_path
+from tui.present import guide_text, human_size, short_path
 from tui.screens.dialogs import ConfirmScreen, TextPrompt
 
 KB_UNAVAILABLE = ("The knowledge base could not be opened (the notification says why).\n"
@@ -81,6 +81,7 @@ class LibraryScreen(Screen):
         with Vertical(id="library-body") as body:
             body.border_title = "Library"
             yield Static("", id="kb-summary", markup=False)
+            yield Static("", id="kb-guide", markup=False)
             yield DataTable(id="documents", cursor_type="row", zebra_stripes=True)
             yield Static(KB_UNAVAILABLE, id="kb-empty", markup=False)
             with Horizontal(id="ingest"):
@@ -91,6 +92,7 @@ class LibraryScreen(Screen):
     def on_mount(self) -> None:
         self.query_one(DataTable).add_columns("Title", "Kind", "Chunks", "Added", "Path")
         self.query_one("#ingest").display = False
+        self.query_one("#kb-guide").display = False
         self.watch(self.app, "kb_documents", self._refresh, init=False)
         self.watch(self.app, "kb_stats", self._refresh, init=False)
         self._refresh()
@@ -110,6 +112,10 @@ class LibraryScreen(Screen):
         summary.update(f"{stats.get('documents', 0)} documents · {stats.get('zims', 0)} ZIM archives · "
                        f"{stats.get('chunks', 0)} chunks · {human_size(stats.get('size_bytes'))}")
         self.documents = list(app.kb_documents or [])
+        guide = self.query_one("#kb-guide", Static)
+        listing = next((doc["field_guide"] for doc in self.documents if "field_guide" in doc), None)
+        guide.update(guide_text(listing) if listing else "")
+        guide.display = listing is not None
         empty.update(EMPTY)
         empty.display, table.display = not self.documents, bool(self.documents)
         row = table.cursor_row
@@ -166,6 +172,7 @@ class LibraryScreen(Screen):
     def _ingest_finished(self, message: "LibraryScreen.IngestFinished") -> None:
         self.cancel_ingest = None
         self.query_one("#ingest").display = False
+        self.query_one("#kb-guide").display = False
         title = "Stopped adding" if message.cancelled else "Added to the library"
         self.notify(report_text(message.report), title=title, severity="warning" if message.report.failed else "information",
                     timeout=10)
@@ -175,6 +182,7 @@ class LibraryScreen(Screen):
     def _ingest_failed(self, message: "LibraryScreen.IngestFailed") -> None:
         self.cancel_ingest = None
         self.query_one("#ingest").display = False
+        self.query_one("#kb-guide").display = False
         self.notify(message.error, severity="error", title="Could not add", timeout=12)
         self.app.refresh_kb()
 

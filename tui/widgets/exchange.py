@@ -68,17 +68,19 @@ class QuoteList(OptionList):
 
 
 class Exchange(Vertical):
-    """A question; the library's own sentences (quotes); the model's answer as Markdown (streamed through
-    MarkdownStream); a notice; sentences not found in the library; and the sources."""
+    """A question; an emergency notice (a question that reads as one, answered by the model alone); the library's
+    own sentences (quotes); the model's answer as Markdown (streamed through MarkdownStream); a notice; sentences
+    not found in the library; and the sources."""
 
     def __init__(self, question: str, answer: str = "", *, sources: list[Any] | None = None, notice: str = "",
                  meta: str = "", streaming: bool = False, quotes: list[Any] | None = None,
-                 unsupported: list[str] | None = None) -> None:
+                 unsupported: list[str] | None = None, emergency: str = "") -> None:
         super().__init__(classes="exchange")
         self.question = question
         self._answer = answer
         self._sources = sources or []
         self._notice = notice
+        self._emergency = emergency  # the emergency notice (appliance.answering.emergency), above everything else
         self._meta = meta
         self._streaming = streaming
         self._quotes = quotes or []
@@ -87,6 +89,9 @@ class Exchange(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static(self.question, classes="question", markup=False)
+        emergency = Static(self._emergency, classes="emergency", markup=False)
+        emergency.display = bool(self._emergency)
+        yield emergency
         notice = Static(self._notice, classes="notice", markup=False)
         notice.display = bool(self._notice)
         yield notice
@@ -121,7 +126,11 @@ class Exchange(Vertical):
     def markdown(self) -> Markdown:
         return self.query_one(".answer", Markdown)
 
-    def started(self, sources: list[Any], notice: str, quotes: list[Any] | None = None) -> None:
+    def started(self, sources: list[Any], notice: str, quotes: list[Any] | None = None, emergency: str = "") -> None:
+        if emergency:
+            label = self.query_one(".emergency", Static)
+            label.update(clean(emergency))
+            label.display = True
         if notice:
             label = self.query_one(".notice", Static)
             label.update(notice)
