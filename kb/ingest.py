@@ -45,6 +45,15 @@ class IngestProgress:
     current: str  # as shown (kb.files.shown)
     rate: float  # chunks per second
     eta_s: float | None
+    stage: str = ""  # within the current file: "reading", "chunking", "embedding" ("" between files)
+    file_chunks_done: int = 0  # the current file's passages embedded so far, of file_chunks (0 until chunked)
+    file_chunks: int = 0
+
+    @property
+    def fraction(self) -> float:
+        """Files done plus the share of the current one embedded: what a bar shows, moving within a large file."""
+        inside = self.file_chunks_done / self.file_chunks if self.file_chunks else 0.0
+        return min(self.files_done + inside, self.files_total)
 
 
 @dataclass
@@ -111,6 +120,7 @@ class _Batch:
         self.chunks_done = 0
         self.embed_seconds = 0.0
         self.done_bytes = 0
+        self.current_bytes = 0  # the size of the file in hand (its share of the ETA while it is embedded)
         self.total_bytes = 1
         self.files: list[Path] = []
         self.index = 0  # the file in hand
@@ -142,6 +152,7 @@ class _Batch:
             if report.stopped:
                 report.not_added.append(files.shown(path))
                 continue
+            self.current_bytes = sizes.get(path, 0)
             try:
                 self._one(path)
                 self._done(path)
@@ -190,15 +201,19 @@ class _Batch:
     def _cancelled(self) -> bool:
         return self.cancel is not None and self.cancel.is_set()
 
-    def _tell(self, index: int, current: Path) -> None:
+    def _tell(self, index: int, current: Path, stage: str = "", inside: tuple[int, int] = (0, 0)) -> None:
+        """Progress: between files, and within one at each stage and each embedding group (`inside`: its passages
+        embedded, of how many), so a large file moves the bar too."""
         if self.progress is None:
             return
         elapsed = time.monotonic() - self.started
         rate = self.chunks_done / self.embed_seconds if self.embed_seconds > 0 else 0.0
+        done_bytes = self.done_bytes + (self.current_bytes * inside[0] / inside[1] if inside[1] else 0)
         eta = None
-        if self.done_bytes > 0 and elapsed > 0:
-            eta = elapsed / self.done_bytes * (self.total_bytes - self.done_bytes)
-        self.progress(IngestProgress(index, len(self.files), self.chunks_done, files.shown(current), rate, eta))
+        if done_bytes > 0 and elapsed > 0:
+            eta = elapsed / done_bytes * (self.total_bytes - done_bytes)
+        self.progress(IngestProgress(index, len(self.files), self.chunks_done, files.shown(current), rate, eta,
+                                     stage, inside[0], inside[1]))
 
     # --- one file ---------------------------------------------------------------------------------------------
     def _one(self, path: Path) -> None:
@@ -222,6 +237,7 @@ class _Batch:
             if existing and existing.sha256 == identity and existing.mode == "ingested":
                 self.report.skipped += 1
                 return
+            self._tell(self.index, path, "reading")
             if kind == "zim":
                 from kb.readers.zim import read_zim
 
@@ -233,6 +249,7 @@ class _Batch:
             after = os.fstat(handle.fileno())
             if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
                 raise ReadError("changed while it was being read; add it again once it is complete")
+        self._tell(self.index, path, "chunking")
         chunks = chunk_document(document)
         if not chunks:
             raise ReadError("contains no text")
@@ -262,6 +279,7 @@ class _Batch:
     def _embed(self, texts: list[str], path: Path) -> np.ndarray:
         embedder = self.kb.embedder
         parts = []
+        self._tell(self.index, path, "embedding", (0, len(texts)))
         for start in range(0, len(texts), EMBED_GROUP):
             if self._cancelled():
                 raise _Cancelled()
@@ -269,7 +287,7 @@ class _Batch:
             parts.append(embedder.embed(texts[start:start + EMBED_GROUP], batch_size=EMBED_BATCH))
             self.embed_seconds += time.monotonic() - began
             self.chunks_done += len(parts[-1])
-            self._tell(self.index, path)
+            self._tell(self.index, path, "embedding", (start + len(parts[-1]), len(texts)))
         return np.concatenate(parts) if parts else np.zeros((0, DIM), np.float32)
 
     def _register(self, path: Path, info) -> None:

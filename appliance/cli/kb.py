@@ -47,9 +47,10 @@ def _progress_bar(quiet: bool):
 
     def update(p) -> None:
         eta = "?" if p.eta_s is None else str(datetime.timedelta(seconds=int(p.eta_s)))
-        name = clean_line(Path(p.current).name)
-        bar.update(task, completed=p.files_done, total=p.files_total, chunks=p.chunks_done,
-                   rate=f"{p.rate:.1f}/s" if p.rate else "", eta=eta, current=name[-40:])
+        name = clean_line(Path(p.current).name)[-40:]
+        inside = f" ({p.stage}{f' {p.file_chunks_done}/{p.file_chunks}' if p.file_chunks else ''})" if p.stage else ""
+        bar.update(task, completed=p.fraction, total=p.files_total, chunks=p.chunks_done,
+                   rate=f"{p.rate:.1f}/s" if p.rate else "", eta=eta, current=name + inside)
 
     return update, bar
 

@@ -75,7 +75,9 @@ def hub_refuses() -> Check:
 
 
 def lock_check() -> Check:
-    """The kernel lock (appliance/system/netlock.py) is in force: a deliberate AF_INET socket is refused by the kernel."""
+    """The kernel lock (appliance/system/netlock.py) is in force: deliberate sockets of forbidden families (AF_INET,
+    AF_INET6, AF_NETLINK, AF_PACKET; from Python, libc and raw system calls) are refused by the kernel. The detail
+    names the families the lock allows."""
     from appliance.system import netlock
 
     state = netlock.state()
@@ -83,7 +85,8 @@ def lock_check() -> Check:
     name = "kernel network lock"
     if refused:
         cost = f"; installed in {state.seconds * 1000:.1f} ms at start-up" if state and state.locked else ""
-        return Check(name, True, f"in force (seccomp {netlock.seccomp_mode()}): the kernel refused {how}{cost}")
+        return Check(name, True, f"in force (seccomp {netlock.seccomp_mode()}): sockets allowed for "
+                     f"{netlock.allowed_families()}, i386 and x32 system calls refused; the kernel refused {how}{cost}")
     if state is not None and state.locked:
         return Check(name, False, f"installed but not holding: {how}", fix="report this; the other guards stay")
     reason = state.reason if state else "not installed (this process did not start through `appliance`)"

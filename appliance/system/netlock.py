@@ -1,15 +1,23 @@
-"""The kernel-enforced air gap: a seccomp filter that makes creating AF_INET/AF_INET6 sockets fail with EPERM.
+"""The kernel-enforced air gap: a seccomp filter under which a socket can be created for AF_UNIX only.
 
 Installed once, at start-up, by `appliance.cli.root.main()` for every command except the explicit online ones
 (`models download`, `models install-pack`), decided from the command line before anything else runs. The filter
 is built with libseccomp through `pyseccomp` (no hand-written BPF) and synchronised to every thread (TSYNC); the
 kernel keeps it across fork and exec, so the engine process, pip, strace and any other child are locked as well.
 
-What the filter refuses, with EPERM (the errno the kernel's own policy refusals use; Python raises PermissionError):
-- socket(AF_INET, ...) and socket(AF_INET6, ...): no TCP, UDP or DNS from Python, from native code (onnxruntime,
-  llama.cpp, libc's resolver) or from a child.
+An allowlist, not a denylist: a denylist of AF_INET/AF_INET6 left AF_PACKET (raw Ethernet frames, IP included, as
+root), AF_VSOCK (the hypervisor), AF_XDP, AF_NETLINK, Bluetooth and every family a kernel adds later. What the
+filter does, each refusal with EPERM (the errno of the kernel's own policy refusals; Python raises PermissionError):
+- socket() and socketpair() with any family but AF_UNIX. The whole 64-bit argument is compared, so a family with
+  high bits set (which the kernel truncates to an int: 2**32 + AF_INET is AF_INET) is refused too.
 - io_uring_setup: io_uring can create sockets without the socket() system call the filter watches.
-AF_UNIX keeps working (the engine protocol and asyncio's socketpair use it); so does everything else.
+- every system call through another ABI of the machine (on x86-64: i386 by `int 0x80`, socketcall included, and
+  x32): the filter is written for the native ABI only, and libseccomp's "bad architecture" action is set to EPERM
+  instead of its default, which kills the calling thread (the rest of the process could then wait on it forever).
+AF_UNIX is what the appliance itself uses: the engine protocol and its descriptor passing, asyncio's self-pipe
+socketpair. Nothing here needs AF_NETLINK (strace of kb add, ask and doctor: AF_UNIX sockets only; glibc's
+getaddrinfo opens one for AI_ADDRCONFIG and copes with its refusal), so it stays refused. Sockets created before
+the filter (a server bound first, then locked) keep working: accept() is not filtered.
 
 A filter cannot be removed once installed: never call `install()` in a process that must reach the network later
 (the test suite runs the CLI in-process; its conftest switches the lock off, and dedicated tests run the real
@@ -30,7 +38,9 @@ from dataclasses import dataclass
 ONLINE_COMMANDS = frozenset({"models download", "models install-pack"})
 LOCK_ENV = "APPLIANCE_AIRGAP_LOCK"
 REFUSED_ERRNO = errno.EPERM
-AF_INET, AF_INET6 = 2, 10  # Linux's values (the socket module is not imported at start-up: it costs ms)
+# Linux's values (the socket module is not imported at start-up: it costs ms)
+AF_UNIX, AF_INET, AF_INET6, AF_NETLINK, AF_PACKET = 1, 2, 10, 16, 17
+ALLOWED_FAMILIES = {AF_UNIX: "AF_UNIX"}  # the only family socket() and socketpair() may create under the lock
 
 
 @dataclass(frozen=True)
@@ -109,12 +119,15 @@ def _import_pyseccomp():
 
 
 def build_filter():
-    """The filter, not loaded: allow everything except AF_INET/AF_INET6 sockets and io_uring (EPERM)."""
+    """The filter, not loaded: everything allowed but sockets of any family not in ALLOWED_FAMILIES, io_uring, and
+    system calls through a foreign ABI (each EPERM)."""
     seccomp = _seccomp()
     refuse = seccomp.ERRNO(REFUSED_ERRNO)
     flt = seccomp.SyscallFilter(seccomp.ALLOW)
-    for family in (AF_INET, AF_INET6):
-        flt.add_rule(refuse, "socket", seccomp.Arg(0, seccomp.EQ, family))
+    flt.set_attr(seccomp.Attr.ACT_BADARCH, refuse)  # i386 (int 0x80) and x32 calls: EPERM, not a killed thread
+    (family,) = ALLOWED_FAMILIES  # libseccomp takes one comparison per argument in a rule: one family, NE
+    for call in ("socket", "socketpair"):
+        flt.add_rule(refuse, call, seccomp.Arg(0, seccomp.NE, family))
     flt.add_rule(refuse, "io_uring_setup")
     flt.set_attr(seccomp.Attr.CTL_TSYNC, 1)  # every thread already running gets the filter too
     # Kernels before 5.16 (spec_store_bypass_disable=seccomp, their default) force the Speculative Store Bypass
@@ -188,9 +201,20 @@ def seccomp_mode() -> str:
     return {"0": "off", "1": "strict"}.get(mode, "unknown")
 
 
+def allowed_families() -> str:
+    """What the lock lets a socket be created for, in words (doctor's report)."""
+    return ", ".join(ALLOWED_FAMILIES.values()) + " only"
+
+
+_SYS_SOCKET_X86_64 = 41
+_SOCK_DGRAM, _SOCK_RAW = 2, 3
+
+
 def probe() -> tuple[bool, str]:
-    """Ask the kernel for an AF_INET socket (Python's socket module and libc's socket() through ctypes, no connect):
-    (True, how it was refused) when both are refused with a permission error; else (False, what happened)."""
+    """Ask the kernel for sockets the lock must refuse, none connected: AF_INET from Python's socket module, AF_INET6
+    from libc's socket(), and through raw syscall(2) (as native code may) AF_NETLINK (any user can create one: its
+    refusal is the lock's, not a missing privilege) and AF_PACKET. (True, how each was refused) when every one is
+    refused with a permission error; else (False, what happened). A socket that was created is closed at once."""
     import ctypes
     import socket
 
@@ -205,16 +229,27 @@ def probe() -> tuple[bool, str]:
         sock.close()
         results.append((False, "socket(AF_INET) from Python was allowed"))
     try:
-        libc = ctypes.CDLL(None, use_errno=True)  # the process's own symbols: libc's socket()
-        fd = libc.socket(socket.AF_INET6, socket.SOCK_DGRAM, 0)
-    except (OSError, AttributeError) as exc:
-        results.append((False, f"libc socket() could not be called ({exc})"))
-    else:
+        libc = ctypes.CDLL(None, use_errno=True)  # the process's own symbols: libc's socket() and syscall()
+    except OSError as exc:
+        return False, "; ".join([text for _, text in results] + [f"libc could not be called ({exc})"])
+    calls = [("socket(AF_INET6) from C", lambda: libc.socket(AF_INET6, _SOCK_DGRAM, 0))]
+    if os.uname().machine == "x86_64":
+        libc.syscall.restype = ctypes.c_long
+        for name, family, kind in (("AF_NETLINK", AF_NETLINK, _SOCK_RAW), ("AF_PACKET", AF_PACKET, _SOCK_RAW)):
+            calls.append((f"syscall(socket, {name})",
+                          lambda f=family, k=kind: libc.syscall(ctypes.c_long(_SYS_SOCKET_X86_64), ctypes.c_long(f),
+                                                                ctypes.c_long(k), ctypes.c_long(0))))
+    for label, call in calls:
+        try:
+            ctypes.set_errno(0)
+            fd = call()
+        except (OSError, AttributeError) as exc:
+            results.append((False, f"{label} could not be called ({exc})"))
+            continue
         if fd >= 0:
             os.close(fd)
-            results.append((False, "socket(AF_INET6) from C was allowed"))
+            results.append((False, f"{label} was allowed"))
         else:
             code = ctypes.get_errno()
-            results.append((code in (errno.EPERM, errno.EACCES),
-                            f"socket(AF_INET6) from C: {errno.errorcode.get(code, code)}"))
+            results.append((code in (errno.EPERM, errno.EACCES), f"{label}: {errno.errorcode.get(code, code)}"))
     return all(ok for ok, _ in results), "; ".join(text for _, text in results)

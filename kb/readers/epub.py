@@ -78,6 +78,7 @@ def read_epub(handle: BinaryIO, path: Path) -> Document:
         pass
     toc = _toc_titles(book)
     sections = []
+    notes: list[str] = []
     items = []
     for entry in book.spine:
         idref = entry[0] if isinstance(entry, tuple) else entry
@@ -89,10 +90,13 @@ def read_epub(handle: BinaryIO, path: Path) -> Document:
     for item in items:
         name = item.get_name()
         chapter = toc.get(name) or toc.get(posixpath.basename(name)) or ""
-        html, _ = decode(item.get_content())
+        # The chapter's own bytes: ebooklib's get_content() rebuilds the page through lxml, which keeps 256 levels
+        # of nesting and silently drops what is deeper (text included); kb.readers.html bounds the shape itself.
+        html, _ = decode(item.content or item.get_content())
         part = parse_html(html, str(path), chapter or name, kind="epub", base_heading=[chapter] if chapter else None)
         for section in part.sections:
             if not chapter and not section.heading and part.title and part.title != name:
                 section.heading = [part.title]
             sections.append(section)
-    return Document(path=str(path), title=title or path.stem, kind="epub", sections=sections)
+        notes.extend(f"{name}: {note}" for note in part.notes)
+    return Document(path=str(path), title=title or path.stem, kind="epub", sections=sections, notes=notes)

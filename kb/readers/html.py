@@ -1,5 +1,7 @@
 """HTML (also the chapters of an EPUB and the articles of a ZIM): h1-h6 make the heading path; navigation,
-scripts, sidebars and footers are dropped; each block element is a paragraph."""
+scripts, sidebars and footers are dropped; each block element is a paragraph. The text's shape is bounded first
+(kb.readers.html_shape: nesting depth, formatting elements left open, attributes), so lexbor's parse and the walk
+below take time linear in the bytes."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from selectolax.lexbor import LexborHTMLParser
 
 from kb.document import Document, Section
 from kb.readers._text import clean, decode, read_all
+from kb.readers.html_shape import bound_shape
 
 HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 SKIP = {"script", "style", "noscript", "template", "nav", "header", "footer", "aside", "form", "button", "select",
@@ -87,6 +90,7 @@ class _Builder:
 
 def parse_html(html: str, path: str, fallback_title: str, kind: str = "html",
                base_heading: list[str] | None = None) -> Document:
+    html, shaped = bound_shape(html)
     tree = LexborHTMLParser(html)
     title_node = tree.css_first("title")
     title = clean(title_node.text()) if title_node else ""
@@ -105,7 +109,10 @@ def parse_html(html: str, path: str, fallback_title: str, kind: str = "html",
     # A "Title — Project documentation" <title> is noisier than the page's own h1.
     if builder.first_h1 and (not title or builder.first_h1 in title):
         title = builder.first_h1
-    return Document(path=path, title=title or builder.first_h1 or fallback_title, kind=kind, sections=sections)
+    document = Document(path=path, title=title or builder.first_h1 or fallback_title, kind=kind, sections=sections)
+    if shaped:
+        document.notes.append(shaped)
+    return document
 
 
 def read_html(handle: BinaryIO, path: Path) -> Document:

@@ -38,11 +38,15 @@ def archive_title(archive, path: Path) -> str:
         return path.stem
 
 
-def article_sections(entry) -> list[Section]:
+def article_sections(entry, notes: list[str] | None = None) -> list[Section]:
+    """The article's sections under its title; what the HTML reader noted (a flattened nesting ...) goes to
+    `notes`, prefixed with the article's path."""
     item = entry.get_item()
     html = bytes(item.content).decode("utf-8", "replace")
     title = entry.title or entry.path
     document = parse_html(html, entry.path, title, kind="zim")
+    if notes is not None:
+        notes.extend(f"{entry.path}: {note}" for note in document.notes)
     # Every section is under the article's title; an h1 repeating it is dropped by the HTML reader.
     page_title = document.title or title
     sections = []
@@ -54,8 +58,8 @@ def article_sections(entry) -> list[Section]:
     return sections
 
 
-def iter_articles(archive) -> Iterator[tuple[str, list[Section]]]:
-    """(article path, sections) for every HTML article, redirects skipped."""
+def iter_articles(archive, notes: list[str] | None = None) -> Iterator[tuple[str, list[Section]]]:
+    """(article path, sections) for every HTML article, redirects skipped; the reader's notes go to `notes`."""
     for index in range(archive.entry_count):
         entry = archive._get_entry_by_id(index)
         if entry.is_redirect:
@@ -63,7 +67,7 @@ def iter_articles(archive) -> Iterator[tuple[str, list[Section]]]:
         try:
             if not entry.get_item().mimetype.startswith("text/html"):
                 continue
-            yield entry.path, article_sections(entry)
+            yield entry.path, article_sections(entry, notes)
         except Exception:
             continue
 
@@ -71,5 +75,8 @@ def iter_articles(archive) -> Iterator[tuple[str, list[Section]]]:
 def read_zim(path: Path, handle: BinaryIO | None = None) -> Document:
     """The whole archive as one Document (for small ZIMs ingested on request)."""
     archive = open_archive(path, handle)
-    sections = [s for _, article in iter_articles(archive) for s in article]
-    return Document(path=str(path), title=archive_title(archive, path), kind="zim", sections=sections)
+    notes: list[str] = []
+    sections = [s for _, article in iter_articles(archive, notes) for s in article]
+    if len(notes) > 8:  # one line each for a few articles; a count for many
+        notes = notes[:8] + [f"and {len(notes) - 8:,} more articles with notes"]
+    return Document(path=str(path), title=archive_title(archive, path), kind="zim", sections=sections, notes=notes)

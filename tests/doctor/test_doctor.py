@@ -47,6 +47,7 @@ def test_doctor_reports_a_deliberate_connect_as_a_failure(tmp_path):
     assert "socket(AF_INET" in selftest["detail"] and "EPERM" in selftest["detail"]  # the lock refused it too
     lock = checks["kernel network lock"]
     assert lock["result"] == "ok" and "EPERM" in lock["detail"] and "seccomp filter" in lock["detail"]
+    assert "AF_UNIX only" in lock["detail"] and "syscall(socket, AF_NETLINK): EPERM" in lock["detail"]
     assert checks["online door"]["result"] == "ok"
     assert {c["result"] for name, c in checks.items() if name != "air-gap self-test"} <= {"ok", "warn"}
 

@@ -1,5 +1,6 @@
-"""The kernel network lock (appliance/system/netlock.py): AF_INET/AF_INET6 sockets refused with EPERM for the process,
-its threads (TSYNC) and its children; AF_UNIX untouched; online commands never locked.
+"""The kernel network lock (appliance/system/netlock.py): sockets of every family but AF_UNIX refused with EPERM,
+through every entry point of the machine (Python, libc, raw 64-bit syscalls with any argument bits, x32, i386
+`int 0x80` and socketcall), for the process, its threads (TSYNC) and its children; online commands never locked.
 
 A seccomp filter cannot be removed, so nothing here installs it in the pytest process: every locked case runs in
 a fresh subprocess, against a real listener on 127.0.0.1 that would accept the connection without the lock.
@@ -7,12 +8,15 @@ a fresh subprocess, against a real listener on 127.0.0.1 that would accept the c
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
 import subprocess
 import sys
+import signal
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +24,7 @@ from appliance.system import netlock
 from tests.conftest import LOCK_OFF, run_appliance
 from tests.models.fixtures import make_gguf
 from tests.models.hubserver import HubServer, HubState
+from tests.system import socket_calls
 
 PROBE = r"""
 import asyncio, ctypes, errno, json, os, socket, subprocess, sys, threading
@@ -60,6 +65,8 @@ async def main():
     await asyncio.sleep(0)
     return "ran"
 seen["asyncio"] = asyncio.run(main())
+# glibc asks AF_NETLINK for the interfaces' addresses (AI_ADDRCONFIG); refused, it still resolves from /etc/hosts
+seen["resolve"] = socket.getaddrinfo("localhost", 80, flags=socket.AI_ADDRCONFIG)[0][4][0]
 print(json.dumps(seen))
 """
 
@@ -101,6 +108,7 @@ def test_locked_process_threads_c_and_children_are_refused_unix_sockets_work(lis
     assert seen["thread"] == "EPERM"  # a thread that existed before the lock (TSYNC)
     assert seen["child"] == f"PermissionError {1}"  # a child process inherits the filter across fork + exec
     assert (seen["socketpair"], seen["unix"], seen["asyncio"]) == ("ping", "unix", "ran")
+    assert seen["resolve"] in ("127.0.0.1", "::1")
     assert accepted == []  # the listener never saw a connection
 
 
@@ -166,3 +174,146 @@ def test_the_filter_keeps_the_owners_speculation_choice():
     seccomp = netlock._seccomp()
     assert flt.get_attr(seccomp.Attr.CTL_SSB) == 1
     assert flt.get_attr(seccomp.Attr.CTL_TSYNC) == 1
+
+
+# Every family (0-63) x type, three ways on the 64-bit ABI (Python, raw syscall, raw syscall with bit 32 of the family
+# set: the kernel truncates it to an int), socketpair, x32, and the i386 ABI both ways. Prints {call: fate}.
+EVERY_ENTRY_POINT = r"""
+import json, sys
+from appliance.system import netlock
+if sys.argv[1] == "lock":
+    netlock.install()
+fates = {}
+for family in FAMILIES:
+    for name, kind in TYPES.items():
+        fates[f"python {family} {name}"] = python(family, kind)
+        fates[f"raw {family} {name}"] = raw(family, kind)
+        fates[f"raw-high-bits {family} {name}"] = raw(family | 1 << 32, kind)
+        fates[f"pair {family} {name}"] = raw_pair(family, kind)
+print(json.dumps(fates), flush=True)
+for family, kind in ((1, 1), (16, 3), (2, 1), (17, 3)):
+    print(json.dumps({f"x32 {family} {kind}": raw(family, kind, SYS_SOCKET | X32_BIT)}), flush=True)
+for via in ("socket", "socketcall"):
+    for family, kind in ((1, 1), (16, 3), (2, 1), (17, 3)):
+        print(json.dumps({f"i386-{via} {family} {kind}": i386(family, kind, via)}), flush=True)
+"""
+
+
+def _entry_points(mode: str) -> tuple[dict, int]:
+    """The fates of every call in a child (`lock`: under the lock, `off`: without it) and the child's exit code. An
+    i386 call on a kernel without IA32 emulation kills the child; the lines before it are kept."""
+    code = Path(socket_calls.__file__).read_text() + EVERY_ENTRY_POINT
+    env = {key: value for key, value in os.environ.items() if key != LOCK_OFF[0]}
+    result = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, timeout=120, env=env)
+    fates = {}
+    for line in result.stdout.splitlines():
+        fates.update(json.loads(line))
+    return fates, result.returncode
+
+
+def test_only_af_unix_sockets_are_created_under_the_lock_through_every_entry_point():
+    """Fails on the denylist: AF_PACKET, AF_NETLINK, AF_VSOCK, AF_XDP were created, and syscall(socket, 2**32 +
+    AF_INET) made an AF_INET socket (the filter compared the high half, the kernel drops it)."""
+    free, free_code = _entry_points("off")
+    locked, locked_code = _entry_points("lock")
+    created_free = {call for call, fate in free.items() if fate == "created"}
+    # The test means something only if, without the lock, this kernel creates sockets of other families.
+    assert {"raw 16 raw", "raw 2 stream", "raw-high-bits 2 stream"} <= created_free, sorted(created_free)
+    wrong = {}
+    for call, fate in locked.items():
+        way, family, _ = call.split()
+        expected = free[call] if way in ("python", "raw", "pair") and family == "1" else "EPERM"  # AF_UNIX: as if
+        if fate != expected:  # unlocked; every other family, with any bits, through any ABI: refused by the filter
+            wrong[call] = fate
+    assert not wrong, sorted(wrong.items(), key=lambda item: item[1] != "created")  # sockets made, first
+    assert locked_code == 0, "the locked child died (a foreign-ABI call must be refused, not kill it)"
+    assert {f"i386-{via} {f} {k}" for via in ("socket", "socketcall") for f, k in ((1, 1), (16, 3), (2, 1), (17, 3))
+            } <= set(locked)  # the i386 calls ran, and the process went on after each
+    if free_code == 0:  # IA32 emulation on (this machine): the same calls create sockets without the lock
+        assert free["i386-socket 16 3"] == free["i386-socketcall 16 3"] == "created"
+    else:  # no IA32 emulation: int 0x80 itself faults, so there is no door to shut
+        assert free_code in (-signal.SIGSEGV, -signal.SIGILL, -signal.SIGBUS), free_code
+
+
+def test_libseccomp_kills_the_calling_thread_on_a_foreign_abi_by_default():
+    """Why the lock sets the bad-architecture action: left at libseccomp's default (KILL, the calling thread only),
+    an i386 call ends that thread with SIGSYS; in a process with other threads they would carry on waiting for it.
+    Under the lock the same call gets EPERM and the program continues (the test above)."""
+    calls = Path(socket_calls.__file__).read_text()
+    control = subprocess.run([sys.executable, "-c", calls + "\nprint(i386(1, 1), flush=True)\n"],
+                             capture_output=True, text=True, timeout=60)
+    code = calls + """
+import pyseccomp
+pyseccomp.SyscallFilter(pyseccomp.ALLOW).load()  # nothing refused at all: only the foreign-ABI default acts
+print(i386(1, 1), flush=True)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    if control.returncode == 0:  # the kernel has the i386 entry point (IA32 emulation): the call made a socket
+        assert control.stdout.strip() == "created"
+        assert result.returncode == -signal.SIGSYS and result.stdout == "", (result.returncode, result.stdout)
+    else:  # no IA32 emulation: int 0x80 faults before any filter sees it; no socket either way
+        assert result.returncode == control.returncode < 0 and result.stdout == ""
+    try:
+        flt = netlock.build_filter()
+    except netlock.Unavailable as exc:
+        pytest.fail(str(exc))
+    seccomp = netlock._seccomp()
+    assert flt.get_attr(seccomp.Attr.ACT_BADARCH) == seccomp.ERRNO(errno.EPERM)
+
+
+SERVER = r"""
+import errno, socket, sys
+from appliance.system import netlock
+server = socket.create_server(("127.0.0.1", 0))  # bound and listening first ...
+print(server.getsockname()[1], flush=True)
+state = netlock.apply_for("serve")  # ... then locked
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_STREAM).close(); refused = "created"
+except OSError as exc:
+    refused = errno.errorcode.get(exc.errno)
+conn, _ = server.accept()
+data = conn.recv(5)
+conn.sendall(data.upper() + b" " + refused.encode() + b" " + str(state.locked).encode())
+conn.close()
+"""
+
+
+def test_a_server_bound_before_the_lock_still_accepts_after_it():
+    env = {key: value for key, value in os.environ.items() if key != LOCK_OFF[0]}
+    child = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=env)
+    try:
+        port = int(child.stdout.readline())
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(b"hello")
+            client.settimeout(10)
+            reply = b""
+            while chunk := client.recv(64):
+                reply += chunk
+        assert reply == b"HELLO EPERM True"  # accepted and served; a new AF_INET socket refused in the same process
+        assert child.wait(timeout=30) == 0, child.stderr.read()
+    finally:
+        child.kill()
+        child.wait()
+
+
+DOCTOR_LOCKED = r"""
+import json
+from appliance.system import netlock
+from appliance.doctor import airgap
+netlock.apply_for("doctor")
+check = airgap.lock_check()
+print(json.dumps({"status": check.status, "detail": check.detail}))
+"""
+
+
+def test_doctor_names_the_allowed_families_and_probes_forbidden_ones_besides_af_inet():
+    env = {key: value for key, value in os.environ.items() if key != LOCK_OFF[0]}
+    result = subprocess.run([sys.executable, "-c", DOCTOR_LOCKED], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    check = json.loads(result.stdout)
+    assert check["status"] == "ok", check
+    assert "sockets allowed for AF_UNIX only" in check["detail"] and "i386 and x32" in check["detail"]
+    for refused in ("socket(AF_INET) from Python: EPERM", "socket(AF_INET6) from C: EPERM",
+                    "syscall(socket, AF_NETLINK): EPERM", "syscall(socket, AF_PACKET): EPERM"):
+        assert refused in check["detail"]

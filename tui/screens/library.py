@@ -34,6 +34,10 @@ def progress_text(progress: Any) -> str:
     current = getattr(progress, "current", "")
     if current:
         parts.append(Path(str(current)).name)
+    stage, inside, of = getattr(progress, "stage", ""), getattr(progress, "file_chunks_done", 0), \
+        getattr(progress, "file_chunks", 0)
+    if stage:  # within a large file: what is being done to it, and how far the embedding is
+        parts.append(f"{stage} {inside}/{of}" if of else stage)
     return " · ".join(parts)
 
 
@@ -164,8 +168,8 @@ class LibraryScreen(Screen):
     @on(IngestUpdate)
     def _ingest_update(self, message: "LibraryScreen.IngestUpdate") -> None:
         progress = message.progress
-        self.query_one("#ingest-bar", ProgressBar).update(total=max(progress.files_total, 1),
-                                                          progress=progress.files_done)
+        done = getattr(progress, "fraction", progress.files_done)  # moves within a large file too
+        self.query_one("#ingest-bar", ProgressBar).update(total=max(progress.files_total, 1), progress=done)
         self.query_one("#ingest-label", Label).update(progress_text(progress))
 
     @on(IngestFinished)
