@@ -18,6 +18,7 @@ import appliance
 from appliance.doctor.checks import Check, warning
 from appliance.system.online import is_offline
 
+
 @dataclass
 class NetworkWatch:
     """Every socket connect/getaddrinfo Python makes while active (an audit hook; hooks cannot be removed, so it
@@ -69,13 +70,14 @@ def hub_refuses() -> Check:
         get_session().head(f"{hub_constants.ENDPOINT}/api/models", timeout=1)
     except OfflineModeIsEnabled:
         return Check("huggingface_hub offline", True, "a hub request is refused before any socket is opened")
-    except Exception as exc:  # pragma: no cover - would mean the guard did not hold
+    except Exception as exc:  # pragma: no cover  # noqa: BLE001 - would mean the guard did not hold
         return Check("huggingface_hub offline", False, f"a hub request was attempted ({type(exc).__name__})")
     return Check("huggingface_hub offline", False, "a hub request went through")
 
 
 def lock_check() -> Check:
-    """The kernel lock (appliance/system/netlock.py) is in force: a deliberate AF_INET socket is refused by the kernel."""
+    """The kernel lock (appliance/system/netlock.py) is in force: a deliberate AF_INET socket is refused by the
+    kernel."""
     from appliance.system import netlock
 
     state = netlock.state()

@@ -166,8 +166,8 @@ class _Cumulative:
     def part(self) -> Progress | None:
         if not self.progress:
             return None
-        base = self.base
-        return lambda done, _total: self.progress(base + done, self.total)
+        base, progress = self.base, self.progress
+        return lambda done, _total: progress(base + done, self.total)
 
     def advance(self, size: int) -> None:
         self.base += size
@@ -262,7 +262,8 @@ class ModelLibrary:
         raw = data["models"].get(wanted)
         if raw is None:
             known = ", ".join(entry.name for entry in self.entries()) or "none"  # the installed packs included
-            raise ModelNotFound(f"no model named {wanted!r} in the library (known: {known}); see `appliance models list`")
+            raise ModelNotFound(f"no model named {wanted!r} in the library (known: {known}); "
+                                "see `appliance models list`")
         return self._entry(wanted, raw)
 
     # -- import ----------------------------------------------------------------------------------------------
@@ -355,8 +356,8 @@ class ModelLibrary:
             record["verification"] = travelling.get("verification", [])[-(manifest.HISTORY_KEEP - 1):]
             manifest.add_history(record, "ok", "matches the sidecar record that travels with the file", "import")
         if existing:
-            manifest.add_history(record, "ok", f"re-imported on purpose (was quarantined: {existing.get('quarantined')})",
-                                 "import")
+            manifest.add_history(record, "ok",
+                                 f"re-imported on purpose (was quarantined: {existing.get('quarantined')})", "import")
         record["gguf"]["template_check"] = template_check
         # What the bytes establish comes from this machine's catalog, never from a record that travelled with them.
         record["license"]["established"] = None
@@ -403,7 +404,7 @@ class ModelLibrary:
 
     def _copy_in(self, files: list[Path], measured: list[dict[str, Any]]) -> list[Path]:
         targets = []
-        for f, m in zip(files, measured):
+        for f, m in zip(files, measured, strict=True):
             target = self.paths.models / f.name
             if target != f:
                 if target.exists():
@@ -438,9 +439,9 @@ class ModelLibrary:
             return
         if name == packs.SMOLLM2.name:
             pack = packs.SMOLLM2
+            declared = manifest.declare(pack.license, f"wheel:{pack.distribution} (pinned in packs.py)")
             self.register(pack.locate(), name=pack.name, mode="pack", source=pack.source(),
-                          expected_sha256=pack.sha256, extra_declared=[
-                              manifest.declare(pack.license, f"wheel:{pack.distribution} (pinned in packs.py)")])
+                          expected_sha256=pack.sha256, extra_declared=[declared] if declared else [])
         elif name in packs.SPLIT_PACKS and packs.SPLIT_PACKS[name].installed:
             self.register_split_pack(packs.SPLIT_PACKS[name])
 
@@ -547,7 +548,7 @@ class ModelLibrary:
             return None
         import base64
 
-        key_b64 = base64.b64encode(public_key).decode() if public_key is not None else pinned["public_key"]
+        key_b64 = base64.b64encode(public_key).decode() if public_key is not None else (pinned or {})["public_key"]
         if not pinned and public_key is not None:
             raise IntegrityError(f"model {entry.name!r} is not signed, so it cannot be checked against that key")
         files = [{"name": p.name, "size": s, "sha256": h} for p, s, h in entry.files]
@@ -630,7 +631,7 @@ def _check_split(files: list[Path], infos: list[GGUFInfo]) -> None:
             raise ApplianceError(f"{files[0].name}: this is one file of a split set of {infos[0].split[1]}, but its "
                                  "name does not say which (expected NAME-00001-of-0000N.gguf)")
         return
-    for index, (path, info) in enumerate(zip(files, infos)):
+    for index, (path, info) in enumerate(zip(files, infos, strict=True)):
         if info.split != (index, len(files)):
             raise GGUFError(f"{path.name}: its header says split {info.split}, its name says {index + 1} "
                             f"of {len(files)}; the set is mixed up")

@@ -96,15 +96,15 @@ def _import_pyseccomp():
     real = sys.modules.get("ctypes.util")
     if real is None:
         stand_in = types.ModuleType("ctypes.util")
-        stand_in.find_library = find_library
+        vars(stand_in)["find_library"] = find_library
         sys.modules["ctypes.util"] = stand_in
-        ctypes.util = stand_in  # what `import ctypes.util` binds inside pyseccomp
+        vars(ctypes)["util"] = stand_in  # what `import ctypes.util` binds inside pyseccomp
     try:
         import pyseccomp
     finally:
         if real is None:
             del sys.modules["ctypes.util"]
-            del ctypes.util
+            del vars(ctypes)["util"]
     return pyseccomp
 
 
@@ -198,7 +198,7 @@ def probe() -> tuple[bool, str]:
     try:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     except PermissionError as exc:
-        results.append((True, f"socket(AF_INET) from Python: {errno.errorcode.get(exc.errno, exc.errno)}"))
+        results.append((True, f"socket(AF_INET) from Python: {errno.errorcode.get(exc.errno or 0, exc.errno)}"))
     except OSError as exc:
         results.append((False, f"socket(AF_INET) from Python failed otherwise ({exc})"))
     else:

@@ -9,10 +9,17 @@ from types import SimpleNamespace
 
 import pytest
 
-from appliance.answering.conversation import (GROUNDED_PROMPT, SYSTEM_PROMPT, AnswerRun, Passage, build_prompt,
-                                    clean_question, strip_echoed_header)
-from appliance.errors import UsageError
+from appliance.answering.conversation import (
+    GROUNDED_PROMPT,
+    SYSTEM_PROMPT,
+    AnswerRun,
+    Passage,
+    build_prompt,
+    clean_question,
+    strip_echoed_header,
+)
 from appliance.answering.evidence import Claim, Quote
+from appliance.errors import UsageError
 from appliance.services import Services
 from kb.source import Source
 from tests.conftest import run_appliance
@@ -61,6 +68,7 @@ def test_with_a_support_check_cited_means_supported_or_quoted_not_merely_typed()
 
 
 # -- the prompt --------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_passages_fit_the_context_budget_with_the_real_model():
     services = Services.create()
     model = services.engine.load(None, context=512)
@@ -77,6 +85,7 @@ def test_passages_fit_the_context_budget_with_the_real_model():
     services.engine.unload()
 
 
+@pytest.mark.slow
 def test_max_tokens_of_the_call_reaches_the_budget():
     """A bigger per-call answer leaves less room for passages (today's bug: `ask --max-tokens` never reached it)."""
     services = Services.create()
@@ -89,6 +98,7 @@ def test_max_tokens_of_the_call_reaches_the_budget():
     services.engine.unload()
 
 
+@pytest.mark.slow
 def test_no_passages_means_the_plain_prompt_and_no_sources():
     services = Services.create()
     model = services.engine.load(None)
@@ -98,6 +108,7 @@ def test_no_passages_means_the_plain_prompt_and_no_sources():
     services.engine.unload()
 
 
+@pytest.mark.slow
 def test_earlier_turns_come_before_the_question_and_yield_to_the_budget():
     services = Services.create()
     model = services.engine.load(None, context=512)
@@ -111,6 +122,7 @@ def test_earlier_turns_come_before_the_question_and_yield_to_the_budget():
     services.engine.unload()
 
 
+@pytest.mark.slow
 def test_a_question_longer_than_the_context_is_one_clear_error():
     services = Services.create()
     model = services.engine.load(None, context=256)
@@ -127,6 +139,7 @@ def test_questions_are_cleaned_once():
 
 
 # -- a conversation ----------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_conversation_remembers_and_shows_the_model_its_earlier_turns():
     services = Services.create()
     retriever = _Retriever([])
@@ -165,6 +178,7 @@ def test_one_transaction_per_exchange(tmp_path):
 
 
 # -- the CLI -----------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_ask_continue_shows_the_second_answer_the_first_exchange(appliance_home):
     first = run_appliance("ask", "--json", "--no-kb", "--max-tokens", "12", "Name a fruit that is yellow.")
     assert first.returncode == 0, first.stderr
@@ -194,6 +208,7 @@ def test_ask_continue_mistakes_are_usage_errors(appliance_home):
     assert result.returncode == 2 and "no conversation 99" in result.stderr
 
 
+@pytest.mark.slow
 def test_ask_max_tokens_reaches_the_prompt_budget(tmp_path, appliance_home):
     """With a small context, a large --max-tokens leaves room for fewer passages."""
     docs = tmp_path / "docs"
@@ -209,7 +224,8 @@ def test_ask_max_tokens_reaches_the_prompt_budget(tmp_path, appliance_home):
 
 
 @pytest.mark.parametrize("text, shown", [
-    ("Passage 1 (Making Water Safe to Drink > Boiling Water)\nBoil it for one minute [1].", "Boil it for one minute [1]."),
+    ("Passage 1 (Making Water Safe to Drink > Boiling Water)\nBoil it for one minute [1].",
+     "Boil it for one minute [1]."),
     ("Passage 3 (Burns > Stop the Burning): Remove the person from the heat.", "Remove the person from the heat."),
     ("Passage 1 says to boil it.", "Passage 1 says to boil it."),
     ("Pass the salt.", "Pass the salt."),
