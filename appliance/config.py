@@ -130,6 +130,7 @@ def _checked(value, spec, where: str):
         if text is not None and text.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
             return text.lower() in {"1", "true", "yes", "on"}
         raise ApplianceError(f"{where}: expected true or false, got {shown}")
+    number: float  # an int for int fields
     if kind is int:
         if isinstance(value, int) and not isinstance(value, bool):
             number = value

@@ -1,7 +1,7 @@
 """Errors a user can cause or fix, each with the exit code scripts rely on.
 
-0 ok, 1 failure, 2 usage, 3 integrity check failed, 4 refused by one of the owner's rules (rules.toml). Anything that is not an ApplianceError is a bug and is allowed
-to raise with a traceback.
+0 ok, 1 failure, 2 usage, 3 integrity check failed, 4 refused by one of the owner's rules (rules.toml). Anything
+that is not an ApplianceError is a bug and is allowed to raise with a traceback.
 """
 
 EXIT_OK = 0

@@ -6,23 +6,23 @@ types what a shell (the TUI, the CLI) may use of it, so a test can hand the TUI 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Protocol
 
-from appliance.config import Config
 from appliance.answering.conversation import Conversation, KBRetriever
-from appliance.engine import Engine
 from appliance.answering.evidence import Evidence
-from appliance.system.hardware import Hardware
-from appliance.records.history import History
 from appliance.answering.knowledge import KnowledgeHandle
+from appliance.answering.rules import RuleFile
+from appliance.config import Config
+from appliance.engine import Engine
 from appliance.models import packs
-from appliance.models.choice import Consents, set_default
+from appliance.models.choice import Consents, DefaultChoice, set_default
 from appliance.models.library import ModelLibrary
 from appliance.paths import Paths
+from appliance.records.history import History
+from appliance.system.hardware import Hardware
 from appliance.system.power import PowerProfile, profile
-from appliance.answering.rules import RuleFile
 from kb.vector_cache import VectorCache
 
 
@@ -46,13 +46,13 @@ class ShellServices(Protocol):
     def rules(self) -> RuleFile: ...
     def conversation(self, conversation_id: int | None = None) -> Conversation: ...
     def power_profile(self, hardware: Hardware | None = None) -> PowerProfile: ...
-    def set_default_model(self, name: str) -> dict[str, Any]: ...
+    def set_default_model(self, name: str) -> DefaultChoice: ...
 
 
 @dataclass
 class Services:
     paths: Paths
-    config: Config = field(default=None)  # type: ignore[assignment]
+    config: Config
 
     @classmethod
     def create(cls, paths: Paths | None = None) -> "Services":
@@ -99,7 +99,7 @@ class Services:
         """Which model files the owner accepted despite a license or content warning (`models accept`, the TUI)."""
         return Consents(self.paths.home)
 
-    def set_default_model(self, name: str) -> dict[str, Any]:
+    def set_default_model(self, name: str) -> DefaultChoice:
         """`models default NAME` and the TUI's models screen: config.toml's [model] default, the model checked."""
         return set_default(self.models, self.config, self.paths.config, name)
 

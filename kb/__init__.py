@@ -4,7 +4,7 @@ kb knows nothing of models or UI and imports nothing from appliance/ or tui/. It
 on itself (kb.offline, imported first), so an entry point may import kb before anything else.
 """
 
-import kb.offline  # noqa: F401,I001  (first: telemetry off before chromadb or onnxruntime can load)
+import kb.offline  # noqa: F401 - first: telemetry off before chromadb or onnxruntime can load
 
 _HOMES = {"KnowledgeBase": "kb.knowledge_base", "IngestProgress": "kb.ingest", "IngestReport": "kb.ingest",
           "Hit": "kb.search", "KBError": "kb.errors", "KBUsageError": "kb.errors", "ReadError": "kb.errors",

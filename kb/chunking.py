@@ -34,7 +34,9 @@ def _pieces(paragraph: str) -> list[str]:
     words = paragraph.split()
     if len(words) <= MAX_WORDS:
         return [paragraph]
-    out, current, count = [], [], 0
+    out: list[str] = []
+    current: list[str] = []
+    count = 0
     for sentence in _SENTENCE.split(paragraph):
         n = len(sentence.split())
         if n > MAX_WORDS:  # no sentence ends (a table, code): cut by words

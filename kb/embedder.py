@@ -73,7 +73,7 @@ class Embedder:
         try:
             self.session = self._session(threads, Path(cache_dir) if cache_dir else None)
             self.tokenizer = Tokenizer.from_file(str(self.tokenizer_path))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - onnxruntime and tokenizers raise their own types: one KBError
             raise KBError(f"the embedder cannot be loaded ({str(exc)[:160]})") from None
         self.tokenizer.enable_truncation(MAX_TOKENS)
         self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # to the longest in the batch

@@ -18,7 +18,7 @@ import os
 import stat
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable, Iterator, Sequence
 
 from kb.errors import ReadError
 
@@ -129,7 +129,7 @@ def descriptor_path(handle: BinaryIO) -> str:
     return handle.name if isinstance(handle.name, str) else os.fsdecode(handle.name)
 
 
-def expand(paths: list[str | os.PathLike], supported, failed: list[tuple[str, str]]) -> tuple[list[Path], int]:
+def expand(paths: Sequence[str | os.PathLike], supported, failed: list[tuple[str, str]]) -> tuple[list[Path], int]:
     """The files a request names: files as given, directories walked (hidden entries and symlinked directories
     inside them not followed). Problems go to `failed` as (shown path, reason). Returns (files, ignored), where
     `ignored` counts files of other formats met in directories; `supported(path)` says which formats are read."""
@@ -172,7 +172,7 @@ def expand(paths: list[str | os.PathLike], supported, failed: list[tuple[str, st
             continue
         found = 0
 
-        def walk_error(exc: OSError) -> None:
+        def walk_error(exc: OSError, path: Path = path) -> None:  # bound here: os.walk calls it in this turn
             failed.append((shown(exc.filename or path), os_reason(exc, "vanished while the folder was read")))
 
         for root, dirs, names in os.walk(path, onerror=walk_error, followlinks=False):

@@ -144,7 +144,8 @@ class _Batch:
             except OSError:
                 sizes[path] = 0
         self.total_bytes = sum(sizes.values()) or 1
-        for self.index, path in enumerate(self.files):
+        for index, path in enumerate(self.files):
+            self.index = index
             if self._cancelled():
                 report.cancelled = True
                 break

@@ -24,7 +24,7 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from kb import ingest, recovery
 from kb import search as ranking
@@ -37,6 +37,9 @@ from kb.lock import WriterLock
 from kb.search import Hit
 from kb.store import Store
 from kb.vectors import Vectors
+
+if TYPE_CHECKING:
+    from kb.zim import ZimShelf
 
 __all__ = ["KnowledgeBase", "IngestProgress", "IngestReport"]
 
@@ -53,7 +56,7 @@ class KnowledgeBase:
         self.lock = WriterLock(self.directory / "ingest.lock")
         self._index = vector_index.VectorIndex(self.directory, self.store, self.lock, DIM)
         self._embedder: Embedder | None = None
-        self._zims = None
+        self._zims: ZimShelf | None = None
         self._parts = threading.RLock()
         self._notices: list[str] = []
         if self.store.journal() or self.store.pending_batch()[0]:
@@ -80,7 +83,7 @@ class KnowledgeBase:
             return self._embedder
 
     @property
-    def zims(self):
+    def zims(self) -> ZimShelf:
         from kb.zim import ZimShelf
 
         with self._parts:
@@ -101,7 +104,10 @@ class KnowledgeBase:
             self._notice(f"the vector index was damaged ({problem}); rebuilding it from the library's own store "
                          "(no file is read again, nothing is embedded again)")
             self._index.rebuild()
-            return self._index.open_checked()[0]  # type: ignore[return-value]
+            rebuilt, problem = self._index.open_checked()
+            if rebuilt is None:
+                raise VectorIndexError(f"the vector index is still damaged after a rebuild ({problem})")
+            return rebuilt
 
     def vector_problem(self) -> str | None:
         """What is wrong with the vector index now (None: it opens and answers). Opens it when it is sound."""

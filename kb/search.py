@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -132,7 +132,7 @@ class Candidate:
     ranks: dict[str, int] = field(default_factory=dict)
 
 
-def search(query: str, k: int, *, store, embedder, nearest: Nearest, zims=None, zim_paths: list[str] = (),
+def search(query: str, k: int, *, store, embedder, nearest: Nearest, zims=None, zim_paths: Sequence[str] = (),
            mode: str = "hybrid", floor: bool = True) -> list[Hit]:
     """Best k passages for `query` by `mode`; empty when nothing in the library is relevant enough.
     floor=False keeps noise too (for evaluation)."""
@@ -181,7 +181,7 @@ def local_candidates(store, nearest: Nearest | None, query_vector: np.ndarray, q
     matrix = np.frombuffer(b"".join(rows[i][5] for i in ids), dtype=np.float16).reshape(len(ids), -1)
     cosines = matrix.astype(np.float32) @ query_vector
     out = []
-    for chunk_id, cosine in zip(ids, cosines):
+    for chunk_id, cosine in zip(ids, cosines, strict=True):
         path, title, heading, page, text, _, kind = rows[chunk_id]
         ranks = {}
         if chunk_id in vector_ranks:
@@ -272,7 +272,7 @@ def diverse(scored: list[tuple[float, Candidate]], k: int, query_terms: list[str
 
 
 def _hit(score: float, cand: Candidate, query_terms: list[str]) -> Hit:
-    found_by = [name for name in ("vector", "bm25", "zim") if name in cand.ranks]
+    found_by: list[str] = [name for name in ("vector", "bm25", "zim") if name in cand.ranks]
     article = cand.key[1] if isinstance(cand.key, tuple) else ""
     return Hit(score=float(score), path=shown(cand.path), title=cand.title, heading=cand.heading, page=cand.page,
                snippet=snippet(cand.text, query_terms), text=cand.text, kind=cand.kind, cosine=float(cand.cosine),

@@ -287,7 +287,7 @@ class Store:
             doc_id = cur.lastrowid
             ids: list[int] = []
             blobs = vectors.astype(np.float16)
-            for ordinal, (chunk, vector) in enumerate(zip(chunks, blobs)):
+            for ordinal, (chunk, vector) in enumerate(zip(chunks, blobs, strict=True)):
                 heading = chunk.heading_text
                 cur.execute(
                     "INSERT INTO chunks(doc_id, ord, title, heading, page, text, vector) VALUES(?,?,?,?,?,?,?)",
@@ -339,7 +339,7 @@ class Store:
         """Recovery of an interrupted step 1-2: the pending document's rows go (its vectors went first)."""
         with self._write() as cur:
             state = cur.execute("SELECT state FROM documents WHERE id=?", (doc_id,)).fetchone()
-            if state and state[0] == "pending":
+            if doc_id is not None and state and state[0] == "pending":
                 self._delete_rows(cur, doc_id)
                 cur.execute("DELETE FROM journal WHERE action='delete' AND doc_id=?", (doc_id,))
             cur.execute("DELETE FROM journal WHERE id=?", (entry_id,))

@@ -1,7 +1,7 @@
 """Texts -> normalised vectors through a cache: in memory for the process, and in a SQLite file across runs, so a
-text costs its embedding once. The appliance's quotes and claims use it for sentences (appliance/answering/evidence.py), the ZIM
-search for the sections it reranks (kb/zim.py). Only a cache: a file that cannot be opened or written (a full disk,
-a read-only drive) just means embedding again.
+text costs its embedding once. The appliance's quotes and claims use it for sentences
+(appliance/answering/evidence.py), the ZIM search for the sections it reranks (kb/zim.py). Only a cache: a file
+that cannot be opened or written (a full disk, a read-only drive) just means embedding again.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class VectorCache:
         self._db_failed = path is None
 
     def _open(self) -> sqlite3.Connection | None:
-        if self._db is None and not self._db_failed:
+        if self._db is None and not self._db_failed and self.path is not None:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=2)
@@ -65,11 +65,11 @@ class VectorCache:
                                      for key, blob in rows)
                 except sqlite3.Error:
                     pass
-        missing = {key: text for key, text in zip(keys, texts) if key not in found}
+        missing = {key: text for key, text in zip(keys, texts, strict=True) if key not in found}
         if missing:
             # Through fp16 as they are kept: a text gets the same vector whether it was embedded now or read back.
             vectors = np.asarray(self.embed(list(missing.values())), dtype=np.float16).astype(np.float32)
-            fresh = dict(zip(missing, vectors))
+            fresh = dict(zip(missing, vectors, strict=True))
             found.update(fresh)
             self._store(fresh)
         with self._lock:
@@ -115,8 +115,9 @@ class VectorCache:
         """Forget the vectors in memory, and with `disk` the file's too (a removed archive, a benchmark's cold run)."""
         with self._lock:
             self._memory.clear()
-            if disk and self._open() is not None:
+            db = self._open() if disk else None
+            if db is not None:
                 try:
-                    self._db.execute("DELETE FROM vectors")
+                    db.execute("DELETE FROM vectors")
                 except sqlite3.Error:
                     pass

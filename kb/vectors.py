@@ -159,14 +159,14 @@ class Vectors:
             else:
                 self.collection = self.client.get_or_create_collection(
                     COLLECTION, embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - chromadb raises its own types: one VectorIndexError
             self.close()
             if is_full(exc, directory.parent):
                 raise DiskFull(f"the disk is full at {directory.parent}; the vector index cannot be opened") from None
             raise VectorIndexError(f"the vector index at {directory} cannot be opened ({str(exc)[:160]})") from None
         try:
             self.max_batch = max(1, min(STEP, int(self.client.get_max_batch_size())))
-        except Exception:
+        except Exception:  # noqa: BLE001 - an older chromadb without the call: the default batch
             self.max_batch = STEP
 
     def _failed(self, exc: Exception, doing: str) -> KBError:
@@ -181,7 +181,7 @@ class Vectors:
                 for start in range(0, len(ids), self.max_batch):
                     self.collection.upsert(ids=[str(i) for i in ids[start:start + self.max_batch]],
                                            embeddings=vectors[start:start + self.max_batch].astype(np.float32))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - chromadb raises its own types: one VectorIndexError
             raise self._failed(exc, "while adding vectors") from None
 
     def delete_range(self, lo: int, hi: int) -> None:
@@ -190,7 +190,7 @@ class Vectors:
                 for start in range(lo, hi + 1, self.max_batch):
                     ids = [str(i) for i in range(start, min(hi, start + self.max_batch - 1) + 1)]
                     self.collection.delete(ids=ids)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - chromadb raises its own types: one VectorIndexError
             raise self._failed(exc, "while deleting vectors") from None
 
     def query(self, vector: np.ndarray, n: int) -> list[tuple[int, float]]:
@@ -201,9 +201,11 @@ class Vectors:
                     return []
                 result = self.collection.query(query_embeddings=vector[None, :].astype(np.float32),
                                                n_results=min(n, count), include=["distances"])
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - chromadb raises its own types: one VectorIndexError
             raise self._failed(exc, "while searching") from None
-        return [(int(i), 1.0 - float(d)) for i, d in zip(result["ids"][0], result["distances"][0])]
+        distances = result["distances"]
+        assert distances is not None  # asked for with include=["distances"]
+        return [(int(i), 1.0 - float(d)) for i, d in zip(result["ids"][0], distances[0], strict=True)]
 
     def ids(self) -> set[int]:
         out: set[int] = set()
@@ -212,7 +214,7 @@ class Vectors:
                 total = self.collection.count()
                 for offset in range(0, total, STEP):
                     out.update(int(i) for i in self.collection.get(limit=STEP, offset=offset, include=[])["ids"])
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - chromadb raises its own types: one VectorIndexError
             raise self._failed(exc, "while listing vectors") from None
         return out
 
@@ -220,7 +222,7 @@ class Vectors:
         try:
             with self.lock:
                 return self.collection.count()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - chromadb raises its own types: one VectorIndexError
             raise self._failed(exc, "while counting vectors") from None
 
     def probe(self, dim: int) -> None:
@@ -234,7 +236,7 @@ class Vectors:
         if close is not None:
             try:
                 close()
-            except Exception:
+            except Exception:  # noqa: BLE001 - closing is best effort: the index is being let go
                 pass
 
 

@@ -290,12 +290,12 @@ class ZimShelf:
             try:
                 archive = self.archive(zim)
                 paths, weights = rank_articles(archive, query)
-            except Exception:
+            except Exception:  # noqa: BLE001 - an archive that vanished (an unplugged drive) must not break the search
                 continue  # an archive that vanished (an unplugged drive) must not break the search
             for rank, article in enumerate(paths):
                 try:
                     title, chunks = self.article_chunks(zim, article)
-                except Exception:
+                except Exception:  # noqa: BLE001 - one unreadable article must not break the search
                     continue
                 for n, chunk in enumerate(chunks):
                     score = chunk_score(title + " " + chunk.heading_text + " " + chunk.text, weights)
@@ -307,7 +307,7 @@ class ZimShelf:
         chosen = _choose(pool)
         vectors = self._section_vectors(embedder)([text for *_, text in chosen])
         out = []
-        for (_, _, cand, _), vector in zip(chosen, vectors):
+        for (_, _, cand, _), vector in zip(chosen, vectors, strict=True):
             cand.cosine = float(vector @ query_vector)
             out.append(cand)
         # The lexical rank of a ZIM section: its article's rank, then its cosine within the article.
@@ -328,9 +328,12 @@ def _choose(pool: list[tuple[float, int, Candidate, str]]) -> list[tuple[float, 
     """The EMBED chunks to embed: by rare words held, then article rank; at most PER_ARTICLE from one article
     while others still have some."""
     ordered = sorted(pool, key=lambda item: (-item[0], item[1]))
-    chosen, overflow, per = [], [], {}
+    chosen, overflow = [], []
+    per: dict[str, int] = {}
     for item in ordered:
-        article = item[2].key[1]
+        key = item[2].key
+        assert isinstance(key, tuple)  # a ZIM section's: (zim path, article path, n)
+        article = key[1]
         if per.get(article, 0) >= PER_ARTICLE:
             overflow.append(item)
             continue

@@ -32,15 +32,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-import llama_build  # noqa: E402
-import lock  # noqa: E402
+import llama_build  # noqa: E402 - beside this file (packaging/ is scripts, not a package)
+import lock  # noqa: E402 - the same
 
 SCHEMA = "appliance.bundle"
 VERSION = 1
@@ -357,7 +356,7 @@ def main(argv: list[str]) -> int:
     except BuildError as exc:
         say(f"error: {exc}")
         return 1
-    except Exception as exc:  # one line for a person; the appliance's own errors carry their exit code
+    except Exception as exc:  # noqa: BLE001 - one line for a person; the appliance's own errors carry their exit code
         code = getattr(exc, "exit_code", 1)
         say(f"error: {exc}")
         return code

@@ -122,7 +122,7 @@ def build_wheel(config: dict, name: str) -> Path:
                                                     "llama_cpp_python": config["llama_cpp_python"]}, indent=2))
     shutil.rmtree(folder, ignore_errors=True)
     scratch.rename(folder)
-    return find_wheel(folder)  # type: ignore[return-value]
+    return folder / built.name
 
 
 def sdist(config: dict) -> Path:

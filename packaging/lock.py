@@ -103,7 +103,7 @@ def generate() -> list[Path]:
         scratch.write_text(f"# input-digest: {digest}\n# target: {platform}, CPython {python}\n" + text)
         scratch.replace(target)
         made.append(target)
-        print(f"lock {name}: {sum(1 for l in text.splitlines() if re.match(r'^[A-Za-z0-9]', l))} packages -> "
+        print(f"lock {name}: {sum(1 for line in text.splitlines() if re.match(r'^[A-Za-z0-9]', line))} packages -> "
               f"{target.relative_to(ROOT)}", file=sys.stderr)
     return made
 

@@ -7,10 +7,11 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
-import appliance  # noqa: F401  (environment guards first)
+import appliance  # noqa: F401 - its environment guards first
 from appliance.models import packs
 
 BIN = Path(sys.executable).parent
@@ -66,25 +67,28 @@ def run_appliance(*args: str, input: str | None = None, env: dict | None = None,
     )
 
 
-def require_tool(name: str) -> str:
-    """The path of a system tool; under CI its absence is a failure, not a skip."""
-    path = shutil.which(name)
-    if path:
-        return path
-    message = f"{name} is not installed (scripts/test installs it with apt-get when run as root)"
+def missing(message: str) -> NoReturn:
+    """What this machine lacks for a test: a skip here, a failure under CI (a test must not pass there by skipping)."""
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
 
 
+def require_tool(name: str) -> str:
+    """The path of a system tool; under CI its absence is a failure, not a skip."""
+    path = shutil.which(name)
+    if path:
+        return path
+    missing(f"{name} is not installed (scripts/test installs it with apt-get when run as root)")
+
+
 @pytest.fixture(scope="session")
 def namespaces() -> str:
-    """`unshare`, when a user and mount namespace may mount a tmpfs here (no root needed); else the test skips."""
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        pytest.skip("unshare (util-linux) is not installed")
+    """`unshare`, when a user and mount namespace may mount a tmpfs here (no root needed); else the test skips,
+    and under CI fails (the full-disk and read-only tests must not pass there by skipping)."""
+    unshare = require_tool("unshare")
     probe = subprocess.run([unshare, "-rm", "sh", "-c", 'mount -t tmpfs -o size=1m tmpfs "$0"', "/tmp"],
                            capture_output=True, text=True)
     if probe.returncode != 0:
-        pytest.skip(f"user and mount namespaces are off here, so nothing can be mounted: {probe.stderr.strip()}")
+        missing(f"user and mount namespaces are off here, so nothing can be mounted: {probe.stderr.strip()}")
     return unshare

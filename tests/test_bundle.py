@@ -24,8 +24,8 @@ from tests.conftest import require_tool, run_appliance
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "packaging"))
-import bundle_tool  # noqa: E402  (packaging/ is scripts, not a package)
-import lock  # noqa: E402
+import bundle_tool  # noqa: E402 - packaging/ is scripts, not a package: on sys.path first
+import lock  # noqa: E402 - the same
 
 asked_for = pytest.mark.skipif(not os.environ.get("APPLIANCE_TEST_BUNDLE"),
                                reason="builds and installs a 1 GB bundle; run with APPLIANCE_TEST_BUNDLE=1 -m bundle")

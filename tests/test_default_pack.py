@@ -13,6 +13,8 @@ import pytest
 from appliance.models import packs
 from tests.conftest import run_appliance
 
+pytestmark = pytest.mark.slow  # every test here hashes or loads the default pack (a 0.5B model)
+
 DOCS = Path(__file__).resolve().parent.parent / "scripts" / "eval" / "answers" / "docs"
 PACK = packs.DEFAULT_PACK
 

@@ -145,12 +145,14 @@ def test_hostile_invocations_end_with_one_clear_line(args, code):
     _bounded(run_appliance(*args, timeout=60), code)
 
 
+@pytest.mark.slow
 def test_a_question_with_bytes_that_are_not_utf8(appliance_home):
     result = run_appliance("ask", "--json", "--no-kb", "--no-history", "--max-tokens", "4", input="caf\xe9 \xff?")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["question"]
 
 
+@pytest.mark.slow
 def test_a_question_longer_than_the_context(appliance_home):
     result = run_appliance("ask", "--no-kb", "water " * 3000, env={"APPLIANCE_MODEL_CONTEXT": "512"}, timeout=120)
     _bounded(result, 2)

@@ -8,13 +8,12 @@ and reports back by messages declared next to their sender (Textual's pattern); 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 from textual import on, work
 from textual.app import App
-from textual.message import Message
 from textual.binding import Binding
+from textual.message import Message
 from textual.reactive import reactive
 from textual.worker import Worker, WorkerState
 
@@ -251,7 +250,7 @@ class ApplianceApp(App):
             from appliance.answering import field_guide
 
             self.post_message(self.KBStats(kb.stats(), field_guide.documents(kb)))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - any failure of the library becomes a status line, not a crash
             self.post_message(self.KBStats(None, None, str(exc)))
 
     @on(KBStats)

@@ -26,16 +26,16 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Protocol
 
-from appliance.config import ModelSettings
-from appliance.engine import Engine, Generation, LoadedModel
-from appliance.errors import ConfirmationNeeded, RuleRefusal, UsageError
 from appliance.answering.emergency import EmergencyNotice, read_as_emergency
 from appliance.answering.evidence import Claim, Evidence, Quote, content_terms
-from appliance.records.history import History
-from appliance.models.verify import Progress
 from appliance.answering.repetition import RepetitionGuard
 from appliance.answering.rules import AnswerGate, Decision, Match, RuleBook, enforce
 from appliance.answering.scaffolding import ScaffoldFilter
+from appliance.config import ModelSettings
+from appliance.engine import Engine, Generation, LoadedModel
+from appliance.errors import ConfirmationNeeded, RuleRefusal, UsageError
+from appliance.models.verify import Progress
+from appliance.records.history import History
 from kb.source import Source
 
 SYSTEM_PROMPT = (
@@ -133,9 +133,9 @@ def build_prompt(model: LoadedModel, question: str, passages: list[Passage], ear
     sources: list[Source] = []
     blocks: list[str] = []
     numbers = [p.source.number if p.source.number is not None else n for n, p in enumerate(passages, start=1)]
-    candidates = [_block(n, p.source, p.text.strip()) for n, p in zip(numbers, passages)]
+    candidates = [_block(n, p.source, p.text.strip()) for n, p in zip(numbers, passages, strict=True)]
     costs = model.token_counts(candidates) if candidates else []
-    for number, passage, block, cost in zip(numbers, passages, candidates, costs):
+    for number, passage, block, cost in zip(numbers, passages, candidates, costs, strict=True):
         cost += 4
         if cost > budget:  # too long for what is left: keep the start of the passage if a useful part fits
             words = passage.text.split()
@@ -162,7 +162,7 @@ def build_prompt(model: LoadedModel, question: str, passages: list[Passage], ear
 def _recent_turns(earlier: list[dict], costs: list[int], allowance: int) -> list[tuple[dict, int]]:
     """The most recent earlier messages that fit in `allowance` tokens, starting with a question."""
     kept: list[tuple[dict, int]] = []
-    for message, cost in zip(reversed(earlier), reversed(costs)):
+    for message, cost in zip(reversed(earlier), reversed(costs), strict=True):
         if cost + 4 > allowance:
             break
         allowance -= cost + 4
@@ -409,7 +409,8 @@ class Conversation:
                  conversation_id: int | None = None, evidence: Evidence | None = None,
                  rules: Callable[[], RuleBook] | None = None):
         self.engine = engine
-        self.rules = rules  # the owner's rules (appliance.answering.rules.RuleFile: rules.toml, read again when it changes)
+        # the owner's rules (appliance.answering.rules.RuleFile: rules.toml, read again when it changes)
+        self.rules = rules
         self.history = history
         self.settings = settings
         self.retriever = retriever

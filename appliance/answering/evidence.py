@@ -194,7 +194,7 @@ class Evidence:
 
     def _candidates(self, passages: Sequence[Any], sources: Sequence[Any], limit: int) -> list[_Candidate]:
         out = []
-        for rank, (passage, source) in enumerate(zip(passages, sources)):
+        for rank, (passage, source) in enumerate(zip(passages, sources, strict=False)):
             number = source.number if source.number is not None else rank + 1
             out += [_Candidate(number, source, text, 0.0, rank, count) for text, count in units(passage.text)]
         return out[:limit]
@@ -209,7 +209,7 @@ class Evidence:
         vectors = self.embed([question] + [c.text for c in candidates])
         cosines = vectors[1:] @ vectors[0]
         scored = []
-        for cos, candidate in zip(cosines, candidates):
+        for cos, candidate in zip(cosines, candidates, strict=True):
             candidate.lexical = len(terms & content_terms(candidate.text)) / len(terms)
             scored.append((float(cos) + LEXICAL_WEIGHT * candidate.lexical - RANK_PENALTY * candidate.rank
                            + action_bonus(candidate.text), candidate))
@@ -242,7 +242,8 @@ class Evidence:
         for index, text in enumerate(texts):
             terms = content_terms(text)
             overlaps = [len(terms & other) / len(terms) if terms else 0.0 for other in candidate_terms]
-            supporting = sorted({c.number for c, cos, overlap in zip(candidates, similarity[index], overlaps)
+            rows = zip(candidates, similarity[index], overlaps, strict=True)
+            supporting = sorted({c.number for c, cos, overlap in rows
                                  if cos >= SUPPORT_COSINE or overlap >= SUPPORT_OVERLAP})
             best = float(similarity[index].max())
             missing = missing_specifics(text, everything)

@@ -74,7 +74,8 @@ def sections(text: str | None = None) -> list[Section]:
     """The guide's sections in order, each with the source it names (the pinned bytes unless `text` is given)."""
     text = shipped_bytes().decode("utf-8") if text is None else text
     found: list[Section] = []
-    chapter, title, source, lines = "", "", "", []
+    chapter, title, source = "", "", ""
+    lines: list[str] = []
 
     def close() -> None:
         if chapter and (title or lines):

@@ -57,7 +57,7 @@ def script_of(text: str) -> str:
             name = unicodedata.name(char, "")
             script = "CJK" if name.startswith(("CJK", "HIRAGANA", "KATAKANA", "HANGUL")) else name.split(" ")[0]
             counts[script] = counts.get(script, 0) + 1
-    return max(counts, key=counts.get) if counts else ""
+    return max(counts, key=lambda script: counts[script]) if counts else ""
 
 
 class RepetitionGuard:

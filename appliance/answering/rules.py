@@ -306,8 +306,8 @@ class RuleBook:
                 vector = self._embed([text])[0]
             if item.vectors is None:
                 item.vectors = self._embed(list(item.rule.similar))
-            rows += [(item.rule.name, phrase, float(score)) for phrase, score in zip(item.rule.similar,
-                                                                                       item.vectors @ vector)]
+            scores = zip(item.rule.similar, item.vectors @ vector, strict=True)
+            rows += [(item.rule.name, phrase, float(score)) for phrase, score in scores]
         return rows
 
 

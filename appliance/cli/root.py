@@ -118,14 +118,17 @@ def cli(ctx: click.Context, quiet: bool) -> None:
 
 @cli.command()
 @click.argument("question", required=False)
-@click.option("--model", "model_name", metavar="NAME", help="Model from `appliance models list` (default: the configured one).")
+@click.option("--model", "model_name", metavar="NAME",
+              help="Model from `appliance models list` (default: the configured one).")
 @click.option("--max-tokens", type=click.IntRange(1, 32768), help="Stop after this many generated tokens.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object when done instead of streaming text.")
 @click.option("--no-kb", is_flag=True, help="Do not search the knowledge base; the model answers alone.")
 @click.option("--no-history", is_flag=True, help="Do not save this exchange in the local history.")
-@click.option("--threads", type=click.IntRange(1, 1024), help="CPU threads for the model (default: one per physical core).")
+@click.option("--threads", type=click.IntRange(1, 1024),
+              help="CPU threads for the model (default: one per physical core).")
 @click.option("-c", "--continue", "continue_", is_flag=False, flag_value="last", default=None, metavar="[ID]",
-              help="Continue a conversation: the most recent one, or the one with this id (see `appliance history list`).")
+              help="Continue a conversation: the most recent one, or the one with this id "
+                   "(see `appliance history list`).")
 @click.option("--quote-only", is_flag=True, help="Only the library's own sentences and their sources; the model is "
               "not loaded.")
 @click.option("--confirm", is_flag=True, help="Go ahead when one of the owner's rules asks for a confirmation (on a "
@@ -236,7 +239,8 @@ def ask(obj: Context, question: str | None, model_name: str | None, max_tokens: 
             click.echo(clean_line(source.cite()))
         timings = result["timings"]
         if timings.get("tokens_per_s"):
-            diag(f"[{result['model']['name']}: {timings['tokens']} tokens, {timings['tokens_per_s']} tokens/s]", obj.quiet)
+            diag(f"[{result['model']['name']}: {timings['tokens']} tokens, {timings['tokens_per_s']} tokens/s]",
+                 obj.quiet)
     if saved_error:
         diag(f"warning: not saved to history ({saved_error})", obj.quiet)
     rule_notes(run, obj.quiet, after=True)
@@ -324,9 +328,9 @@ def _command_path(args: list[str]) -> str:
 
 def _lock_network(args: list[str]) -> None:
     """The kernel-enforced air gap (appliance/system/netlock.py), decided per command before anything runs."""
-    from appliance.system import netlock
     from appliance.config import Config
     from appliance.paths import Paths
+    from appliance.system import netlock
 
     try:
         config_lock = Config.load(Paths.default().config).airgap.lock

@@ -7,9 +7,18 @@ import sys
 
 import click
 
+from appliance.answering.rules import (
+    ACTIONS,
+    DEFAULT_THRESHOLD,
+    PLACES,
+    Decision,
+    Rule,
+    RuleBook,
+    add_rule,
+    remove_rule,
+)
 from appliance.cli.support import Context, diag, dumps, pass_ctx
 from appliance.errors import ConfirmationNeeded, RuleRefusal, UsageError
-from appliance.answering.rules import ACTIONS, DEFAULT_THRESHOLD, PLACES, Decision, Rule, RuleBook, add_rule, remove_rule
 from appliance.sanitize import clean_line
 
 

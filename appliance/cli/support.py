@@ -6,9 +6,12 @@ import contextlib
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from appliance.services import Services
 
 
 class Context:
@@ -16,10 +19,10 @@ class Context:
 
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
-        self._services = None
+        self._services: Services | None = None
 
     @property
-    def services(self):
+    def services(self) -> Services:
         if self._services is None:
             from appliance.services import Services
 
@@ -54,8 +57,15 @@ def _bar(label: str, quiet: bool, count_bytes: bool):
     if not interactive(quiet):
         return None, contextlib.nullcontext()
     from rich.console import Console
-    from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeRemainingColumn, TransferSpeedColumn)
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
 
     columns = (DownloadColumn(), TransferSpeedColumn()) if count_bytes else (MofNCompleteColumn(),
                                                                              TimeRemainingColumn())

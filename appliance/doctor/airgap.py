@@ -18,6 +18,7 @@ import appliance
 from appliance.doctor.checks import Check, warning
 from appliance.system.online import is_offline
 
+
 @dataclass
 class NetworkWatch:
     """Every socket connect/getaddrinfo Python makes while active (an audit hook; hooks cannot be removed, so it
@@ -69,7 +70,7 @@ def hub_refuses() -> Check:
         get_session().head(f"{hub_constants.ENDPOINT}/api/models", timeout=1)
     except OfflineModeIsEnabled:
         return Check("huggingface_hub offline", True, "a hub request is refused before any socket is opened")
-    except Exception as exc:  # pragma: no cover - would mean the guard did not hold
+    except Exception as exc:  # pragma: no cover  # noqa: BLE001 - would mean the guard did not hold
         return Check("huggingface_hub offline", False, f"a hub request was attempted ({type(exc).__name__})")
     return Check("huggingface_hub offline", False, "a hub request went through")
 

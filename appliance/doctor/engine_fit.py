@@ -25,8 +25,8 @@ def engine_canary(engine) -> Check:
 
 def pack_advice(default_name: str, hardware=None) -> Check:
     """Which shipped model packs fit this machine, and how to get the better one (advice, never a failure)."""
-    from appliance.system.hardware import Hardware
     from appliance.models import packs
+    from appliance.system.hardware import Hardware
 
     hw = hardware or Hardware.detect()
     cores, ram_gib = hw.physical_cores or hw.cores, hw.total_ram / 2**30

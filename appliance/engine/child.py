@@ -11,20 +11,19 @@ If llama.cpp crashes (SIGSEGV, SIGILL, SIGBUS) only this process dies; the paren
 
 from __future__ import annotations
 
-import appliance  # noqa: F401  - the offline guards, before llama_cpp is imported
-
 import codecs
 import ctypes
 import importlib.util
 import os
+import queue
 import resource
 import signal
 import socket
 import sys
 import threading
 import time
-import queue
 
+import appliance  # noqa: F401 - the offline guards, before llama_cpp is imported
 from appliance.engine import protocol
 from appliance.engine.mapped_pages import MappedPages
 from appliance.engine.prefix_state import PrefixStates
@@ -52,7 +51,7 @@ def load_bindings():
 
 def shared_start(a: list[int], b: list[int]) -> int:
     """How many leading tokens `a` and `b` have in common."""
-    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
 
 class Faults:
@@ -105,7 +104,7 @@ class LlamaRunner:
         self.last_beat = 0.0
         self._keep: list = []  # ctypes callbacks that native code holds pointers to
         self._abort_cb = llama_cpp.ggml_abort_callback(self._abort)
-        self._no_abort = ctypes.cast(None, llama_cpp.ggml_abort_callback)
+        self._no_abort = llama_cpp.ggml_abort_callback()  # a NULL function pointer: no abort callback
         self._piece = ctypes.create_string_buffer(256)
         self._one = (llama_cpp.llama_token * 1)()
 

@@ -20,10 +20,10 @@ from appliance.config import Config
 from appliance.engine.process import EngineProcess
 from appliance.engine.variants import Build, Cpu, EngineState
 from appliance.errors import ApplianceError, EngineCrashed, EngineError, IntegrityError
-from appliance.system.hardware import Hardware, check_fits, estimate_model_ram
 from appliance.models.gguf_meta import read_gguf
 from appliance.models.library import ModelEntry, ModelLibrary, VerifiedFiles
 from appliance.models.verify import Progress
+from appliance.system.hardware import Hardware, check_fits, estimate_model_ram
 
 MODE_NOTES = {
     "safe": "safe mode (llama.cpp's repacked and AMX weight layouts off: on CPUs with AMX or AVX-512 it can be "
@@ -194,7 +194,8 @@ class LoadedModel:
         """Tokens of the whole rendered chat prompt, as the engine will see it."""
         with self.engine.busy:
             try:
-                return self._process().request("count", "counting tokens for", "counted", messages=messages)["counts"][0]
+                answer = self._process().request("count", "counting tokens for", "counted", messages=messages)
+                return answer["counts"][0]
             except EngineError as exc:
                 raise self.engine.error_from(exc.details, self.entry) from None
 
@@ -322,7 +323,7 @@ class Engine:
         loaded.n_ctx_train = int(event.get("n_ctx_train") or 0)
         loaded.n_params = int(event.get("n_params") or 0)
 
-    def _bring_up(self, loaded: LoadedModel, process: EngineProcess, mode: str,
+    def _bring_up(self, loaded: LoadedModel, process: EngineProcess | None, mode: str,
                   failure: EngineCrashed | None = None) -> None:
         """Load in `mode`; if the engine dies, try each safer mode in turn. Raises when none works."""
         modes = self.build.modes()
@@ -357,7 +358,7 @@ class Engine:
                 raise failure
             if loaded.process is not None:
                 loaded.process.close()
-            self._bring_up(loaded, None, modes[modes.index(loaded.mode) + 1], failure)  # type: ignore[arg-type]
+            self._bring_up(loaded, None, modes[modes.index(loaded.mode) + 1], failure)
 
     def _fell_back(self, loaded: LoadedModel, failure: EngineCrashed, mode: str) -> None:
         reason = f"{failure.signal_name} while {failure.stage}"

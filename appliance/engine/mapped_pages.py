@@ -26,6 +26,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
+from typing import Callable
 
 MADV_DONTNEED = 4
 
@@ -43,7 +44,7 @@ class MappedPages:
                 self.files.add(os.readlink(f"/proc/self/fd/{fd}"))
             except OSError:
                 pass
-        self._madvise = None
+        self._madvise: Callable[[int, int, int], int] | None = None
 
     def mappings(self) -> list[tuple[int, int, int]]:
         """(start address, end address, file offset) of this process's mappings of the file, by device and inode
@@ -70,9 +71,10 @@ class MappedPages:
         if self._madvise is None:
             try:
                 libc = ctypes.CDLL(None, use_errno=True)
-                self._madvise = libc.madvise
-                self._madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-                self._madvise.restype = ctypes.c_int
+                madvise = libc.madvise
+                madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+                madvise.restype = ctypes.c_int
+                self._madvise = madvise
             except (OSError, AttributeError):
                 self.files = set()
                 return 0

@@ -83,15 +83,15 @@ class PrefixStates:
             data = bytes(buffer)[:written]
             atomic_write_bytes(state, data)
             atomic_write_text(meta, json.dumps({"sha256": hashlib.sha256(data).hexdigest(), "tokens": len(tokens)}))
-            self._trim()
+            self._trim(self.folder)
         except OSError:  # a full disk or a read-only folder: the prefix is read again next time
             self._drop(state, meta)
 
-    def _trim(self) -> None:
-        states = sorted(self.folder.glob("*.state"), key=lambda p: p.stat().st_mtime)
+    def _trim(self, folder: Path) -> None:
+        states = sorted(folder.glob("*.state"), key=lambda p: p.stat().st_mtime)
         for old in states[:-MAX_FILES]:
             self._drop(old, old.with_suffix(".json"))
-        for stale in self.folder.glob("*.loading"):  # a load that crashed: never offered again
+        for stale in folder.glob("*.loading"):  # a load that crashed: never offered again
             self._drop(stale)
             if not stale.with_suffix(".state").exists():  # (its name's .json may be a fresh state's by now)
                 self._drop(stale.with_suffix(".json"))

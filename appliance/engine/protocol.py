@@ -13,6 +13,7 @@ import select
 import socket
 import struct
 import threading
+from typing import overload
 
 MAX_FRAME = 64 * 1024 * 1024
 _HEADER = struct.Struct("!I")
@@ -46,6 +47,11 @@ class Channel:
         data = bytes(self._buffer[_HEADER.size:end])
         del self._buffer[:end]
         return json.loads(data)
+
+    @overload
+    def recv(self) -> dict: ...
+    @overload
+    def recv(self, timeout: float | None) -> dict | None: ...
 
     def recv(self, timeout: float | None = None) -> dict | None:
         """The next message; None when `timeout` seconds pass first. EOFError when the other end is gone."""

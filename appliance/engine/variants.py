@@ -37,7 +37,8 @@ class Cpu:
 
     @classmethod
     def detect(cls, cpuinfo: Path = Path("/proc/cpuinfo")) -> "Cpu":
-        model, flags = "", set()
+        model = ""
+        flags: set[str] = set()
         try:
             text = cpuinfo.read_text(errors="replace")
         except OSError:

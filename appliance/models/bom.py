@@ -36,7 +36,8 @@ def _license(value: str, acknowledgement: str) -> dict[str, Any]:
 
 
 def _props(pairs: dict[str, Any]) -> list[dict[str, str]]:
-    return [{"name": f"appliance:{key}", "value": str(value)} for key, value in pairs.items() if value not in (None, "")]
+    return [{"name": f"appliance:{key}", "value": str(value)} for key, value in pairs.items()
+            if value not in (None, "")]
 
 
 def build(entry) -> dict[str, Any]:

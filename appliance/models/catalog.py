@@ -142,9 +142,11 @@ class Match:
             section["note"] = first.note
             return section
         first = naming[0]
+        release = first.release
+        assert release is not None  # naming holds the entries that name a release
         section.update(
-            statement=f"file is byte-identical to {first.release.short}",
-            release=first.release.as_dict(),
+            statement=f"file is byte-identical to {release.short}",
+            release=release.as_dict(),
             license={"id": first.license_id, "text": first.license_text} if first.license_id else None,
             lineage=dict(first.lineage) or None,
             chat_template_family=first.chat_template_family,
@@ -248,13 +250,15 @@ def _parse_bytes(raw: bytes, path: Path, origin: str) -> list[Entry]:
     return entries
 
 
-def _text(item: dict, key: str, where: str, required: bool = True) -> str | None:
+def _text(item: dict, key: str, where: str) -> str:
     value = item.get(key)
-    if value is None and not required:
-        return None
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_TEXT:
         raise ApplianceError(f"{where}: {key!r} must be a non-empty text of at most {MAX_TEXT} characters")
     return value
+
+
+def _optional_text(item: dict, key: str, where: str) -> str | None:
+    return None if item.get(key) is None else _text(item, key, where)
 
 
 def _entry(item: Any, origin: str, where: str) -> Entry:
@@ -294,13 +298,13 @@ def _entry(item: Any, origin: str, where: str) -> Entry:
             raise ApplianceError(f"{where}: license id {lic['id']!r} is not one this appliance knows")
         license_id, license_text = info.id, _text(lic, "text", where)
     lineage = _pairs(item.get("lineage"), _LINEAGE_KEYS, "lineage", where)
-    family = _text(item, "chat_template_family", where, required=False)
+    family = _optional_text(item, "chat_template_family", where)
     if release is None and (license_id or lineage or family):
         raise ApplianceError(f"{where}: an entry that names no release cannot establish a license, lineage or "
                              "template family (they would rest on nothing)")
     if release is not None and not proofs:
         raise ApplianceError(f"{where}: an entry that names a release must give the evidence for its hash")
-    note = _text(item, "note", where, required=False) or ""
+    note = _optional_text(item, "note", where) or ""
     if release is None and not note:
         raise ApplianceError(f"{where}: an entry that names no release must say why in its note")
     return Entry(

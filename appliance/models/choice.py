@@ -102,7 +102,7 @@ class Consents:
         record = ModelRecord.of(record)
         sha = sha256 or record.file.sha256
         data = self._read(self.path)
-        accepted = data.get("accepted") if isinstance(data.get("accepted"), dict) else {}
+        accepted: dict[str, Any] = data["accepted"] if isinstance(data.get("accepted"), dict) else {}
         entry = {"name": name, "at": manifest.now(), "by": by, "reasons": record.consent_reasons()}
         accepted[sha] = entry
         try:

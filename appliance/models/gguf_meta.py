@@ -156,7 +156,8 @@ class _Reader:
                 raise GGUFError(f"array of {length} items exceeds the limit of {MAX_ARRAY_LEN}")
             # Each item takes at least this many bytes: an array longer than the rest of the file is refused at
             # once, not after millions of reads.
-            least = struct.calcsize(_SCALARS[item_type]) if item_type in _SCALARS else (8 if item_type == T_STRING else 12)
+            least = (struct.calcsize(_SCALARS[item_type]) if item_type in _SCALARS
+                     else (8 if item_type == T_STRING else 12))
             if length * least > self.file_size - self.pos:
                 raise GGUFError(f"header is truncated (an array of {length} items runs past the end of the file)")
             if item_type in _SCALARS and length > KEEP_ARRAY_ITEMS:
@@ -185,11 +186,11 @@ def gguf_constants():
         return sys.modules["gguf.constants"]
     spec = importlib.util.find_spec("gguf")
     origin = Path(spec.origin).with_name("constants.py") if spec is not None and spec.origin else None
-    if origin is None or not origin.is_file():
+    alone = importlib.util.spec_from_file_location("appliance_gguf_constants", origin) if origin else None
+    if origin is None or not origin.is_file() or alone is None or alone.loader is None:
         import gguf.constants
 
         return gguf.constants
-    alone = importlib.util.spec_from_file_location("appliance_gguf_constants", origin)
     module = importlib.util.module_from_spec(alone)
     alone.loader.exec_module(module)
     return module

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from appliance.system.online import online
 from appliance.errors import ApplianceError, IntegrityError, UsageError
 from appliance.models import manifest
 from appliance.models.verify import Progress, sha256_file
+from appliance.system.online import online
 
 MAX_RETRIES = 5  # consecutive attempts without a single new byte
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -57,10 +57,11 @@ class HubFile:
         }
 
 
-def _network_errors() -> tuple[type[BaseException], ...]:
+def _network_errors(*more: type[BaseException]) -> tuple[type[BaseException], ...]:
+    """The transport's errors (imported only when one is being caught), with `more` ahead of them."""
     import httpx2
 
-    return (httpx2.ConnectError, httpx2.TimeoutException, httpx2.RemoteProtocolError, httpx2.ReadError,
+    return (*more, httpx2.ConnectError, httpx2.TimeoutException, httpx2.RemoteProtocolError, httpx2.ReadError,
             httpx2.WriteError, httpx2.NetworkError)
 
 
@@ -91,7 +92,7 @@ def fetch_info(repo_id: str, filename: str, revision: str | None) -> HubFile:
     try:
         info = HfApi(endpoint=endpoint(), token=get_token()).model_info(repo_id, revision=revision,
                                                                        files_metadata=True)
-    except (errors.HfHubHTTPError, *_network_errors()) as exc:
+    except _network_errors(errors.HfHubHTTPError) as exc:
         raise _hub_error(exc, what) from None
     sibling = next((s for s in info.siblings or [] if s.rfilename == filename), None)
     if sibling is None:
@@ -136,8 +137,9 @@ def fetch_file(url: str, partial: Path, size: int, progress: Progress | None = N
                     raise ApplianceError(f"the server ignored the request to resume at byte {have} (HTTP "
                                          f"{response.status_code}); {partial} is kept as it is, not restarted")
                 if have and not response.headers.get("Content-Range", "").startswith(f"bytes {have}-"):
-                    raise ApplianceError(f"the server resumed at the wrong place ({response.headers.get('Content-Range')!r}"
-                                         f" for byte {have}); {partial} is kept as it is")
+                    raise ApplianceError("the server resumed at the wrong place "
+                                         f"({response.headers.get('Content-Range')!r} for byte {have}); {partial} "
+                                         "is kept as it is")
                 with partial.open("ab") as out:
                     # Unbuffered: every piece that arrived is on disk before the next read, so a cut link loses
                     # nothing (iter_bytes(chunk_size) would drop its half-filled buffer on an error).
@@ -153,9 +155,10 @@ def fetch_file(url: str, partial: Path, size: int, progress: Progress | None = N
             if have < size:
                 raise _Short()
         except HfHubHTTPError as exc:
-            kept = f"; {have} of {size} bytes are kept in {partial}: run the same command again to resume" if have else ""
+            kept = (f"; {have} of {size} bytes are kept in {partial}: run the same command again to resume"
+                    if have else "")
             raise ApplianceError(f"{_hub_error(exc, url)}{kept}") from None
-        except (_Short, *_network_errors()) as exc:
+        except _network_errors(_Short) as exc:
             failures = 0 if have > before else failures + 1
             if failures >= MAX_RETRIES:
                 raise ApplianceError(

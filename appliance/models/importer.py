@@ -137,8 +137,8 @@ class Importer:
             record["verification"] = travelling.get("verification", [])[-(manifest.HISTORY_KEEP - 1):]
             manifest.add_history(record, "ok", "matches the sidecar record that travels with the file", "import")
         if existing:
-            manifest.add_history(record, "ok", f"re-imported on purpose (was quarantined: {existing.get('quarantined')})",
-                                 "import")
+            manifest.add_history(record, "ok",
+                                 f"re-imported on purpose (was quarantined: {existing.get('quarantined')})", "import")
         record["gguf"]["template_check"] = template_check
         # What the bytes establish comes from this machine's catalog, never from a record that travelled with them.
         record["license"]["established"] = None
@@ -181,7 +181,7 @@ class Importer:
 
     def _copy_in(self, files: list[Path], measured: list[dict[str, Any]]) -> list[Path]:
         targets = []
-        for f, m in zip(files, measured):
+        for f, m in zip(files, measured, strict=True):
             target = self.paths.models / f.name
             if target != f:
                 if target.exists():
@@ -203,9 +203,9 @@ class Importer:
             return
         if name == packs.SMOLLM2.name:
             pack = packs.SMOLLM2
+            declared = manifest.declare(pack.license, f"wheel:{pack.distribution} (pinned in packs.py)")
             self.register(pack.locate(), name=pack.name, mode="pack", source=pack.source(),
-                          expected_sha256=pack.sha256, extra_declared=[
-                              manifest.declare(pack.license, f"wheel:{pack.distribution} (pinned in packs.py)")])
+                          expected_sha256=pack.sha256, extra_declared=[declared] if declared else [])
         elif name in packs.SPLIT_PACKS and packs.SPLIT_PACKS[name].installed:
             self.register_split_pack(packs.SPLIT_PACKS[name])
 
@@ -224,7 +224,7 @@ def _check_split(files: list[Path], infos: list[GGUFInfo]) -> None:
             raise ApplianceError(f"{files[0].name}: this is one file of a split set of {infos[0].split[1]}, but its "
                                  "name does not say which (expected NAME-00001-of-0000N.gguf)")
         return
-    for index, (path, info) in enumerate(zip(files, infos)):
+    for index, (path, info) in enumerate(zip(files, infos, strict=True)):
         if info.split != (index, len(files)):
             raise GGUFError(f"{path.name}: its header says split {info.split}, its name says {index + 1} "
                             f"of {len(files)}; the set is mixed up")

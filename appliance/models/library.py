@@ -19,9 +19,14 @@ from typing import Any
 from appliance.errors import ApplianceError, ModelNotFound, UsageError
 from appliance.models import manifest, packs, signing
 from appliance.models.importer import SHARD_NAME, Importer, shard_set
-from appliance.models.registry import ModelEntry, Registry, usable, slug
-from appliance.models.verification import (TEMPLATE_CHECKER, TemplateRefusedError, VerifiedFiles, Verifier,
-                                           check_template)
+from appliance.models.registry import ModelEntry, Registry, slug, usable
+from appliance.models.verification import (
+    TEMPLATE_CHECKER,
+    TemplateRefusedError,
+    VerifiedFiles,
+    Verifier,
+    check_template,
+)
 from appliance.models.verify import Progress
 from appliance.paths import Paths
 
@@ -66,7 +71,8 @@ class ModelLibrary:
         entry = self.registry.get(wanted)
         if entry is None:
             known = ", ".join(entry.name for entry in self.entries()) or "none"  # the installed packs included
-            raise ModelNotFound(f"no model named {wanted!r} in the library (known: {known}); see `appliance models list`")
+            raise ModelNotFound(f"no model named {wanted!r} in the library (known: {known}); "
+                                "see `appliance models list`")
         return entry
 
     # -- changes to a record ---------------------------------------------------------------------------------

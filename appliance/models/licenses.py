@@ -81,8 +81,10 @@ _spdx(["epl-2.0"], "EPL-2.0", "copyleft", PERMITTED, "weak copyleft")
 _OPENRAIL = "use-based restrictions (Attachment A) apply and must be passed on"
 _add(["openrail"], LicenseInfo("LicenseRef-OpenRAIL", "openrail", CONDITIONAL, True, _OPENRAIL))
 _add(["openrail++"], LicenseInfo("LicenseRef-OpenRAIL++", "openrail", CONDITIONAL, True, _OPENRAIL))
-_add(["creativeml-openrail-m"], LicenseInfo("LicenseRef-CreativeML-OpenRAIL-M", "openrail", CONDITIONAL, True, _OPENRAIL))
-_add(["bigscience-openrail-m"], LicenseInfo("LicenseRef-BigScience-OpenRAIL-M", "openrail", CONDITIONAL, True, _OPENRAIL))
+_add(["creativeml-openrail-m"],
+     LicenseInfo("LicenseRef-CreativeML-OpenRAIL-M", "openrail", CONDITIONAL, True, _OPENRAIL))
+_add(["bigscience-openrail-m"],
+     LicenseInfo("LicenseRef-BigScience-OpenRAIL-M", "openrail", CONDITIONAL, True, _OPENRAIL))
 _add(["bigcode-openrail-m"], LicenseInfo("LicenseRef-BigCode-OpenRAIL-M", "openrail", CONDITIONAL, True, _OPENRAIL))
 _add(["bigscience-bloom-rail-1.0"], LicenseInfo("LicenseRef-BigScience-BLOOM-RAIL-1.0", "openrail", CONDITIONAL, True,
                                                 _OPENRAIL))

@@ -161,7 +161,7 @@ def establish(record: dict[str, Any], section: dict[str, Any] | None) -> bool:
     before = (record.get("established"), record["license"].get("established"))
     lic = section.get("license") if section else None
     by_bytes = None
-    if lic and lic.get("id"):
+    if section and lic and lic.get("id"):  # (lic is None without a section)
         by_bytes = {"id": lic["id"], "text": lic.get("text"), "from": f"catalog: {section['statement']}"}
     def comparable(value: dict[str, Any] | None) -> dict[str, Any] | None:
         return {k: v for k, v in value.items() if k != "matched_at"} if value else None

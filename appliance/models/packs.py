@@ -36,7 +36,7 @@ class PackFile:
             ) from None
         for entry in dist.files or ():
             if str(entry).replace("\\", "/") == self.relpath:
-                path = Path(dist.locate_file(entry)).resolve()
+                path = Path(str(dist.locate_file(entry))).resolve()
                 if path.is_file():
                     return path
         raise ApplianceError(f"{self.distribution} is installed but {self.relpath} is missing from it; reinstall it")

@@ -158,8 +158,8 @@ class FileFacts:
     @property
     def total_size(self) -> int | None:
         if self.shards:
-            sizes = [s.size for s in self.shards]
-            return sum(sizes) if all(isinstance(s, int) for s in sizes) else None  # type: ignore[misc]
+            sizes = [s.size for s in self.shards if isinstance(s.size, int)]
+            return sum(sizes) if len(sizes) == len(self.shards) else None
         return self.size
 
 

@@ -52,8 +52,8 @@ class Cumulative:
     def part(self) -> Progress | None:
         if not self.progress:
             return None
-        base = self.base
-        return lambda done, _total: self.progress(base + done, self.total)
+        base, progress = self.base, self.progress
+        return lambda done, _total: progress(base + done, self.total)
 
     def advance(self, size: int) -> None:
         self.base += size
@@ -134,7 +134,8 @@ class Verifier:
             opened.close()
             self.registry.set_quarantine(entry.name, True)
             entry.quarantined = True
-            self.registry.record_check(entry, "refused" if isinstance(exc, TemplateRefusedError) else "mismatch", str(exc))
+            result = "refused" if isinstance(exc, TemplateRefusedError) else "mismatch"
+            self.registry.record_check(entry, result, str(exc))
             raise
         except BaseException:
             opened.close()
@@ -189,7 +190,7 @@ class Verifier:
             return None
         import base64
 
-        key_b64 = base64.b64encode(public_key).decode() if public_key is not None else pinned["public_key"]
+        key_b64 = base64.b64encode(public_key).decode() if public_key is not None else (pinned or {})["public_key"]
         if not pinned and public_key is not None:
             raise IntegrityError(f"model {entry.name!r} is not signed, so it cannot be checked against that key")
         files = [{"name": p.name, "size": s, "sha256": h} for p, s, h in entry.files]

@@ -10,7 +10,7 @@ from typing import Callable
 
 from appliance.errors import ApplianceError, IntegrityError
 
-Progress = Callable[[int, int], None]  # (bytes done, bytes total)
+Progress = Callable[[int, int], object]  # (bytes done, bytes total); what it returns is ignored
 CHUNK = 4 * 1024 * 1024
 
 

@@ -159,7 +159,7 @@ class Report:
     @property
     def first(self) -> Problem | None:
         named = [p for p in self.problems if p.entry is not None]
-        return min(named, key=lambda p: p.entry) if named else (self.problems[0] if self.problems else None)
+        return min(named, key=lambda p: p.entry or 0) if named else (self.problems[0] if self.problems else None)
 
     def as_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "entries": self.entries, "exchanges": self.exchanges, "deletions": self.deletions,

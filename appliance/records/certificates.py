@@ -6,8 +6,8 @@ this time, checked offline.
      "sources" (each with chunk_sha256), "rules", "settings", "log": {"entry", "entry_sha256", "record_sha256"}},
      "signature": "<base64 Ed25519 over the canonical payload>"}
 
-`certify` signs only an answer whose log verifies (appliance.records.answer_log); `check` verifies the signature (against
---pubkey when given), then says whether the model file and the passages on this machine still match the hashes,
+`certify` signs only an answer whose log verifies (appliance.records.answer_log); `check` verifies the signature
+(against --pubkey when given), then says whether the model file and the passages on this machine still match the hashes,
 and whether this machine's answer log holds the entry. Unknown stays unknown: a model or library that is not here
 is said to be not checkable, not a failure.
 """

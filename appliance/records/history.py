@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Callable
 import sqlite3
 import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from appliance.records import answer_log
 from appliance.errors import ApplianceError
+from appliance.records import answer_log
 from kb.source import Source
 
 MIGRATIONS: list[str | Callable[[sqlite3.Connection], object]] = [
@@ -136,7 +135,7 @@ class History:
     def _write(self):
         """One transaction under the lock: all of it is saved, or none of it."""
         with self._lock:
-            self.db  # noqa: B018  (opens it, and learns whether it can be written)
+            _ = self.db  # opens it, and learns whether it can be written
             if self._read_only_reason is not None:
                 raise self._read_only_reason
             try:
@@ -223,7 +222,8 @@ class History:
         return db
 
     def verify_log(self) -> answer_log.Report:
-        """Walk the answer log's chain and check every kept exchange against it (appliance.records.answer_log.verify)."""
+        """Walk the answer log's chain and check every kept exchange against it
+        (appliance.records.answer_log.verify)."""
         with self._lock:
             return answer_log.verify(self._log_db())
 
@@ -253,8 +253,8 @@ class History:
 
     def messages(self, conversation_id: int) -> list[dict[str, Any]]:
         rows = self._read(
-            "SELECT id, role, content, model, sources, timings, details, created FROM messages WHERE conversation_id = ? "
-            "ORDER BY id",
+            "SELECT id, role, content, model, sources, timings, details, created FROM messages "
+            "WHERE conversation_id = ? ORDER BY id",
             (conversation_id,),
         )
         result = []

@@ -92,7 +92,8 @@ def check_fits(need: int, what: str, ram_limit_mb: int = 0, hardware: Hardware |
     if ram_limit_mb > 0:
         available = min(available, ram_limit_mb * MIB)
     if need > available:
-        source = f"the configured limit of {ram_limit_mb} MiB" if ram_limit_mb > 0 and ram_limit_mb * MIB <= hw.available_ram else "available memory"
+        limited = ram_limit_mb > 0 and ram_limit_mb * MIB <= hw.available_ram
+        source = f"the configured limit of {ram_limit_mb} MiB" if limited else "available memory"
         raise NotEnoughMemory(
             f"{what} needs about {need // MIB} MiB but {source} is {available // MIB} MiB; "
             "choose a smaller model, lower [model] context in config.toml, or close other programs"

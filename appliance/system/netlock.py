@@ -33,6 +33,7 @@ import errno
 import os
 import sys
 from dataclasses import dataclass
+from typing import Callable
 
 # Commands that must reach the network: never locked. A command path is the subcommand names, space-separated.
 ONLINE_COMMANDS = frozenset({"models download", "models install-pack"})
@@ -106,15 +107,15 @@ def _import_pyseccomp():
     real = sys.modules.get("ctypes.util")
     if real is None:
         stand_in = types.ModuleType("ctypes.util")
-        stand_in.find_library = find_library
+        vars(stand_in)["find_library"] = find_library
         sys.modules["ctypes.util"] = stand_in
-        ctypes.util = stand_in  # what `import ctypes.util` binds inside pyseccomp
+        vars(ctypes)["util"] = stand_in  # what `import ctypes.util` binds inside pyseccomp
     try:
         import pyseccomp
     finally:
         if real is None:
             del sys.modules["ctypes.util"]
-            del ctypes.util
+            del vars(ctypes)["util"]
     return pyseccomp
 
 
@@ -222,7 +223,7 @@ def probe() -> tuple[bool, str]:
     try:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     except PermissionError as exc:
-        results.append((True, f"socket(AF_INET) from Python: {errno.errorcode.get(exc.errno, exc.errno)}"))
+        results.append((True, f"socket(AF_INET) from Python: {errno.errorcode.get(exc.errno or 0, exc.errno)}"))
     except OSError as exc:
         results.append((False, f"socket(AF_INET) from Python failed otherwise ({exc})"))
     else:
@@ -232,13 +233,16 @@ def probe() -> tuple[bool, str]:
         libc = ctypes.CDLL(None, use_errno=True)  # the process's own symbols: libc's socket() and syscall()
     except OSError as exc:
         return False, "; ".join([text for _, text in results] + [f"libc could not be called ({exc})"])
-    calls = [("socket(AF_INET6) from C", lambda: libc.socket(AF_INET6, _SOCK_DGRAM, 0))]
+    def raw_socket(family: int, kind: int) -> Callable[[], int]:
+        return lambda: libc.syscall(ctypes.c_long(_SYS_SOCKET_X86_64), ctypes.c_long(family), ctypes.c_long(kind),
+                                    ctypes.c_long(0))
+
+    calls: list[tuple[str, Callable[[], int]]] = [
+        ("socket(AF_INET6) from C", lambda: libc.socket(AF_INET6, _SOCK_DGRAM, 0))]
     if os.uname().machine == "x86_64":
         libc.syscall.restype = ctypes.c_long
         for name, family, kind in (("AF_NETLINK", AF_NETLINK, _SOCK_RAW), ("AF_PACKET", AF_PACKET, _SOCK_RAW)):
-            calls.append((f"syscall(socket, {name})",
-                          lambda f=family, k=kind: libc.syscall(ctypes.c_long(_SYS_SOCKET_X86_64), ctypes.c_long(f),
-                                                                ctypes.c_long(k), ctypes.c_long(0))))
+            calls.append((f"syscall(socket, {name})", raw_socket(family, kind)))
     for label, call in calls:
         try:
             ctypes.set_errno(0)

@@ -15,7 +15,6 @@ import sys
 import threading
 from typing import Iterator
 
-
 _door = threading.Lock()
 _OFFLINE_KEYS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
 

@@ -118,7 +118,8 @@ class PowerProfile:
         threads and the caller's max_tokens (None: the configured default)."""
         if not self.low_power:
             return threads or self.usual_threads, max_tokens
-        answer = min(self.max_tokens, self.usual_max_tokens) if self.usual_max_tokens else self.max_tokens
+        usual, low = self.usual_max_tokens, self.max_tokens
+        answer = min(low, usual) if usual and low is not None else low
         return threads or self.threads, max_tokens or answer
 
 

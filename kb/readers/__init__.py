@@ -77,7 +77,7 @@ def read_from(handle: BinaryIO, path: Path, kind: str | None = None) -> Document
         raise ReadError("nested too deeply to parse") from None
     except OSError as exc:
         raise ReadError(f"cannot be read ({exc.strerror or type(exc).__name__})") from None
-    except Exception as exc:  # a broken file in a third-party parser: name it, keep the batch going
+    except Exception as exc:  # noqa: BLE001 - a broken file in a third-party parser: name it, keep the batch going
         raise ReadError(f"cannot be parsed as {kind} ({type(exc).__name__}: {str(exc)[:120]})") from None
     if not any(p.strip() for s in document.sections for p in s.paragraphs):
         raise ReadError("contains no text" + (" (a scanned PDF needs OCR first)" if kind == "pdf" else ""))

@@ -52,7 +52,7 @@ def _toc_titles(book) -> dict[str, str]:
 
     try:
         visit(book.toc)
-    except Exception:
+    except Exception:  # noqa: BLE001 - a broken table of contents only loses the headings
         pass
     return titles
 
@@ -67,14 +67,14 @@ def read_epub(handle: BinaryIO, path: Path) -> Document:
         warnings.simplefilter("ignore")
         try:
             book = epub.read_epub(handle, options={"ignore_ncx": False})
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - ebooklib raises anything on a corrupt file: one ReadError
             raise ReadError(f"corrupt EPUB ({type(exc).__name__}: {str(exc)[:100]})") from None
     title = ""
     try:
         meta = book.get_metadata("DC", "title")
         if meta:
             title = clean(meta[0][0])
-    except Exception:
+    except Exception:  # noqa: BLE001 - a broken title only loses the title
         pass
     toc = _toc_titles(book)
     sections = []

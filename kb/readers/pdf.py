@@ -29,7 +29,7 @@ def _outline(reader) -> list[tuple[int, list[str]]]:
             try:
                 page = reader.get_destination_page_number(item)
                 title = clean(str(item.title))
-            except Exception:
+            except Exception:  # noqa: BLE001 - one broken outline entry is skipped
                 continue
             if page is None or page < 0 or not title:
                 continue
@@ -38,7 +38,7 @@ def _outline(reader) -> list[tuple[int, list[str]]]:
 
     try:
         visit(reader.outline, [])
-    except Exception:
+    except Exception:  # noqa: BLE001 - a broken outline only loses the headings
         return []
     marks.sort(key=lambda m: m[0])
     return marks
@@ -64,7 +64,7 @@ def read_pdf(handle: BinaryIO, path: Path) -> Document:
     try:
         pages = reader.pages
         count = len(pages)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - pypdf raises anything on a corrupt file: one ReadError
         raise ReadError(f"corrupt PDF ({type(exc).__name__})") from None
     if count > MAX_PAGES:
         raise ReadError(f"{count} pages; more than {MAX_PAGES} is not supported")
@@ -72,7 +72,7 @@ def read_pdf(handle: BinaryIO, path: Path) -> Document:
     try:
         if reader.metadata and reader.metadata.title:
             title = clean(str(reader.metadata.title))
-    except Exception:
+    except Exception:  # noqa: BLE001 - broken metadata only loses the title
         pass
     marks = _outline(reader)
     sections: list[Section] = []
@@ -84,7 +84,7 @@ def read_pdf(handle: BinaryIO, path: Path) -> Document:
         heading = list(marks[mark_index][1]) if mark_index >= 0 else []
         try:
             text = pages[index].extract_text() or ""
-        except Exception:
+        except Exception:  # noqa: BLE001 - a page pypdf cannot extract is counted, the rest are read
             failed_pages += 1
             continue
         paras = paragraphs(_join_hyphens(text))

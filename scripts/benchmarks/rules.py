@@ -52,7 +52,10 @@ def _similar() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         handle = KnowledgeHandle(Path(tmp) / "kb")
-        embed = lambda texts: handle.open().embedder.embed(texts)  # noqa: E731
+
+        def embed(texts):
+            return handle.open().embedder.embed(texts)
+
         started = time.perf_counter()
         book = RuleBook([Rule(name=f"s{n}", action="warn", similar=(f"how do I make weapon number {n}",))
                          for n in range(10)], embed=embed)

@@ -128,8 +128,8 @@ def run() -> None:
     print(f"   {len(QUESTIONS)} questions, {hits_found} answered above the relevance floor")
     print(f"   candidate stage alone (at most {zim_search.QUERIES} libzim queries): p50 {_p(stage, .5):.0f} ms, "
           f"p95 {_p(stage, .95):.0f} ms")
-    print(f"   search cold (articles read, up to {zim_search.EMBED} sections embedded, no cache): p50 {_p(cold, .5):.0f} "
-          f"ms, p95 {_p(cold, .95):.0f} ms, mean {statistics.mean(cold):.0f} ms")
+    print(f"   search cold (articles read, up to {zim_search.EMBED} sections embedded, no cache): "
+          f"p50 {_p(cold, .5):.0f} ms, p95 {_p(cold, .95):.0f} ms, mean {statistics.mean(cold):.0f} ms")
     print(f"   search warm (the same question again at once): p50 {_p(warm, .5):.0f} ms, p95 {_p(warm, .95):.0f} ms")
     print(f"   search in a later session (articles read again, section vectors from disk): p50 {_p(earlier, .5):.0f} "
           f"ms, p95 {_p(earlier, .95):.0f} ms")

@@ -27,7 +27,6 @@ import os
 import re
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -81,7 +80,8 @@ def evaluate(model: str, questions: list[dict], args) -> dict:
             passages, words, order = args.plan.split(",")
             conversation.plan = PromptPlan(int(passages), int(words) if words != "none" else None,
                                            order == "best-last")
-        run = conversation.ask(question["q"], model=None if model == "quote-only" else model, max_tokens=args.max_tokens, quote_only=args.quote_only)
+        run = conversation.ask(question["q"], model=None if model == "quote-only" else model,
+                               max_tokens=args.max_tokens, quote_only=args.quote_only)
         list(run.tokens())
         data = run.as_dict()
         raw = run.generation.text if run.generation is not None else ""
@@ -102,7 +102,8 @@ def evaluate(model: str, questions: list[dict], args) -> dict:
         }
         rows.append(row)
         if args.verbose:
-            mark = "ok " if row["fact"] else ("-- " if row["fact"] is not None else ("ab " if row["abstained"] else "NA "))
+            mark = ("ok " if row["fact"] else "-- " if row["fact"] is not None
+                    else "ab " if row["abstained"] else "NA ")
             print(f"     {mark}{question['id']:<14} {row['answer'][:90]!r}", flush=True)
     services.engine.unload()
     return summarize(model, rows)
@@ -164,7 +165,7 @@ def main(argv: list[str]) -> int:
     # The library is the eval's own documents: the shipped field guide (which covers the same ground) stays out.
     os.environ["APPLIANCE_KB_FIELD_GUIDE"] = "off"
     sys.path.insert(0, str(HERE.parent.parent))
-    import appliance  # noqa: F401  (guards)
+    import appliance  # noqa: F401 - its environment guards, once APPLIANCE_HOME is set
     from appliance.models import packs
     from appliance.services import Services
 

@@ -22,9 +22,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
-from appliance.models import packs  # noqa: E402
-from kb import KnowledgeBase  # noqa: E402  (kb sets its own offline guards)
-from zim_build import build_zim, html_pages  # noqa: E402  (beside this file)
+from zim_build import build_zim, html_pages  # noqa: E402 - beside this file, once it is on sys.path
+
+from appliance.models import packs  # noqa: E402 - from this tree, once it is on sys.path
+from kb import KnowledgeBase  # noqa: E402 - the same; kb sets its own offline guards
 
 SUBDIRS = ["tutorial", "howto", "faq", "using"]
 K = 5
@@ -48,7 +49,8 @@ def main() -> int:
     parser.add_argument("--doc-root", type=Path, default=Path("/usr/share/doc/python3.11/html"))
     parser.add_argument("--questions", type=Path, default=HERE / "questions.json")
     parser.add_argument("--cache", type=Path,
-                        default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "appliance" / "eval-kb")
+                        default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+                        / "appliance" / "eval-kb")
     parser.add_argument("--zim", action="store_true",
                         help="Also build a ZIM from the same pages and score the same questions through it.")
     parser.add_argument("--zim-only", action="store_true", help="Only the ZIM side (implies --zim).")
@@ -111,7 +113,8 @@ def main() -> int:
 def floored(knowledge, answerable, unanswerable, verbose: bool, recall: float, mrr: float, times) -> dict:
     """With the relevance floor, as `kb search` and `ask` use it: recall, abstention."""
     kept = [knowledge.search(q["question"], k=K) for q in answerable]
-    recall_floor = sum(rank_of(h, q["expect"]) is not None for h, q in zip(kept, answerable)) / len(answerable)
+    found = sum(rank_of(h, q["expect"]) is not None for h, q in zip(kept, answerable, strict=True))
+    recall_floor = found / len(answerable)
     abstained_ok = sum(not h for h in kept)
     abstained = [q for q in unanswerable if not knowledge.search(q["question"], k=K)]
     print(f"\nwith the relevance floor: hybrid recall@5 {recall_floor:.3f}; "

@@ -9,11 +9,17 @@ from types import SimpleNamespace
 
 import pytest
 
-from appliance.answering.scaffolding import ScaffoldFilter
-from appliance.answering.conversation import (GROUNDED_PROMPT, SYSTEM_PROMPT, AnswerRun, Passage, build_prompt,
-                                    clean_question)
-from appliance.errors import UsageError
+from appliance.answering.conversation import (
+    GROUNDED_PROMPT,
+    SYSTEM_PROMPT,
+    AnswerRun,
+    Passage,
+    build_prompt,
+    clean_question,
+)
 from appliance.answering.evidence import Claim, Quote
+from appliance.answering.scaffolding import ScaffoldFilter
+from appliance.errors import UsageError
 from appliance.services import Services
 from kb.source import Source
 from tests.conftest import run_appliance
@@ -210,7 +216,8 @@ def test_ask_max_tokens_reaches_the_prompt_budget(tmp_path, appliance_home):
 
 
 @pytest.mark.parametrize("text, shown", [
-    ("Passage 1 (Making Water Safe to Drink > Boiling Water)\nBoil it for one minute [1].", "Boil it for one minute [1]."),
+    ("Passage 1 (Making Water Safe to Drink > Boiling Water)\nBoil it for one minute [1].",
+     "Boil it for one minute [1]."),
     ("Passage 3 (Burns > Stop the Burning): Remove the person from the heat.", "Remove the person from the heat."),
     ("Passage 1 says to boil it.", "Source [1] says to boil it."),
     ("As passage 2 says, boil it.", "As source [2] says, boil it."),

@@ -8,8 +8,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from appliance.answering.emergency import read_as_emergency
 from appliance.answering import field_guide
+from appliance.answering.emergency import read_as_emergency
 from appliance.cli import cli
 from appliance.services import Services
 from tests.tui.conftest import ask, wait_for

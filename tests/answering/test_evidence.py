@@ -28,6 +28,7 @@ def _stored_chunks(services) -> list[str]:
     return [hit.text for hit in services.kb.search(QUESTION, k=50)]
 
 
+@pytest.mark.slow
 def test_quotes_are_verbatim_sentences_of_the_stored_passages(services):
     chunks = _stored_chunks(services)
     for quote_only in (True, False):  # alone, and beside the model's answer (its passages are focused first)
@@ -54,7 +55,8 @@ def test_the_support_check_tells_a_copied_sentence_from_an_invented_one(services
     hits = services.kb.search("is boiling water enough to make it safe", k=3)
     passages = [Passage(hit.source(n), hit.text) for n, hit in enumerate(hits, start=1)]
     sources = [p.source for p in passages]
-    copied = "Boiling is the most reliable way to kill germs, including the parasites that chemical treatment struggles with."
+    copied = ("Boiling is the most reliable way to kill germs, including the parasites that chemical treatment "
+              "struggles with.")
     assert any(copied in p.text for p in passages)
     invented = "The moon is made of green cheese and orbits the planet Jupiter every Tuesday."
     first, second = services.evidence.claims(f"{copied} [1] {invented}", passages, sources)
@@ -97,6 +99,7 @@ def test_the_quote_is_the_sentence_that_says_what_to_do(appliance_home):
     assert any(q.text.startswith("The server keeps") for q in quotes)  # the context is still shown after it
 
 
+@pytest.mark.slow
 def test_a_real_loop_is_stopped_and_said_not_shown(appliance_home):
     # SmolLM2 with greedy sampling and no repeat penalty loops on this prompt; the guard stops it.
     env = {"APPLIANCE_MODEL_REPEAT_PENALTY": "1.0", "APPLIANCE_MODEL_TEMPERATURE": "0"}

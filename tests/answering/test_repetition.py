@@ -55,7 +55,8 @@ def test_a_tail_loop_without_spaces_is_stopped():
 
 
 def test_drifting_into_another_script_is_stopped():
-    guard, shown = stream("Boil the water. " + "Кипятите воду в течение минуты, затем охладите её и храните в чистой посуде.")
+    guard, shown = stream("Boil the water. "
+                          + "Кипятите воду в течение минуты, затем охладите её и храните в чистой посуде.")
     assert guard.stopped == "the model drifted into another language"
     assert shown.startswith("Boil the water.") and "Кипятите воду в течение минуты, затем" not in shown
     assert script_of("Кипятите") == "CYRILLIC" and script_of("water") == "LATIN"

@@ -10,10 +10,10 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from appliance.cli import cli
 from appliance.answering.conversation import AnswerRun
-from appliance.errors import EXIT_REFUSED, ApplianceError, ConfirmationNeeded, RuleRefusal, UsageError
 from appliance.answering.rules import AnswerGate, Rule, RuleBook, RuleFile, add_rule, remove_rule
+from appliance.cli import cli
+from appliance.errors import EXIT_REFUSED, ApplianceError, ConfirmationNeeded, RuleRefusal, UsageError
 from appliance.services import Services
 from tests.conftest import run_appliance
 
@@ -136,7 +136,8 @@ def _services_with_rules(home, text: str) -> tuple[Services, LoadSpy]:
     return services, spy
 
 
-WEAPONS = '[[rule]]\nname = "no-weapons"\naction = "refuse"\nmessage = "Not on this appliance."\nwords = ["pipe bomb"]\n'
+WEAPONS = ('[[rule]]\nname = "no-weapons"\naction = "refuse"\nmessage = "Not on this appliance."\n'
+           'words = ["pipe bomb"]\n')
 
 
 def test_a_refused_question_never_loads_the_model_nor_searches_the_library(appliance_home):
@@ -170,6 +171,7 @@ def test_cli_refusal_is_exit_4_names_the_rule_and_json_carries_it(appliance_home
     assert loads == []
 
 
+@pytest.mark.slow
 def test_warn_continues_and_the_answer_carries_the_rule(appliance_home):
     services, spy = _services_with_rules(
         appliance_home, '[[rule]]\nname = "water"\naction = "warn"\nmessage = "Check with staff."\nwords = ["water"]\n')
@@ -183,6 +185,7 @@ def test_warn_continues_and_the_answer_carries_the_rule(appliance_home):
     services.engine.unload()
 
 
+@pytest.mark.slow
 def test_confirm_waits_for_a_yes(appliance_home):
     services, spy = _services_with_rules(
         appliance_home, '[[rule]]\nname = "meds"\naction = "confirm"\nmessage = "Dosage questions: ask a nurse."\n'
@@ -200,6 +203,7 @@ def test_confirm_waits_for_a_yes(appliance_home):
     assert result.exit_code == 4 and "add --confirm to ask anyway" in result.stderr
 
 
+@pytest.mark.slow
 def test_the_question_is_checked_once_and_a_no_is_a_refusal(appliance_home, monkeypatch):
     """One path for both shells: Conversation.ask checks the question's rules once and asks its `confirm` once;
     the CLI's --confirm answers through the same callback (the rules on the question run once, not twice)."""
@@ -278,6 +282,7 @@ def test_a_rule_on_the_answer_withholds_the_rest_sentence_by_sentence():
     assert [r["rule"] for r in result["rules"]] == ["note", "dose"]
 
 
+@pytest.mark.slow
 def test_a_rule_on_the_answer_with_the_real_model_exit_4(appliance_home):
     appliance_home.mkdir(parents=True, exist_ok=True)
     (appliance_home / "rules.toml").write_text(

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kb.vector_cache import VectorCache
 from appliance.models import packs
 from kb.embedder import Embedder
+from kb.vector_cache import VectorCache
 
 TEXTS = ["Boil water for one minute.", "Add 8 drops of bleach per gallon.", "Boil water for one minute."]
 

@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import time
 
+import pytest
+
 from appliance.models import packs
 from appliance.services import Services
 from tests.conftest import appliance_cmd, run_appliance
@@ -37,6 +39,7 @@ def test_fresh_home_registers_the_default_pack(appliance_home):
     assert (appliance_home / "models" / f"{packs.SMOLLM2.name}.manifest.json").exists()
 
 
+@pytest.mark.slow
 def test_tokens_stream_in_order_and_make_the_answer():
     services = Services.create()
     run = services.conversation().ask(QUESTION, max_tokens=24, use_kb=False)
@@ -49,6 +52,7 @@ def test_tokens_stream_in_order_and_make_the_answer():
     assert timings["load_s"] > 0 and timings["first_token_s"] > 0 and timings["tokens_per_s"] > 0
 
 
+@pytest.mark.slow
 def test_cancel_stops_generation():
     services = Services.create()
     run = services.conversation().ask(QUESTION, max_tokens=200, use_kb=False)
@@ -62,6 +66,7 @@ def test_cancel_stops_generation():
     assert run.as_dict()["cancelled"] is True
 
 
+@pytest.mark.slow
 def test_ask_json_from_the_installed_command(appliance_home):
     result = run_appliance("ask", "--json", "--max-tokens", "32", QUESTION)
     assert result.returncode == 0, result.stderr
@@ -85,6 +90,7 @@ def test_ask_json_from_the_installed_command(appliance_home):
     assert messages[1]["content"] == data["answer"]
 
 
+@pytest.mark.slow
 def test_plain_ask_streams_to_stdout_as_generated():
     """Text reaches the pipe while the model is still generating, and equals the --json answer."""
     env = dict(os.environ, NO_COLOR="1")
@@ -104,12 +110,14 @@ def test_plain_ask_streams_to_stdout_as_generated():
     assert streamed == again["answer"].strip()
 
 
+@pytest.mark.slow
 def test_question_from_stdin():
     result = run_appliance("ask", "--json", "--max-tokens", "8", input=QUESTION)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["question"] == QUESTION
 
 
+@pytest.mark.slow
 def test_byte_flipped_model_is_refused_with_exit_3(tmp_path, default_model_path, appliance_home):
     copy = tmp_path / "flipped.gguf"
     shutil.copyfile(default_model_path, copy)
@@ -134,6 +142,7 @@ def test_byte_flipped_model_is_refused_with_exit_3(tmp_path, default_model_path,
     assert {row["name"]: row["state"] for row in listing}["flipped"] == "quarantined"
 
 
+@pytest.mark.slow
 def test_truncated_model_is_refused(tmp_path, default_model_path):
     copy = tmp_path / "cut.gguf"
     shutil.copyfile(default_model_path, copy)
@@ -171,6 +180,7 @@ def test_unknown_model_name():
     assert packs.SMOLLM2.name in result.stderr  # says what is known
 
 
+@pytest.mark.slow
 def test_not_enough_memory_is_a_clear_error():
     result = run_appliance("ask", "hello", env={"APPLIANCE_HARDWARE_RAM_LIMIT_MB": "64"})
     assert result.returncode == 1

@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
+
+import pytest
 
 from appliance.models import packs
 from tests.conftest import appliance_cmd
@@ -38,6 +39,7 @@ def on_a_small_disk(namespaces, tmp_path, script: str, timeout: float, **env: st
     return out, lambda name: (tmp_path / f"disk.{name}").read_text()
 
 
+@pytest.mark.slow
 def test_ask_and_import_on_a_full_disk_end_with_one_line_and_leave_nothing(namespaces, tmp_path):
     out, read = on_a_small_disk(namespaces, tmp_path, SCRIPT, 600, MODEL=str(packs.SMOLLM2.locate()))
     assert out["rc1"] == "0", read("err1")

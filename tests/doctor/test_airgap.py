@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.airgap import run_offline
 
 
+@pytest.mark.slow
 def test_ask_json_offline_makes_no_inet_connection(tmp_path):
     traced = run_offline("ask", "--json", "--max-tokens", "16", "How do I purify water?", trace_file=tmp_path / "trace")
     assert traced.result.returncode == 0, traced.result.stderr
@@ -23,7 +26,8 @@ def test_the_tracer_sees_a_connect_attempt(tmp_path):
     from tests.conftest import require_tool
 
     trace = tmp_path / "trace"
-    code = "import socket\ntry:\n    socket.create_connection(('127.0.0.1', 9), timeout=0.1)\nexcept OSError:\n    pass\n"
+    code = ("import socket\ntry:\n    socket.create_connection(('127.0.0.1', 9), timeout=0.1)\n"
+            "except OSError:\n    pass\n")
     subprocess.run([require_tool("unshare"), "-n", "--", require_tool("strace"), "-f", "-qq", "-e",
                     "trace=connect,sendto,sendmsg", "-o", str(trace), "--", sys.executable, "-c", code], check=True)
     from tests.airgap import INET_CONNECT

@@ -11,14 +11,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from appliance.doctor import airgap
-
-from appliance.doctor import checkup as doctor
-
-from appliance.system import power
 from appliance.config import PowerSettings
-from appliance.system.hardware import GIB, Hardware
+from appliance.doctor import airgap
+from appliance.doctor import checkup as doctor
 from appliance.services import Services
+from appliance.system import power
+from appliance.system.hardware import GIB, Hardware
 from tests.conftest import require_tool, run_appliance
 from tests.models.fixtures import make_gguf
 
@@ -52,6 +50,7 @@ def test_doctor_reports_a_deliberate_connect_as_a_failure(tmp_path):
     assert {c["result"] for name, c in checks.items() if name != "air-gap self-test"} <= {"ok", "warn"}
 
 
+@pytest.mark.slow
 def test_a_clean_watched_self_test_is_ok_and_names_its_method():
     require_tool("strace")
     check = airgap.watched_selftest()
@@ -176,6 +175,7 @@ def test_battery_state_from_a_fake_sysfs_tree(tmp_path):
     assert "answers up to 100 tokens" in capped.detail
 
 
+@pytest.mark.slow
 def test_ask_json_shows_the_low_power_profile_on_battery(tmp_path, monkeypatch):
     from appliance.cli import cli
 

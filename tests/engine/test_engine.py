@@ -27,6 +27,7 @@ def engine_children(services: Services) -> list[int]:
     return [loaded.process.proc.pid] if loaded and loaded.process else []
 
 
+@pytest.mark.slow
 def test_the_engine_answers_with_a_real_token_stream():
     """If llama.cpp cannot run on this CPU, this is the test that fails (and only it), with a clear reason."""
     services = Services.create()
@@ -44,6 +45,7 @@ def test_the_engine_answers_with_a_real_token_stream():
     services.engine.unload()
 
 
+@pytest.mark.slow
 def test_prefix_cache_a_follow_up_processes_fewer_prompt_tokens():
     services = Services.create()
     loaded = services.engine.load()
@@ -66,6 +68,7 @@ def test_prefix_cache_a_follow_up_processes_fewer_prompt_tokens():
     services.engine.unload()
 
 
+@pytest.mark.slow
 def test_other_threads_are_set_in_the_running_engine_and_the_conversation_stays(monkeypatch):
     """Unplugged or plugged in, a question asks for other threads: llama.cpp's context takes them in place, so the
     model file is not hashed again and a follow-up still reuses what the engine holds."""
@@ -90,6 +93,7 @@ def test_other_threads_are_set_in_the_running_engine_and_the_conversation_stays(
     services.engine.unload()
 
 
+@pytest.mark.slow
 def test_cancel_from_another_thread_stops_the_engine_promptly():
     services = Services.create()
     loaded = services.engine.load()
@@ -112,6 +116,7 @@ def test_cancel_from_another_thread_stops_the_engine_promptly():
     services.engine.unload()
 
 
+@pytest.mark.slow
 def test_cancel_during_a_long_prompt_aborts_prompt_processing():
     services = Services.create()
     loaded = services.engine.load()
@@ -141,6 +146,7 @@ def one_clear_line(result) -> str:
     return errors[0]
 
 
+@pytest.mark.slow
 def test_crash_while_loading_falls_back_to_safe_mode_and_remembers(appliance_home):
     result = ask_with_fault("segv:load:normal", "--json")
     assert result.returncode == 0, result.stderr
@@ -161,6 +167,7 @@ def test_crash_while_loading_falls_back_to_safe_mode_and_remembers(appliance_hom
     assert list(state["modes"].values())[0]["mode"] == "safe"  # re-learned after the reset, by crashing again
 
 
+@pytest.mark.slow
 def test_crash_before_the_first_token_retries_in_safe_mode():
     result = ask_with_fault("segv:prefill:normal")
     assert result.returncode == 0, result.stderr
@@ -181,6 +188,7 @@ def test_crash_in_normal_and_safe_mode_falls_back_to_the_baseline_build(applianc
     assert list(state["modes"].values())[0]["mode"] == "baseline"
 
 
+@pytest.mark.slow
 def test_crash_in_every_mode_is_one_clear_error_with_exit_1(appliance_home):
     result = ask_with_fault("segv:load")
     assert result.returncode == 1  # not 139: the appliance itself did not crash
@@ -190,6 +198,7 @@ def test_crash_in_every_mode_is_one_clear_error_with_exit_1(appliance_home):
     assert Services.create().history.conversations() == []
 
 
+@pytest.mark.slow
 def test_crash_mid_answer_ends_that_answer_with_one_line_and_keeps_history(appliance_home):
     assert run_appliance("ask", "--no-kb", "--max-tokens", "8", "Say hello.").returncode == 0
     result = ask_with_fault("segv:token:3")
@@ -202,6 +211,7 @@ def test_crash_mid_answer_ends_that_answer_with_one_line_and_keeps_history(appli
     assert run_appliance("ask", "--no-kb", "--max-tokens", "8", QUESTION).returncode == 0
 
 
+@pytest.mark.slow
 def test_oom_kill_is_named_as_such():
     result = ask_with_fault("kill:token:2")
     assert result.returncode == 1
@@ -209,6 +219,7 @@ def test_oom_kill_is_named_as_such():
     assert "SIGKILL" in line and "memory" in line
 
 
+@pytest.mark.slow
 def test_hung_engine_is_stopped_after_the_timeout():
     started = time.monotonic()
     result = ask_with_fault("hang:prefill", extra_env={"APPLIANCE_ENGINE_HANG_TIMEOUT_S": "3"})
@@ -218,6 +229,7 @@ def test_hung_engine_is_stopped_after_the_timeout():
     assert time.monotonic() - started < 60
 
 
+@pytest.mark.slow
 def test_engine_process_gets_the_offline_guards_and_dies_with_its_parent():
     services = Services.create()
     loaded = services.engine.load()
@@ -231,6 +243,7 @@ def test_engine_process_gets_the_offline_guards_and_dies_with_its_parent():
 
 
 # -- verified is what is loaded ----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_file_swapped_after_verification_is_not_what_gets_loaded(tmp_path, default_model_path):
     """The engine loads the descriptors that were hashed, not the path: swap the file right after the check."""
     from tests.tui.conftest import write_tiny_gguf
@@ -256,6 +269,7 @@ def test_a_file_swapped_after_verification_is_not_what_gets_loaded(tmp_path, def
     services.engine.unload()
 
 
+@pytest.mark.slow
 def test_a_file_that_fails_verification_never_reaches_the_engine(tmp_path, default_model_path, appliance_home):
     services = Services.create()
     model = tmp_path / "flipped.gguf"
@@ -273,6 +287,7 @@ def test_a_file_that_fails_verification_never_reaches_the_engine(tmp_path, defau
     assert "llama_model_load" not in (log.read_text() if log.exists() else "")  # no load request was ever sent
 
 
+@pytest.mark.slow
 def test_no_llama_cpp_text_reaches_the_parents_stdout_or_stderr(appliance_home):
     result = run_appliance("ask", "--no-kb", "--max-tokens", "8", QUESTION)
     assert result.returncode == 0

@@ -6,6 +6,8 @@ from __future__ import annotations
 import mmap
 import os
 
+import pytest
+
 from appliance.engine.mapped_pages import MappedPages
 from appliance.services import Services
 
@@ -58,6 +60,7 @@ def test_release_without_a_usable_descriptor_or_ranges_does_nothing(tmp_path):
         mapping.close()
 
 
+@pytest.mark.slow
 def test_a_tied_embedding_table_is_kept_whole():
     """SmolLM2's table is its output layer too, read whole for every token: nothing of the file is given back."""
     services = Services.create()

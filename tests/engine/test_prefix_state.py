@@ -9,6 +9,8 @@ import hashlib
 import json
 import os
 
+import pytest
+
 from tests.conftest import run_appliance
 
 QUESTION = "How long should I boil water to make it safe to drink?"
@@ -24,6 +26,7 @@ def states(home) -> list:
     return sorted((home / "cache" / "prompt-prefix").glob("*.state"))
 
 
+@pytest.mark.slow
 def test_a_second_process_reads_only_what_follows_the_kept_start_and_answers_the_same(appliance_home):
     first = ask()
     assert first["timings"]["cached_tokens"] == 0
@@ -37,6 +40,7 @@ def test_a_second_process_reads_only_what_follows_the_kept_start_and_answers_the
     assert second["answer"] == first["answer"]  # the same numbers as reading it
 
 
+@pytest.mark.slow
 def test_a_damaged_or_half_loaded_state_is_never_given_to_llama_cpp(appliance_home):
     first = ask()
     [state] = states(appliance_home)

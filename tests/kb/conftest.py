@@ -29,7 +29,7 @@ def make_kb(tmp_path, embedder_files):
     for knowledge in opened:
         try:
             knowledge.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 - closing at teardown is best effort
             pass
 
 

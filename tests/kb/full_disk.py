@@ -133,7 +133,8 @@ def cli(mount: Path, corpus: Path, when: int, query: str) -> dict:
     proc = subprocess.Popen(command + ["kb", "add", "--json", str(corpus)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    while ready_documents(mount / 'home' / 'kb' / 'text.sqlite') < when and proc.poll() is None and time.monotonic() < deadline:
+    text_db = mount / 'home' / 'kb' / 'text.sqlite'
+    while ready_documents(text_db) < when and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     out["filled_while_running"] = proc.poll() is None
     out["ready_at_fill"] = ready_documents(mount / 'home' / 'kb' / 'text.sqlite')

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from kb.offline import OFFLINE_ENV
 from tests.airgap import TracedRun, run_offline
 from tests.conftest import require_tool
@@ -16,6 +18,7 @@ from tests.kb import fixtures
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_ingest_search_ask_make_no_inet_connection(tmp_path, library):
     wiki = fixtures.make_zim(tmp_path / "wiki.zim", {
         "Water.html": ("Water purification", [("Bleach", fixtures.WATER)])})

@@ -18,6 +18,7 @@ def ingested(library):
     return library, json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_add_list_stats_search_remove(ingested):
     library, report = ingested
     assert report["added"] == 5 and report["failed"] == [] and report["chunks"] > 5
@@ -48,6 +49,7 @@ def test_add_list_stats_search_remove(ingested):
     assert "Traceback" not in unknown.stderr
 
 
+@pytest.mark.slow
 def test_add_reports_each_bad_file_and_exits_1(tmp_path, library):
     (tmp_path / "junk.txt").write_bytes(bytes(range(256)) * 10)
     result = run_appliance("kb", "add", str(tmp_path / "junk.txt"), str(library / "first-aid.html"),
@@ -64,6 +66,7 @@ def test_usage_errors():
     assert runner.invoke(cli, ["kb", "search", "  "]).exit_code == 2
 
 
+@pytest.mark.slow
 def test_ask_cites_the_library(ingested):
     library, _ = ingested
     result = run_appliance("ask", "--json", "--max-tokens", "40", "How should I treat a burn on my hand?")
@@ -83,6 +86,7 @@ def test_ask_cites_the_library(ingested):
     assert heading in ("Sources:", "Passages given to the model (the answer cites none of them):")
 
 
+@pytest.mark.slow
 def test_ask_abstains_before_model_text_when_the_library_has_nothing(ingested):
     result = run_appliance("ask", "--max-tokens", "8", "Who won the 1998 football world cup?")
     assert result.returncode == 0, result.stderr
@@ -92,6 +96,7 @@ def test_ask_abstains_before_model_text_when_the_library_has_nothing(ingested):
     assert as_json["sources"] == [] and "nothing" in as_json["notice"]
 
 
+@pytest.mark.slow
 def test_ask_no_kb_skips_the_library(ingested):
     data = json.loads(run_appliance("ask", "--json", "--no-kb", "--max-tokens", "8", "How do I treat a burn?").stdout)
     assert data["sources"] == [] and data["notice"] is None

@@ -11,6 +11,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from kb.vectors import Vectors
 from tests.conftest import appliance_cmd
 from tests.kb.fixtures import make_corpus as _corpus
@@ -37,6 +39,7 @@ def _consistent_on_disk(kb_dir: Path) -> None:
     assert vectors - ready <= journaled, "a vector with no text that the journal does not know about"
 
 
+@pytest.mark.slow
 def test_kill_9_mid_ingest_then_resume(tmp_path, appliance_home):
     corpus = _corpus(tmp_path / "corpus")
     env = dict(os.environ, APPLIANCE_HOME=str(appliance_home), NO_COLOR="1")
@@ -74,6 +77,7 @@ def test_kill_9_mid_ingest_then_resume(tmp_path, appliance_home):
     knowledge.close()
 
 
+@pytest.mark.slow
 def test_kill_9_between_vectors_and_commit_is_undone(tmp_path, embedder_files, make_kb):
     """The worst moment: half of a document's vectors are in chroma, its rows are pending in SQLite."""
     corpus = _corpus(tmp_path / "corpus", files=3)

@@ -47,6 +47,7 @@ def whole_again(check: dict, documents: int) -> None:
     assert check["pending"] == [] and check["documents"] == documents and check["hits"]
 
 
+@pytest.mark.slow
 def test_a_batch_that_cannot_fit_is_refused_before_anything_is_written(namespaces, tmp_path):
     corpus = fixtures.make_corpus(tmp_path / "corpus", files=12)
     out = scenario(namespaces, tmp_path, 40, "refused", str(corpus))
@@ -59,6 +60,7 @@ def test_a_batch_that_cannot_fit_is_refused_before_anything_is_written(namespace
     assert out["rerun"]["rc"] == 0 and out["rerun"]["json"]["added"] == 12
 
 
+@pytest.mark.slow
 def test_the_disk_fills_while_kb_add_runs(namespaces, tmp_path):
     corpus = fixtures.make_corpus(tmp_path / "corpus", files=16)
     out = scenario(namespaces, tmp_path, 64, "cli", str(corpus), "3", "water procedure second check")
@@ -96,6 +98,7 @@ def point_corpus(tmp_path) -> Path:
     return corpus
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["begin", "vectors", "finish", "persist"])
 def test_the_disk_fills_at_each_step_of_a_write(namespaces, tmp_path, point_corpus, where):
     """begin: before SQLite step 1; vectors: before the vector index gets the vectors; finish: before step 3;

@@ -73,6 +73,7 @@ def test_non_files_named_directly_are_refused(make_kb, mixed, unix_socket):
     assert report.added == 1
 
 
+@pytest.mark.slow
 def test_kb_add_of_such_a_folder_ends_with_one_line_per_file(mixed):
     result = run_appliance("kb", "add", str(mixed), timeout=120)
     assert result.returncode == 1 and "Traceback" not in result.stderr
@@ -112,6 +113,7 @@ def test_names_that_are_not_utf8(make_kb, tmp_path, library):
     assert knowledge.verify()["ok"]
 
 
+@pytest.mark.slow
 def test_non_utf8_names_through_the_command_line(tmp_path):
     name = os.fsencode(str(tmp_path)) + b"/p\xe9\x1b[2J.md"
     with open(name, "wb") as handle:
@@ -136,6 +138,7 @@ def test_removing_nothing_root_or_home_is_refused(make_kb, library, tmp_path):
     assert len(knowledge.documents()) == 1
 
 
+@pytest.mark.slow
 def test_kb_remove_refusals_exit_2_and_touch_nothing(library, tmp_path):
     home = tmp_path / "user"
     home.mkdir()
@@ -179,6 +182,7 @@ def test_a_symlink_loop_as_the_knowledge_base_directory(appliance_home):
     one_line_error(run_appliance("kb", "stats"), "symlink loop")
 
 
+@pytest.mark.slow
 def test_a_read_only_knowledge_base_directory(namespaces, library, appliance_home):
     assert run_appliance("kb", "add", str(library / "first-aid.html")).returncode == 0
     kb_dir = appliance_home / "kb"
@@ -195,6 +199,7 @@ def test_a_read_only_knowledge_base_directory(namespaces, library, appliance_hom
     assert len(errors) == 4 and all("read-only" in line for line in errors), done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes to a directory whatever its mode says")
 def test_a_directory_without_write_permission(library, appliance_home):
     assert run_appliance("kb", "add", str(library / "first-aid.html")).returncode == 0

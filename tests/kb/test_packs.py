@@ -77,6 +77,7 @@ def test_export_refuses_a_folder_that_is_not_empty(source_kb, tmp_path):
     assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_cli_export_import_and_exit_codes(library, tmp_path):
     assert run_appliance("kb", "add", str(library)).returncode == 0
     pack = tmp_path / "cli.kbpack"

@@ -72,7 +72,7 @@ def test_every_passage_keeps_its_vector_next_to_its_text(make_kb, library):
     assert knowledge.store.bad_vectors() == 0
     ids = [str(chunk_id) for chunk_id, _, _ in rows]
     indexed = knowledge.vectors.collection.get(ids=ids, include=["embeddings"])
-    by_id = dict(zip(indexed["ids"], indexed["embeddings"]))
+    by_id = dict(zip(indexed["ids"], indexed["embeddings"], strict=True))
     for chunk_id, _, blob in rows:
         stored = np.frombuffer(blob, dtype=np.float16).astype(np.float32)
         assert np.allclose(stored, by_id[str(chunk_id)], atol=2e-3)
@@ -102,6 +102,7 @@ def test_a_damaged_index_is_rebuilt_on_open_with_a_notice(make_kb, big, monkeypa
     assert vector_index.problem(big / "chroma-1") is None
 
 
+@pytest.mark.slow
 def test_kb_repair_rebuilds_from_the_store(big, appliance_home):
     shutil.copytree(big, appliance_home / "kb")
     (segment(appliance_home / "kb") / "index_metadata.pickle").write_bytes(b"")
@@ -116,6 +117,7 @@ def test_kb_repair_rebuilds_from_the_store(big, appliance_home):
     assert found.returncode == 0 and json.loads(found.stdout)[0]["path"].endswith("first-aid.html")
 
 
+@pytest.mark.slow
 def test_kb_search_rebuilds_a_damaged_index_and_says_so(big, appliance_home):
     shutil.copytree(big, appliance_home / "kb")
     (segment(appliance_home / "kb") / "link_lists.bin").write_bytes(b"")

@@ -83,6 +83,7 @@ def test_a_zim_hit_names_its_article(make_kb, wiki):
     assert source.cite(short=True) == "[3] wiki.zim › Water purification › Chemical disinfection"
 
 
+@pytest.mark.slow
 def test_kb_search_shows_and_names_zim_articles(wiki):
     assert run_appliance("kb", "add", str(wiki)).returncode == 0
     found = run_appliance("kb", "search", "--json", "bleach drops per litre of water")

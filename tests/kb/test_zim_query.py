@@ -90,6 +90,7 @@ def test_the_article_path_is_in_the_citation_and_the_json(make_kb, handbook):
     assert hit.as_dict()["article"] == "A/sect.install-steps.html"
 
 
+@pytest.mark.slow
 def test_kb_search_json_gives_the_article_path(handbook):
     assert run_appliance("kb", "add", str(handbook)).returncode == 0
     found = run_appliance("kb", "search", "--json", "set a static ip address on the network card")

@@ -41,6 +41,7 @@ def test_inside_the_door_huggingface_hub_really_goes_online(tmp_path, monkeypatc
     assert len(state.requests) == 1 and state.requests[0][1].startswith("/api/models/acme/x-GGUF")
 
 
+@pytest.mark.slow
 def test_doctor_offline_under_strace(tmp_path):
     traced = run_offline("doctor", "--json", trace_file=tmp_path / "trace")
     assert traced.result.returncode == 0, traced.result.stderr
@@ -61,6 +62,7 @@ def test_library_commands_make_no_inet_connection(tmp_path):
         assert "execve(" in traced.trace and traced.inet_attempts == [], args
 
 
+@pytest.mark.slow
 def test_doctor_reports_a_tampered_model_with_exit_3_and_skips_an_unplugged_one(tmp_path, invoke):
     bad = make_gguf(tmp_path / "bad.gguf")
     (tmp_path / "away").mkdir()

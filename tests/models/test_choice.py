@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from appliance.config import Config
 from appliance.models.choice import Consents
 from appliance.paths import Paths
@@ -95,6 +97,7 @@ def test_an_old_library_json_default_moves_to_config(tmp_path, appliance_home, i
     assert invoke.json("models", "default")["name"] == "picked"
 
 
+@pytest.mark.slow
 def test_ask_says_once_per_answer_what_the_owner_has_not_accepted_until_they_do(default_model_path, invoke,
                                                                                 tmp_path):
     import shutil

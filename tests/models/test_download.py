@@ -61,7 +61,8 @@ def test_cut_link_resumes_and_the_record_has_the_hub_facts(hub, tmp_path, applia
     assert source["card"]["license_name"] == "qwen-research"
     lic = record["license"]
     assert (lic["id"], lic["commercial_use"], lic["status"]) == ("LicenseRef-qwen-research", "restricted", "confirmed")
-    assert {"value": "qwen-research", "from": "hub:card.license_name", "id": "LicenseRef-qwen-research"} in lic["declared"]
+    declared = {"value": "qwen-research", "from": "hub:card.license_name", "id": "LicenseRef-qwen-research"}
+    assert declared in lic["declared"]
     assert lic["links"] == [{"value": "https://example.invalid/LICENSE", "from": "hub:card.license_link"}]
     assert record["lineage"]["base_models"][0] == {
         "name": "Qwen/Qwen2.5-0.5B-Instruct", "repo_url": "https://huggingface.co/Qwen/Qwen2.5-0.5B-Instruct",

@@ -124,6 +124,7 @@ def test_chat_templates_that_loop_or_explode_are_refused_quickly(template):
     assert time.monotonic() - started < 15  # refused, not hung (the budget is ~2 s; the hard stop 10 s)
 
 
+@pytest.mark.slow
 def test_the_engine_renders_the_gguf_template_in_the_sandbox():
     """The engine process renders the model's own template with appliance.models.chat_template (the sandbox above):
     the prompt it counts is the template's output for these messages."""

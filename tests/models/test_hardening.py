@@ -85,6 +85,7 @@ def test_a_chat_template_that_loops_is_refused_at_import(tmp_path, invoke):
     assert record["gguf"]["template_check"]["result"] == "ok"
 
 
+@pytest.mark.slow
 def test_verify_refuses_a_looping_template_imported_before_the_check(tmp_path, invoke, monkeypatch):
     """A model imported by an appliance that did not check templates yet (checker 0): verify checks it now."""
     from appliance.models import importer as importer_module

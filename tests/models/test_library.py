@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
+
 from appliance.models import manifest
 from appliance.services import Services
 from tests.conftest import run_appliance
@@ -62,6 +64,7 @@ def test_roles_adapter_and_projector_are_never_loaded_as_models(tmp_path, invoke
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_split_set_is_one_model_and_every_shard_is_checked(tmp_path, invoke):
     make_gguf(tmp_path / "big.gguf", {"general.license": "mit"}, tensors=3, split_max_tensors=1)
     second = tmp_path / "big-00002-of-00003.gguf"
@@ -142,7 +145,8 @@ def test_sidecar_travels_to_another_machine_and_must_match(tmp_path, invoke, app
     monkeypatch.setenv("APPLIANCE_HOME", str(tmp_path / "third-home"))
     _flip(drive / "carry.gguf")
     refused = invoke("models", "import", str(drive / "carry.gguf"), code=3)
-    assert str(drive / "carry.gguf") in refused.stderr and "does not match the record that travels with it" in refused.stderr
+    assert str(drive / "carry.gguf") in refused.stderr
+    assert "does not match the record that travels with it" in refused.stderr
 
 
 def test_copy_import_and_remove(tmp_path, invoke, appliance_home):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
+
 from appliance.models import signing
 from tests.conftest import run_appliance
 from tests.models.fixtures import make_gguf
@@ -32,6 +34,7 @@ def test_sign_then_every_check_verifies_the_signature(tmp_path, invoke):
     assert history[-1]["detail"].endswith(f"signed {row['signed']}")
 
 
+@pytest.mark.slow
 def test_altered_signature_document_refuses_the_model(tmp_path, invoke):
     key, path = _signed(tmp_path, invoke)
     sig = signing.signature_path(path)

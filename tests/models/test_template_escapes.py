@@ -35,6 +35,6 @@ def test_escape_is_refused_when_rendering(name):
 
 
 def test_escapes_are_refused_by_the_import_time_check():
-    for name, source in ESCAPES.items():
+    for source in ESCAPES.values():
         with pytest.raises(TemplateRefused):
             check_template_isolated(source)

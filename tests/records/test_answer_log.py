@@ -58,7 +58,8 @@ def test_a_clean_history_verifies_and_a_deletion_is_an_entry(appliance_home):
 
 
 @pytest.mark.parametrize("tamper, named", [
-    ("UPDATE messages SET content = 'Boil it for ten seconds.' WHERE id = 4", "entry 2: its answer (message 4) was changed"),
+    ("UPDATE messages SET content = 'Boil it for ten seconds.' WHERE id = 4",
+     "entry 2: its answer (message 4) was changed"),
     ("UPDATE messages SET content = 'Another question?' WHERE id = 5", "entry 3: its question (message 5) was changed"),
     ("DELETE FROM messages WHERE id = 6", "entry 3: its answer (message 6) was removed"),
     ("DELETE FROM answer_log WHERE seq = 2", "entry 2: was removed (the log goes from entry 1 to 3)"),
@@ -211,6 +212,7 @@ def test_certified_sources_are_checked_against_the_library(appliance_home, keys,
     assert code == 3 and "FAIL  source [1]" in text and "the library's copy of this document changed" in text
 
 
+@pytest.mark.slow
 def test_end_to_end_with_the_real_model(appliance_home, keys, tmp_path):
     asked = run_appliance("ask", "--json", "--no-kb", "--max-tokens", "16", "What is rain?")
     assert asked.returncode == 0, asked.stderr

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import run_appliance
 
 
+@pytest.mark.slow
 def test_ask_then_list_and_show():
     asked = json.loads(run_appliance("ask", "--json", "--no-kb", "--max-tokens", "12", "What is frostbite?").stdout)
     listing = json.loads(run_appliance("history", "list", "--json").stdout)
@@ -21,6 +24,7 @@ def test_ask_then_list_and_show():
     assert markdown.startswith("# What is frostbite?") and asked["answer"].strip() in markdown
 
 
+@pytest.mark.slow
 def test_no_history_flag_saves_nothing():
     assert run_appliance("ask", "--no-history", "--no-kb", "--max-tokens", "4", "hello").returncode == 0
     assert json.loads(run_appliance("history", "list", "--json").stdout) == []

@@ -11,10 +11,10 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
-import signal
 import threading
 from pathlib import Path
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from textual.widgets import Input
 
-from appliance.services import Services
 from appliance.answering.rules import Decision
+from appliance.services import Services
 from kb.source import Source
 
 

@@ -3,20 +3,20 @@ the real default model (SmolLM2-135M from its wheel)."""
 
 from __future__ import annotations
 
-import pytest
 import shutil
 
+import pytest
 from textual.widgets import Input, Markdown, OptionList
 
 from appliance.services import Services
 from tests.tui.conftest import ANSWER_PIECES, FakeAnswerer, ask, notifications, wait_for, with_fakes
 from tui.app import ApplianceApp, create_app
 from tui.screens.chat import ChatScreen
+from tui.screens.dialogs import ConversationsScreen, SourceScreen
+from tui.widgets.exchange import Exchange, SourceList
 
 AnswerDone, AnswerStarted, AnswerToken = ChatScreen.AnswerDone, ChatScreen.AnswerStarted, ChatScreen.AnswerToken
 ModelFailed, ModelReady = ApplianceApp.ModelFailed, ApplianceApp.ModelReady
-from tui.screens.dialogs import ConversationsScreen, SourceScreen
-from tui.widgets.exchange import Exchange, SourceList
 
 QUESTION = "What is the boiling point of water at sea level?"
 
@@ -163,6 +163,7 @@ async def test_conversations_persist_reopen_continue_and_export(fake_services):
 
 
 # -- the real default model ------------------------------------------------------------------------------------
+@pytest.mark.slow
 async def test_real_model_streams_in_order_and_writes_history(services):
     services.config.model.max_tokens = 40
     seen, hook = recorder()
@@ -193,6 +194,7 @@ async def test_real_model_streams_in_order_and_writes_history(services):
     assert Services.create().history.conversations()[0]["id"] == conversations[0]["id"]
 
 
+@pytest.mark.slow
 async def test_real_model_cancel_stops_the_generation(services):
     services.config.model.max_tokens = 400
     seen, hook = recorder()
@@ -212,6 +214,7 @@ async def test_real_model_cancel_stops_the_generation(services):
     assert services.history.conversations() == []
 
 
+@pytest.mark.slow
 async def test_model_load_inside_the_app_does_not_write_to_the_terminal(services, capfd, appliance_home):
     app = create_app(services)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -223,6 +226,7 @@ async def test_model_load_inside_the_app_does_not_write_to_the_terminal(services
     assert "llama_model_loader" in (appliance_home / "logs" / "llama.log").read_text()
 
 
+@pytest.mark.slow
 async def test_failing_model_load_shows_an_error_and_the_app_stays_usable(services, tmp_path, default_model_path):
     cut = tmp_path / "cut.gguf"
     shutil.copyfile(default_model_path, cut)
@@ -257,6 +261,7 @@ async def test_failing_model_load_shows_an_error_and_the_app_stays_usable(servic
         assert next(m for m in seen if isinstance(m, AnswerDone)).run.text.strip()
 
 
+@pytest.mark.slow
 async def test_real_answer_cites_a_document_from_the_knowledge_base(services, tmp_path):
     doc = tmp_path / "water.md"
     doc.write_text("# Water\n\n## Purifying water\n\nTo purify water, bring it to a rolling boil for one minute. "
@@ -288,6 +293,7 @@ async def test_real_answer_cites_a_document_from_the_knowledge_base(services, tm
 
 
 # -- the engine process dies: the TUI stays up ------------------------------------------------------------------
+@pytest.mark.slow
 async def test_engine_crash_mid_answer_keeps_the_app_the_question_and_history(services, monkeypatch):
     services.config.model.max_tokens = 40
     services.history.record_exchange("Earlier question", {"answer": "Earlier answer", "model": {"name": "m"}})
@@ -312,6 +318,7 @@ async def test_engine_crash_mid_answer_keeps_the_app_the_question_and_history(se
     assert "Earlier question" in titles and QUESTION in titles
 
 
+@pytest.mark.slow
 async def test_engine_crash_while_loading_falls_back_to_safe_mode_and_says_so(services, monkeypatch):
     services.config.model.max_tokens = 16
     monkeypatch.setenv("APPLIANCE_ENGINE_FAULT", "segv:load:normal")

@@ -65,6 +65,7 @@ async def test_verify_reports_progress_and_the_result(services):
     assert checks[-1]["result"] == "ok"
 
 
+@pytest.mark.slow
 async def test_import_a_file_and_make_it_the_default_after_the_license_warning(services, tmp_path):
     path = write_tiny_gguf(tmp_path / "odd.gguf", license=None, name="odd")
     seen = []
@@ -124,6 +125,7 @@ async def test_unknown_license_default_asks_before_first_use_in_chat(services, t
         await app.workers.wait_for_complete()
 
 
+@pytest.mark.slow
 async def test_models_default_and_accept_from_the_cli_reach_the_tui(tmp_path):
     """The owner sets the default and accepts its unknown license from the shell; the TUI then loads that model
     without asking, because it reads the same config.toml and the same consent record."""
@@ -156,6 +158,7 @@ async def test_models_default_and_accept_from_the_cli_reach_the_tui(tmp_path):
         await app.workers.wait_for_complete()  # the tiny file then fails in the engine: a notification, no more
 
 
+@pytest.mark.slow
 async def test_the_tui_set_default_is_the_core_operation(services, tmp_path):
     """Set default in the Models screen writes the same config.toml as `appliance models default` (and a model
     accepted from the CLI is not asked about again)."""

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.system import power
 from appliance.config import PowerSettings
-from appliance.system.hardware import Hardware
 from appliance.services import Services
+from appliance.system import power
+from appliance.system.hardware import Hardware
 from tests.doctor.test_doctor import _supply
 from tests.tui.conftest import ask, wait_for
 from tui.app import create_app
@@ -37,6 +37,7 @@ def _status(app) -> list[str]:
     return str(app.screen.query_one(StatusLine).render()).splitlines()
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_on_battery_tui_answers_are_short_and_the_status_line_says_so(tmp_path, monkeypatch):
     root = tmp_path / "power_supply"

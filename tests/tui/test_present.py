@@ -6,12 +6,18 @@ from types import SimpleNamespace
 
 import pytest
 
-from kb.source import Source
 from appliance.errors import ApplianceError
-from appliance.records.history import History
 from appliance.models.manifest import license_section
+from appliance.records.history import History
+from kb.source import Source
 from tui.present import (
-    commercial_label, consent_reasons, kb_label, license_label, location_label, short_path, source_label,
+    commercial_label,
+    consent_reasons,
+    kb_label,
+    license_label,
+    location_label,
+    short_path,
+    source_label,
 )
 
 

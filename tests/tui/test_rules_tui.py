@@ -51,6 +51,7 @@ async def test_a_refusal_is_a_notice_and_the_question_stays(appliance_home):
         assert services.history.conversations() == []
 
 
+@pytest.mark.slow
 async def test_confirm_asks_in_a_dialog_and_yes_asks_the_model(appliance_home, monkeypatch):
     monkeypatch.setenv("APPLIANCE_MODEL_MAX_TOKENS", "12")
     services, loads = _services(appliance_home, '[[rule]]\nname = "meds"\naction = "confirm"\n'

@@ -10,12 +10,15 @@ import subprocess
 import time
 import uuid
 
+import pytest
+
 from appliance.records.history import History
 from tests.conftest import appliance_cmd, require_tool, run_appliance
 
 QUESTION = "How long should I boil water to purify it?"
 
 
+@pytest.mark.slow
 def test_real_appliance_in_tmux_answers_with_a_source(tmp_path, appliance_home):
     tmux = require_tool("tmux")
     doc = tmp_path / "water.md"

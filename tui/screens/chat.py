@@ -24,7 +24,10 @@ from tui.widgets.exchange import Exchange, SourceList
 from tui.widgets.status import StatusLine
 
 if TYPE_CHECKING:
+    from textual import getters
+
     from appliance.answering.conversation import AnswerView
+    from tui.app import ApplianceApp
 
 WELCOME = """\
 Ask a question below and press Enter. Answers come from the local model and,
@@ -58,6 +61,9 @@ def answer_meta(run: AnswerView) -> str:
 
 
 class ChatScreen(Screen):
+    if TYPE_CHECKING:  # DOMNode.app is typed App[object]; this screen runs only in ApplianceApp (no import cycle)
+        app = getters.app(ApplianceApp)
+
     # -- messages its answer worker posts ---------------------------------------------------------------------
     @dataclass
     class AnswerStarted(Message, bubble=False):
@@ -190,7 +196,7 @@ class ChatScreen(Screen):
         try:
             for piece in run.tokens():
                 self.post_message(self.AnswerToken(request, piece))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - any engine failure ends this answer with a message
             self.post_message(self.AnswerFailed(request, pending.question, str(exc)))
             return
         saved, error = None, ""
@@ -387,7 +393,7 @@ class ChatScreen(Screen):
             folder.mkdir(parents=True, exist_ok=True)
             target = folder / f"{slug(conversation['title'])[:40]}-{self.conversation_id}.md"
             atomic_write_text(target, text)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - a failed export is a notification, not a crash
             self.notify(str(exc), severity="error", title="Export failed")
             return
         self.notify(f"Saved to {target}", title="Exported", timeout=8)

@@ -211,7 +211,7 @@ class ConversationsScreen(ModalScreen[int | None]):
             if title:
                 try:
                     self.history.rename_conversation(row["id"], title)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - a failed rename is a notification, not a crash
                     self.notify(str(exc), severity="error")
                 self.reload()
 
@@ -226,7 +226,7 @@ class ConversationsScreen(ModalScreen[int | None]):
             if yes:
                 try:
                     self.history.delete_conversation(row["id"])
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - a failed delete is a notification, not a crash
                     self.notify(str(exc), severity="error")
                 self.reload()
 

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Markdown
 
 from tui.present import short_path
+
+if TYPE_CHECKING:
+    from textual import getters
+
+    from tui.app import ApplianceApp
 
 KEYS = """\
 ## Keys
@@ -43,6 +50,9 @@ per second, and how many documents the library holds.
 
 
 class HelpScreen(Screen):
+    if TYPE_CHECKING:  # DOMNode.app is typed App[object]; this screen runs only in ApplianceApp (no import cycle)
+        app = getters.app(ApplianceApp)
+
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help"):
             yield Markdown(self.text())

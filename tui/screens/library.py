@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -19,6 +19,11 @@ from textual.widgets import DataTable, Footer, Label, ProgressBar, Static
 from appliance.sanitize import clean_line
 from tui.present import guide_text, human_size, short_path
 from tui.screens.dialogs import ConfirmScreen, TextPrompt
+
+if TYPE_CHECKING:
+    from textual import getters
+
+    from tui.app import ApplianceApp
 
 KB_UNAVAILABLE = ("The knowledge base could not be opened (the notification says why).\n"
                   "Chat still works: the model answers alone, without sources.")
@@ -56,6 +61,9 @@ def _added(value: Any) -> str:
 
 
 class LibraryScreen(Screen):
+    if TYPE_CHECKING:  # DOMNode.app is typed App[object]; this screen runs only in ApplianceApp (no import cycle)
+        app = getters.app(ApplianceApp)
+
     # -- messages its ingest worker posts ---------------------------------------------------------------------
     @dataclass
     class IngestUpdate(Message, bubble=False):
@@ -160,7 +168,7 @@ class LibraryScreen(Screen):
         try:
             kb = self.app.services.kb
             report = kb.add(paths, progress=lambda p: self.post_message(self.IngestUpdate(p)), cancel=cancel)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - a failed add is a notification, not a crash
             self.post_message(self.IngestFailed(str(exc)))
             return
         self.post_message(self.IngestFinished(report, cancel.is_set()))
@@ -178,8 +186,8 @@ class LibraryScreen(Screen):
         self.query_one("#ingest").display = False
         self.query_one("#kb-guide").display = False
         title = "Stopped adding" if message.cancelled else "Added to the library"
-        self.notify(report_text(message.report), title=title, severity="warning" if message.report.failed else "information",
-                    timeout=10)
+        self.notify(report_text(message.report), title=title, timeout=10,
+                    severity="warning" if message.report.failed else "information")
         self.app.refresh_kb()
 
     @on(IngestFailed)
@@ -213,7 +221,7 @@ class LibraryScreen(Screen):
     def remove_document(self, path: str) -> None:
         try:
             removed = self.app.services.kb.remove(path)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - a failed removal is a notification, not a crash
             self.app.call_from_thread(self.notify, str(exc), severity="error", title="Could not remove")
             return
         self.app.call_from_thread(self.notify, f"Removed {removed} chunks of {Path(path).name}.", title="Removed")

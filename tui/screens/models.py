@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -17,6 +17,11 @@ from textual.widgets import DataTable, Footer, Label, ProgressBar, Static
 from appliance.sanitize import clean, clean_line
 from tui.present import human_size, location_label, short_path, verified_label
 from tui.screens.dialogs import ConsentScreen, ImportPrompt
+
+if TYPE_CHECKING:
+    from textual import getters
+
+    from tui.app import ApplianceApp
 
 COLUMNS = ("Name", "License", "Family", "Commercial", "Verified", "Location")
 
@@ -50,6 +55,9 @@ def describe(entry: Any, default: str) -> str:
 
 
 class ModelsScreen(Screen):
+    if TYPE_CHECKING:  # DOMNode.app is typed App[object]; this screen runs only in ApplianceApp (no import cycle)
+        app = getters.app(ApplianceApp)
+
     # -- messages it and its workers post --------------------------------------------------------------------
     @dataclass
     class DefaultChanged(Message, bubble=False):
@@ -117,11 +125,11 @@ class ModelsScreen(Screen):
             entries = services.models.entries()
             for entry in entries:
                 try:
-                    entry.info  # read each manifest here, not on the UI thread
+                    _ = entry.info  # read each manifest here, not on the UI thread
                 except Exception:  # noqa: BLE001 - a damaged manifest is shown in the list, not fatal
                     pass
             default = services.models.default_name(services.config.model.default)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - an unreadable library is shown, not a crash
             self.app.call_from_thread(self.notify, str(exc), severity="error", title="Model library")
             return
         self.post_message(self.ModelsListed(entries, default))
@@ -166,7 +174,7 @@ class ModelsScreen(Screen):
         try:
             text = describe(entry, self.default)
             warn = bool(entry.info.consent_reasons()) or entry.quarantined or not entry.available
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - a damaged entry is described as such, not a crash
             text, warn = f"{entry.name}: the model record cannot be read ({exc})", True
         details.set_class(warn, "warning")
         details.update(text)
@@ -194,7 +202,7 @@ class ModelsScreen(Screen):
         try:
             entry = library.resolve(name)
             library.verify(entry, lambda done, total: self.post_message(self.VerifyProgress(name, done, total)))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - a failed check is a notification, not a crash
             self.post_message(self.VerifyFinished(name, str(exc)))
             return
         self.post_message(self.VerifyFinished(name))
@@ -228,7 +236,7 @@ class ModelsScreen(Screen):
             entry = library.register(Path(path).expanduser(), name=name, mode="copy" if copy else "in-place",
                                      progress=lambda done, total: self.post_message(self.VerifyProgress(
                                          Path(path).name, done, total)))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - a refused import is a notification, not a crash
             self.post_message(self.ModelImported(error=str(exc)))
             return
         self.post_message(self.ModelImported(entry.name))
@@ -265,7 +273,7 @@ class ModelsScreen(Screen):
         services = self.app.services
         try:
             services.set_default_model(name)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - a refused default is a notification, not a crash
             self.notify(str(exc), severity="error", title="Default not changed")
             return
         self.notify(f"{name} is now the default model; loading it.", title="Default model")

@@ -9,6 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Markdown, OptionList, Static
+from textual.widgets.markdown import MarkdownStream
 from textual.widgets.option_list import Option
 
 from appliance.sanitize import clean
@@ -62,7 +63,8 @@ class QuoteList(OptionList):
     @on(OptionList.OptionSelected)
     def _chosen(self, event: OptionList.OptionSelected) -> None:
         event.stop()
-        source = self.sources.get(self.quotes[event.option_index].get("number"))
+        number = self.quotes[event.option_index].get("number")
+        source = self.sources.get(number) if number is not None else None
         if source is not None:
             self.post_message(SourceList.Chosen(source))
 
@@ -85,7 +87,7 @@ class Exchange(Vertical):
         self._streaming = streaming
         self._quotes = quotes or []
         self._unsupported = unsupported or []
-        self.stream = None
+        self.stream: MarkdownStream | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(self.question, classes="question", markup=False)

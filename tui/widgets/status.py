@@ -3,14 +3,24 @@ second line while the low-power profile is on (battery: fewer threads, shorter a
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.text import Text
 from textual.widgets import Static
 
 from tui.present import kb_label, power_label, tokens_label
 
+if TYPE_CHECKING:
+    from textual import getters
+
+    from tui.app import ApplianceApp
+
 
 class StatusLine(Static):
     """Follows the app's model and knowledge-base state (reactives on the App) and redraws itself."""
+
+    if TYPE_CHECKING:  # DOMNode.app is typed App[object]; this widget runs only in ApplianceApp (no import cycle)
+        app = getters.app(ApplianceApp)
 
     WATCHED = ("model_name", "model_license", "model_state", "model_detail", "tokens_per_s", "kb_stats", "power")
 
