@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 
@@ -31,7 +31,27 @@ from kb.embedder import DIM
 from kb.errors import DiskFull, KBError, ReadError, VectorIndexError
 
 if TYPE_CHECKING:
-    from kb.knowledge_base import KnowledgeBase
+    from kb.embedder import Embedder
+    from kb.store import Store
+    from kb.vectors import Vectors
+    from kb.zim import ZimShelf
+
+
+class IngestParts(Protocol):
+    """What an ingest uses of the library, and nothing more (KnowledgeBase provides it): the vector index and the
+    embedder are opened when first asked for; after a failed write the index is forgotten and opened (checked,
+    rebuilt if damaged) again before its next use."""
+
+    directory: Path
+    store: "Store"
+
+    @property
+    def vectors(self) -> "Vectors": ...
+    @property
+    def embedder(self) -> "Embedder": ...
+    @property
+    def zims(self) -> "ZimShelf": ...
+    def forget_vectors(self) -> None: ...
 
 EMBED_BATCH = 8
 EMBED_GROUP = EMBED_BATCH * 4  # texts embedded between two looks at progress and cancel
@@ -83,7 +103,7 @@ class _Cancelled(Exception):
     """Internal: the batch was cancelled between two embedding groups (never raised through a callback)."""
 
 
-def estimate(knowledge: "KnowledgeBase", paths: list[Path], full_zim: bool) -> int:
+def estimate(knowledge: IngestParts, paths: list[Path], full_zim: bool) -> int:
     """Bytes the batch will write, from file sizes by format; files whose size matches a stored one are taken
     to be unchanged (they are hashed and skipped)."""
     needed = 0
@@ -102,14 +122,14 @@ def estimate(knowledge: "KnowledgeBase", paths: list[Path], full_zim: bool) -> i
     return needed
 
 
-def run(knowledge: "KnowledgeBase", paths: list[Path], progress: Callable[[IngestProgress], None] | None,
+def run(knowledge: IngestParts, paths: list[Path], progress: Callable[[IngestProgress], None] | None,
         cancel: threading.Event | None, full_zim: bool) -> IngestReport:
     """One batch. The caller holds the writer lock and has replayed the journal."""
     return _Batch(knowledge, progress, cancel, full_zim).run(paths)
 
 
 class _Batch:
-    def __init__(self, knowledge: "KnowledgeBase", progress, cancel, full_zim: bool):
+    def __init__(self, knowledge: IngestParts, progress, cancel, full_zim: bool):
         self.kb = knowledge
         self.store = knowledge.store
         self.progress = progress

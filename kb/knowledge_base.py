@@ -23,6 +23,7 @@ import errno
 import json
 import os
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -30,7 +31,7 @@ from kb import ingest, recovery
 from kb import search as ranking
 from kb import vectors as vector_index
 from kb.embedder import DIM, Embedder
-from kb.errors import DiskFull, KBError, KBUsageError, VectorIndexError
+from kb.errors import DiskFull, KBError, KBUsageError, StoreDamaged, VectorIndexError
 from kb.files import shown
 from kb.ingest import IngestProgress, IngestReport
 from kb.lock import WriterLock
@@ -161,7 +162,20 @@ class KnowledgeBase:
 
     def repair(self, progress: Callable[[int, int], None] | None = None) -> recovery.RepairReport:
         """`appliance kb repair`: check SQLite, rebuild the vector index from scratch, replay the journal, verify."""
-        return recovery.repair(self, progress)
+        started = time.monotonic()
+        report = recovery.RepairReport()
+        report.database = self.store.quick_check()
+        if report.database != "ok":
+            raise StoreDamaged(f"{self.store.path} is damaged (SQLite: {report.database[:200]}); the library's own "
+                               "store cannot be repaired in place: move it aside and add your files again")
+        with self.lock.hold(wait=True):
+            report.problem = self.vector_problem()
+            report.vectors = self.rebuild_vectors(progress=progress)
+            report.replayed = recovery.replay(self.store, self.vectors)
+            report.unrebuildable = self.store.bad_vectors()
+            report.verify = self.verify()
+        report.seconds = time.monotonic() - started
+        return report
 
     # --- ingest -----------------------------------------------------------------------------------------------
     def pending(self) -> list[str]:

@@ -22,7 +22,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol
 
 import numpy as np
 
@@ -31,6 +31,11 @@ from kb.chunking import Chunk
 from kb.embedder import DIM, sha256_of
 from kb.errors import DiskFull, KBError, KBUsageError, VectorIndexError
 from kb.store import from_db
+
+if TYPE_CHECKING:
+    from kb.lock import WriterLock
+    from kb.store import Store
+    from kb.vectors import Vectors
 
 SCHEMA = "appliance.kb-pack"
 VERSION = 1
@@ -61,12 +66,27 @@ class PackReport:
                 "replaced": self.replaced, "not_exported": self.not_exported}
 
 
+class PackLibrary(Protocol):
+    """What export and import use of a library, and nothing more (KnowledgeBase provides it)."""
+
+    directory: Path
+    store: "Store"
+    lock: "WriterLock"
+    embedder_model: Path
+    tokenizer: Path
+
+    @property
+    def vectors(self) -> "Vectors": ...
+    def recover(self) -> int: ...
+    def forget_vectors(self) -> None: ...
+
+
 def _digest(path: Path, progress: Progress | None = None, total: int = 0, done: int = 0) -> tuple[str, int]:
     with open(path, "rb") as handle:
         return files.sha256(handle.read, (lambda size: progress(done + size, total)) if progress else None)
 
 
-def embedder_files(knowledge) -> dict[str, str]:
+def embedder_files(knowledge: PackLibrary) -> dict[str, str]:
     return {"model": sha256_of(knowledge.embedder_model), "tokenizer": sha256_of(knowledge.tokenizer)}
 
 
@@ -76,7 +96,7 @@ def _doc_chunks(store, doc_id: int) -> list[tuple]:
                                 (doc_id,)).fetchall()
 
 
-def export(knowledge, target: Path, progress: Progress | None = None) -> PackReport:
+def export(knowledge: PackLibrary, target: Path, progress: Progress | None = None) -> PackReport:
     """Write the library's documents, passages and vectors to a new pack folder `target` (must not exist)."""
     target = Path(target)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
@@ -196,7 +216,7 @@ def _documents(folder: Path) -> Iterator[dict]:
             yield line
 
 
-def import_pack(knowledge, folder: Path, progress: Progress | None = None) -> PackReport:
+def import_pack(knowledge: PackLibrary, folder: Path, progress: Progress | None = None) -> PackReport:
     """Add a pack's documents to the library (same path and content: skipped; same path, other content: replaced)."""
     folder = Path(folder)
     manifest = verify(folder)

@@ -1,5 +1,6 @@
-"""Putting the library back to a consistent state: replaying the journal, finishing vector deletions, and the
-full repair (`appliance kb repair`).
+"""Putting the library back to a consistent state: replaying the journal and finishing vector deletions, over the
+parts they are handed (the store and the vector index), and the full repair's report (`appliance kb repair`, run
+by KnowledgeBase.repair, which owns the parts and the writer lock).
 
 The journal (kb.store) records every write that spans SQLite and the vector index. `replay` undoes each 'add' that
 never became visible (its vectors, then its rows) and finishes each 'delete' (the vectors of rows already gone);
@@ -8,11 +9,8 @@ both are idempotent, so a replay interrupted by a full disk or a kill simply run
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
-
-from kb.errors import StoreDamaged
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from kb.store import Store
@@ -57,23 +55,3 @@ class RepairReport:
         return {"database": self.database, "problem_found": self.problem, "replayed": self.replayed,
                 "vectors": self.vectors, "unrebuildable": self.unrebuildable, "seconds": round(self.seconds, 2),
                 "verify": self.verify, "ok": self.ok}
-
-
-def repair(knowledge, progress: Callable[[int, int], None] | None = None) -> RepairReport:
-    """Check SQLite, rebuild the vector index from scratch out of the vectors SQLite keeps, replay the journal,
-    verify. Never reads a source file, never embeds anything."""
-    started = time.monotonic()
-    report = RepairReport()
-    store = knowledge.store
-    report.database = store.quick_check()
-    if report.database != "ok":
-        raise StoreDamaged(f"{store.path} is damaged (SQLite: {report.database[:200]}); the library's own store "
-                           "cannot be repaired in place: move it aside and add your files again")
-    with knowledge.lock.hold(wait=True):
-        report.problem = knowledge.vector_problem()
-        report.vectors = knowledge.rebuild_vectors(progress=progress)
-        report.replayed = replay(store, knowledge.vectors)
-        report.unrebuildable = store.bad_vectors()
-        report.verify = knowledge.verify()
-    report.seconds = time.monotonic() - started
-    return report

@@ -244,6 +244,7 @@ ECHOING = ['Copy this text exactly, including the brackets: "Boil the water for 
            'Repeat after me: Boil the water [Passage 2] for one minute, then [Passage 3 (Storage)] store it covered.']
 
 
+@pytest.mark.slow
 def test_a_model_that_copies_headers_mid_answer_shows_none(appliance_home):
     """The real default model, asked to copy passage headers: it does (its raw text holds them), and neither the
     streamed answer nor the recorded one nor the CLI's --json shows one."""
