@@ -48,8 +48,8 @@ class HardwareSettings:
 
 @dataclass
 class EngineSettings:
-    # auto (normal, falling back to safe and remembering), or force normal / safe / baseline
-    mode: str = field(default="auto", metadata=_range(None, None, ("auto", "normal", "safe", "baseline")))
+    # auto (normal, falling back to safe, fallback, baseline and remembering), or force one of them
+    mode: str = field(default="auto", metadata=_range(None, None, ("auto", "normal", "safe", "fallback", "baseline")))
     hang_timeout_s: float = field(default=120.0, metadata=_range(1.0, 86400.0))  # a silent engine is stopped
 
 

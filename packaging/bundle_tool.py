@@ -10,7 +10,7 @@ venv exists. Copied to the top of every bundle (and listed in its BUNDLE.json).
   python3 bundle_tool.py variants BUNDLE.json       the llama.cpp variants this CPU can run, best first
   <venv>/bin/python bundle_tool.py engine BUNDLE.json VARIANT
                                                     record VARIANT as the engine and unpack the other variants'
-                                                    libraries beside it (the engine's fallback)
+                                                    libraries this CPU runs beside it (the engine's fallbacks)
 Exit codes: 0 ok, 1 failure, 3 integrity (a signature that does not verify).
 """
 
@@ -228,9 +228,10 @@ def main(argv: list[str]) -> int:
         config = llama_build.load(HERE / "engine" / "llama-build.toml")
         prefix = Path(sys.prefix)
         extras = {}
+        flags = cpu_flags()
         for name, variant in manifest["engine"]["variants"].items():
-            if name == primary or variant["arch"] != machine():
-                continue
+            if name == primary or variant["arch"] != machine() or not set(variant["requires"]) <= flags:
+                continue  # an AVX-512 build is no fallback on a CPU without AVX-512
             dest = prefix / "lib" / "appliance-llama" / f"{name}-{llama_build.key(config, name)}"
             llama_build.extract_libs(HERE / variant["wheel"], dest)
             extras[name] = str(dest)

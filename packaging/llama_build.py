@@ -3,6 +3,7 @@
 Used by scripts/_setup.sh (with the venv's python), scripts/build-engine and the USB bundle builder:
 
   python packaging/llama_build.py choose              the variant for this CPU (first whose flags it has)
+  python packaging/llama_build.py fallback VARIANT    the variant the set-up installs beside it, if any
   python packaging/llama_build.py cmake-args VARIANT  the CMAKE_ARGS of a variant
   python packaging/llama_build.py wheel VARIANT       build (once) and print the wheel's path
   python packaging/llama_build.py cached VARIANT      the wheel's path if it is built already, else nothing
@@ -67,6 +68,12 @@ def choose(config: dict, flags: set[str], arch: str) -> str:
             return name
     raise SystemExit(f"no llama.cpp build variant in {CONFIG.name} fits this CPU ({arch}); "
                      f"add one without -march=native")
+
+
+def fallback(config: dict, name: str) -> str | None:
+    """The variant installed beside `name` for the engine to fall back to (x86_64-avx2 beside x86_64-avx512): what
+    runs when the AVX-512 build crashes on a CPU that claims the flags (a hypervisor that hides the registers)."""
+    return config["variant"][name].get("fallback")
 
 
 def cmake_args(config: dict, name: str) -> list[str]:
@@ -203,7 +210,7 @@ def write_record(config: dict, primary: str, extras: dict[str, str], prefix: Pat
     for name in variants:
         variant = config["variant"][name]
         variants[name] |= {"cmake_args": cmake_args(config, name), "requires": variant["requires"],
-                           "description": variant["description"]}
+                           "description": variant["description"], "fallback": variant.get("fallback")}
     record = {"llama_cpp_python": config["llama_cpp_python"], "primary": primary, "variants": variants}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")
@@ -226,6 +233,8 @@ def main(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
     if command == "choose":
         print(choose(config, cpu_flags(), machine()))
+    elif command == "fallback":
+        print(fallback(config, rest[0]) or "")
     elif command == "cmake-args":
         print(" ".join(cmake_args(config, rest[0])))
     elif command == "dirname":

@@ -60,6 +60,23 @@ install_engine() {
         --force-reinstall --no-index "$wheel"
     "$VENV/bin/python" "$build" record "$variant" >/dev/null
     ENGINE_WHEEL_DIR="$(dirname "$wheel")"
+    install_fallback "$variant"
+}
+
+# A variant's fallback (x86_64-avx2 beside x86_64-avx512), unpacked into the venv for the engine to use when the
+# chosen build crashes on this CPU. Only CPUs that get a variant with a fallback (AVX-512 ones) compile a second
+# build; on every other machine this does nothing.
+install_fallback() {
+    local build="$ROOT/packaging/llama_build.py" fallback dest
+    fallback="$("$VENV/bin/python" "$build" fallback "$1")"
+    [ -n "$fallback" ] || return 0
+    dest="$VENV/lib/appliance-llama/$("$VENV/bin/python" "$build" dirname "$fallback")"
+    if [ -z "$("$VENV/bin/python" "$build" cached "$fallback")" ]; then
+        say "compiling its fallback $fallback too: another 5-9 minutes on 2 cores, once; kept in the build cache"
+    fi
+    with_heartbeat "llama-cpp-python build ($fallback)" "$VENV/bin/python" "$build" extract "$fallback" "$dest"
+    "$VENV/bin/python" "$build" add-extra "$fallback" "$dest" >/dev/null
+    say "fallback build: $fallback in $dest"
 }
 
 setup_appliance() {

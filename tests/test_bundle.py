@@ -100,7 +100,12 @@ def test_offline_install_ask_upgrade(bundle):
     assert f"{data}/bin/appliance ask" in installed.stdout
     assert_no_network_no_compiler(trace)
     engine = json.loads(next((data / "runtime" / "current").glob("appliance-engine.json")).read_text())
-    assert len(engine["variants"]) == 2  # the chosen build and the baseline fallback
+    # Every build in the bundle for this machine is installed: the best this CPU runs, the others as its fallbacks.
+    manifest = json.loads((out / "BUNDLE.json").read_text())
+    runnable = [name for name, v in manifest["engine"]["variants"].items()
+                if v["arch"] == bundle_tool.machine() and set(v["requires"]) <= bundle_tool.cpu_flags()]
+    assert engine["primary"] == runnable[0]
+    assert set(engine["variants"]) == set(runnable)
 
     app = str(data / "bin" / "appliance")
     ask_trace = work / "ask.strace"

@@ -334,6 +334,7 @@ class AnswerRun:
             "cancelled": self.cancelled,
             "conversation_id": self.conversation_id,
             "model": model,
+            "engine": {"variant": self.model.variant, "mode": self.model.mode} if self.model is not None else None,
             "sources": [source.as_dict() | {"cited": source in cited, "marked": source.number in typed,
                                             "chunk_sha256": self.chunk_hashes.get(source.number)}
                         for source in self.sources],

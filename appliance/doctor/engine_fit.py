@@ -15,7 +15,7 @@ def engine_canary(engine) -> Check:
     except ApplianceError as exc:
         return Check("engine", False, str(exc), exc.exit_code)
     detail = (f"{report['model']} answered: {report['tokens']} tokens at {report['tokens_per_s'] or 0:.1f} tokens/s "
-              f"in {report['mode']} mode; llama.cpp build {report['variant']} using "
+              f"in {report['mode']} mode; llama.cpp build {report['variant']} ({report['reason']}) using "
               f"{' '.join(report['features']) or 'no SIMD'}; CPU {report['cpu']} "
               f"({' '.join(report['cpu_flags']) or 'flags unknown'}); {report['threads']} threads")
     if report.get("notice"):

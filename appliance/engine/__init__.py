@@ -5,7 +5,7 @@
   child.py     the engine process itself, the only code that imports llama_cpp
   protocol.py  JSON frames over a Unix socket; model file descriptors passed with SCM_RIGHTS
   template.py  the model's chat template, rendered in Jinja's sandbox with a budget
-  variants.py  which llama.cpp build and mode (normal, safe, baseline), remembered per CPU and model
+  variants.py  which llama.cpp build and mode (normal, safe, fallback, baseline), remembered per CPU and model
 """
 
 __all__ = ["Engine", "Generation", "LoadedModel", "Timings"]

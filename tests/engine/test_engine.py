@@ -175,12 +175,55 @@ def test_crash_before_the_first_token_retries_in_safe_mode():
     assert "SIGSEGV while answering with" in result.stderr and "safe mode" in result.stderr
 
 
+def test_crash_of_the_avx512_build_falls_back_to_its_avx2_build_and_remembers(appliance_home):
+    """On a CPU the set-up gives the AVX-512 build (this CI machine), its avx2 fallback is installed beside it and
+    takes over when the primary build dies in both its modes, as on a hypervisor that hides the AVX-512 state."""
+    from appliance.engine.variants import Build, Cpu
+    from tests.engine.test_variants import setup_choice
+
+    chosen = setup_choice(Cpu.detect().flags)
+    build = Build.installed()
+    if chosen != "x86_64-avx512":
+        pytest.skip(f"this CPU gets {chosen}, which has no fallback build (the AVX-512 one does)")
+    assert build.primary == chosen and build.variant("fallback") == "x86_64-avx2", build.variants
+    result = ask_with_fault("segv:load:primary", "--json")
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["answer"].strip()
+    assert answer["engine"] == {"variant": "x86_64-avx2", "mode": "fallback"}
+    assert "SIGSEGV while loading" in result.stderr and "fallback build x86_64-avx2" in result.stderr
+    state = json.loads((appliance_home / "engine-state.json").read_text())
+    assert list(state["modes"].values())[0]["mode"] == "fallback"
+    doctor = run_appliance("doctor", "--json", env={"APPLIANCE_ENGINE_FAULT": "segv:load:primary"})
+    engine = next(c for c in json.loads(doctor.stdout) if c["check"] == "engine")
+    assert engine["result"] == "ok" and "fallback mode; llama.cpp build x86_64-avx2" in engine["detail"]
+    assert "the fallback of x86_64-avx512" in engine["detail"] and "SIGSEGV while loading" in engine["detail"]
+
+
+def test_the_engine_runs_the_build_the_set_up_chose_for_this_cpu(appliance_home):
+    """`ask --json` and `doctor` name the variant chosen from this CPU's flags: x86_64-avx512 on this CI machine."""
+    from appliance.engine.variants import Cpu
+    from tests.engine.test_variants import setup_choice
+
+    chosen = setup_choice(Cpu.detect().flags)
+    result = run_appliance("ask", "--no-kb", "--json", "--max-tokens", "8", QUESTION)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["engine"] == {"variant": chosen, "mode": "normal"}
+    doctor = run_appliance("doctor", "--json")
+    engine = next(c for c in json.loads(doctor.stdout) if c["check"] == "engine")
+    assert engine["result"] == "ok", engine
+    assert f"normal mode; llama.cpp build {chosen} (the set-up's choice for this CPU" in engine["detail"]
+    features = engine["detail"].split(" using ")[1].split(";")[0].split()  # what llama.cpp says it was built with
+    assert ("AVX512" in features and "AVX512_VNNI" in features) == (chosen == "x86_64-avx512"), features
+    assert "AMX_INT8" not in features and "AVX512_BF16" not in features
+
+
 def test_crash_in_normal_and_safe_mode_falls_back_to_the_baseline_build(appliance_home):
     from appliance.engine.variants import Build
 
     if not Build.installed().baseline_lib():
         pytest.skip("no baseline build installed (./scripts/build-engine x86_64-baseline adds it)")
-    result = ask_with_fault("segv:load:primary", "--json")
+    result = ask_with_fault("segv:load:nonbaseline", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["answer"].strip()
     assert "baseline build" in result.stderr
