@@ -101,9 +101,11 @@ def test_the_quote_is_the_sentence_that_says_what_to_do(appliance_home):
 
 @pytest.mark.slow
 def test_a_real_loop_is_stopped_and_said_not_shown(appliance_home):
-    # SmolLM2 with greedy sampling and no repeat penalty loops on this prompt; the guard stops it.
+    # SmolLM2 with greedy sampling and no repeat penalty loops on this prompt with the avx512 and the avx2 builds
+    # alike ("Repeat the word water forever." looped with avx2 only: greedy decoding follows the kernels' rounding);
+    # the guard stops it.
     env = {"APPLIANCE_MODEL_REPEAT_PENALTY": "1.0", "APPLIANCE_MODEL_TEMPERATURE": "0"}
-    result = run_appliance("ask", "--no-kb", "--json", "--max-tokens", "200", "Repeat the word water forever.",
+    result = run_appliance("ask", "--no-kb", "--json", "--max-tokens", "200", "List the word water one hundred times.",
                            env=env)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
