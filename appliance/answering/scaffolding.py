@@ -18,9 +18,11 @@ import regex
 
 HOLD = 400  # characters held back at most while they could still turn into a header
 
+# "(where)" may hold one level of parentheses itself: a man page's section, "git-gc(1) Manual Page > CONFIGURATION"
 _HEADER = regex.compile(
     r"(?P<open>\[[ \t]*)?(?i:passages?)[ \t]+(?P<n>\d{1,3})"
-    r"(?:[ \t]*\((?P<where>[^()\n]{0,300})\))?(?P<close>[ \t]*\])?(?P<colon>[ \t]*[:\u2013\u2014-])?"
+    r"(?:[ \t]*\((?P<where>(?:[^()\n]|\([^()\n]{0,60}\)){0,300})\))?"
+    r"(?P<close>[ \t]*\])?(?P<colon>[ \t]*[:\u2013\u2014-])?"
 )
 _STRAY_OPEN = regex.compile(r"\A\s*\]+\s*")
 

@@ -223,6 +223,8 @@ def test_ask_max_tokens_reaches_the_prompt_budget(tmp_path, appliance_home):
     ("As passage 2 says, boil it.", "As source [2] says, boil it."),
     ("Boil it [Passage 2 (Water > Boiling)] for a minute.", "Boil it [2] for a minute."),
     ("Boil it [Passage 2].", "Boil it [2]."),
+    ("Run it as Passage 1 (git-gc(1), git-gc(1) Manual Page > CONFIGURATION) says.", "Run it as source [1] says."),
+    ("Passage 1 (git-gc(1) Manual Page > CONFIGURATION): set gc.auto.", "set gc.auto."),
     ("Boil it.\n[Passage 2]\nThen cool it.", "Boil it.\n\nThen cool it."),
     ("] Boil it for one minute.", "Boil it for one minute."),
     ("Boil it for one minute. [Passage 1 (Water > Boil", "Boil it for one minute."),
