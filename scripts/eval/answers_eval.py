@@ -15,8 +15,15 @@ Figures per model, over answerable questions:
   tok/s, first token (median), quotes and support-check time (median)
 And over off-topic questions: abstained (no passage passed the relevance floor).
 
-  ./scripts/eval_answers [--models a,b] [--limit N] [--plan PASSAGES,WORDS,best-last|best-first] [--repeat-penalty X]
-                         [--max-tokens N] [--json FILE] [-v]
+And two checks on what the model itself wrote: copied (half or more of its 20-word windows stand word for word in
+the passages it was shown) and scaffolding (a "[Passage" or "Passage N (" header reached the answer).
+
+--set unseen takes the second set instead (scripts/eval/unseen/: 58 questions on real manuals the project never
+used, among 20,000+ chunks, split into a tuning half and a held-back half that is never tuned on; --half picks one).
+
+  ./scripts/eval_answers [--set own|unseen] [--half tuning|heldback|both] [--models a,b] [--limit N]
+                         [--plan PASSAGES,WORDS,best-last|best-first] [--repeat-penalty X] [--max-tokens N]
+                         [--json FILE] [--rows FILE] [--summarize ROWS] [-v]
 """
 
 from __future__ import annotations
@@ -33,7 +40,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SET = HERE / "answers"
+UNSEEN = HERE / "unseen"
 DISTRACTORS = Path("/usr/share/doc/python3.11/html")
+WINDOW = 20  # words: a model sentence run this long found verbatim in a passage is copied, not written
+# "[Passage", "Passage N (", and a header the scaffolding filter rewrote but kept: "Source [1] (git-gc(1) > ...)"
+_SCAFFOLD = re.compile(r"\[\s*passages?\b|\bpassages?\s+\d+\s*\(|\bsource\s+\[\d+\]\s*\(", re.IGNORECASE)
 
 
 def has_loop(text: str) -> bool:
@@ -48,6 +59,37 @@ def has_loop(text: str) -> bool:
 def contains(text: str, facts: list[str]) -> bool:
     folded = " ".join(text.lower().split())
     return any(" ".join(fact.lower().split()) in folded for fact in facts)
+
+
+def mostly_copied(answer: str, passages: list[str]) -> bool:
+    """Half or more of the answer's 20-word windows stand word for word in the passages (False when shorter)."""
+    words = re.findall(r"\w+", answer.lower())
+    if len(words) < WINDOW:
+        return False
+    source = " " + " ".join(re.findall(r"\w+", " ".join(passages).lower())) + " "
+    windows = [" " + " ".join(words[i:i + WINDOW]) + " " for i in range(len(words) - WINDOW + 1)]
+    return sum(w in source for w in windows) * 2 >= len(windows)
+
+
+def has_scaffolding(answer: str) -> bool:
+    return bool(_SCAFFOLD.search(answer))
+
+
+def is_right(path: str, docs: list[str]) -> bool:
+    """A source is the right document when its file name is one the question names (the project's own set) or
+    its path ends with one (the unseen set names `bash/bashref.html`, `git-doc/git-gc.html`)."""
+    posix = Path(path).as_posix()
+    return any(Path(posix).name == d or posix.endswith("/" + d) for d in docs)
+
+
+def load_questions(args) -> list[dict]:
+    if args.set == "own":
+        questions = json.loads((SET / "questions.json").read_text())
+        for q in questions:
+            q["docs"] = [q["doc"]] if q["doc"] else []
+        return questions
+    questions = json.loads((UNSEEN / "questions.json").read_text())
+    return [q for q in questions if args.half == "both" or q["half"] == args.half]
 
 
 def build_library(home: Path, verbose: bool) -> None:
@@ -85,11 +127,15 @@ def evaluate(model: str, questions: list[dict], args) -> dict:
         list(run.tokens())
         data = run.as_dict()
         raw = run.generation.text if run.generation is not None else ""
-        doc = question["doc"]
-        right = [s for s in data["sources"] if doc and Path(s["path"]).name == doc]
+        right = [s for s in data["sources"] if is_right(s["path"], question["docs"])]
         quotes = " ".join(q["text"] for q in data["quotes"])
+        passages = [p.text for p in run.passages]
         row = {
-            "id": question["id"], "kind": question["kind"],
+            "id": question["id"], "kind": question["kind"], "style": question.get("style"),
+            "half": question.get("half"),
+            "fact_passages": contains(" ".join(passages), question["facts"]) if question["facts"] else None,
+            "copied": mostly_copied(data["answer"], passages) if run.generation is not None else False,
+            "scaffold": has_scaffolding(data["answer"]),
             "fact": contains(quotes + " " + data["answer"], question["facts"]) if question["facts"] else None,
             "fact_model": contains(data["answer"], question["facts"]) if question["facts"] else None,
             "cited": any(s["cited"] for s in right), "marked": any(s["marked"] for s in right),
@@ -101,6 +147,9 @@ def evaluate(model: str, questions: list[dict], args) -> dict:
             "unsupported": sum(1 for c in data["claims"] or [] if not c["supported"]),
         }
         rows.append(row)
+        if args.rows:  # one line per answer as it is done: a run cut short keeps what it measured
+            with open(args.rows, "a", encoding="utf-8") as out:
+                out.write(json.dumps({"model": model} | row, default=str) + "\n")
         if args.verbose:
             mark = ("ok " if row["fact"] else "-- " if row["fact"] is not None
                     else "ab " if row["abstained"] else "NA ")
@@ -120,11 +169,17 @@ def summarize(model: str, rows: list[dict]) -> dict:
         values = [r[key] for r in rows if r[key] is not None]
         return statistics.median(values) if values else None
 
+    def p90(key):
+        values = sorted(r[key] for r in rows if r[key] is not None)
+        return values[min(len(values) - 1, round(0.9 * (len(values) - 1)))] if values else None
+
     return {"model": model, "fact": rate("fact"), "fact_model": rate("fact_model"), "cited": rate("cited"),
             "marked": rate("marked"), "retrieved": rate("retrieved"), "loops_shown": rate("loop_shown", rows),
             "loops_raw": rate("loop_raw", rows), "stopped": rate("stopped", rows),
             "abstained": rate("abstained", offtopic), "tokens_per_s": med("tokens_per_s"),
-            "first_token_s": med("first_token_s"), "quotes_ms": (med("quotes_s") or 0) * 1000,
+            "fact_passages": rate("fact_passages"), "copied": rate("copied", rows), "scaffold": rate("scaffold", rows),
+            "first_token_s": med("first_token_s"), "first_token_p90_s": p90("first_token_s"),
+            "quotes_ms": (med("quotes_s") or 0) * 1000,
             "claims_ms": (med("claims_s") or 0) * 1000, "rows": rows}
 
 
@@ -140,15 +195,24 @@ def print_summary(result: dict) -> None:
           f"retrieved: {pct(result['retrieved'])}")
     print(f"     loops shown: {pct(result['loops_shown'])} (in the raw model text: {pct(result['loops_raw'])}; "
           f"stopped by the guard: {pct(result['stopped'])})")
+    print(f"     key fact in the passages shown to the model: {pct(result['fact_passages'])}")
+    print(f"     model text mostly copied from the passages: {pct(result['copied'])};  passage scaffolding shown: "
+          f"{pct(result['scaffold'])}")
     print(f"     off-topic questions abstained: {pct(result['abstained'])}")
     tps = result["tokens_per_s"]
     ftt = result["first_token_s"]
-    print(f"     {tps or 0:.1f} tokens/s, first token {ftt or 0:.2f} s, quotes {result['quotes_ms']:.0f} ms, "
-          f"support check {result['claims_ms']:.0f} ms (medians)")
+    print(f"     {tps or 0:.1f} tokens/s, first token {ftt or 0:.2f} s (p90 {result['first_token_p90_s'] or 0:.2f} s), "
+          f"quotes {result['quotes_ms']:.0f} ms, support check {result['claims_ms']:.0f} ms (medians)")
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", choices=("own", "unseen"), default="own",
+                        help="own: the project's 85 questions (default); unseen: real manuals never used (unseen/)")
+    parser.add_argument("--half", choices=("tuning", "heldback", "both"), default="both",
+                        help="with --set unseen: the tuning half, the held-back half (never tuned on) or both")
+    parser.add_argument("--no-ingest", action="store_true",
+                        help="with --set unseen: use the cached library as it stands (no ingest, even if incomplete)")
     parser.add_argument("--models", help="comma-separated names (default: every installed model pack)")
     parser.add_argument("--limit", type=int, help="only the first N questions of each kind")
     parser.add_argument("--plan", help="PASSAGES,WORDS|none,best-last|best-first (default: sized to the model)")
@@ -157,9 +221,22 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--quote-only", action="store_true", help="the library's sentences alone (no model)")
     parser.add_argument("--home", help="data dir to build (or reuse) the library in (default: a cached one)")
     parser.add_argument("--json", help="write every answer and figure to this file")
+    parser.add_argument("--rows", help="append each answer's figures to this JSON-lines file as it is done")
+    parser.add_argument("--summarize", metavar="ROWS",
+                        help="print the figures of a --rows file (e.g. a run cut short) and exit")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    home = Path(args.home or os.path.expanduser("~/.cache/appliance/eval-answers"))
+    if args.summarize:
+        lines = [json.loads(line) for line in Path(args.summarize).read_text().splitlines() if line.strip()]
+        for line in lines:  # the detector as it is now, on answers measured before it changed
+            line["scaffold"] = has_scaffolding(line["answer"])
+        for model in dict.fromkeys(line["model"] for line in lines):
+            print_summary(summarize(model, [line for line in lines if line["model"] == model]))
+        return 0
+    if args.half != "both" and args.set != "unseen":
+        parser.error("--half needs --set unseen")
+    default_home = "eval-answers" if args.set == "own" else "eval-unseen"
+    home = Path(args.home or os.path.expanduser(f"~/.cache/appliance/{default_home}"))
     home.mkdir(parents=True, exist_ok=True)
     os.environ["APPLIANCE_HOME"] = str(home)
     # The library is the eval's own documents: the shipped field guide (which covers the same ground) stays out.
@@ -169,11 +246,26 @@ def main(argv: list[str]) -> int:
     from appliance.models import packs
     from appliance.services import Services
 
-    questions = json.loads((SET / "questions.json").read_text())
+    questions = load_questions(args)
     if args.limit:
         questions = ([q for q in questions if q["kind"] == "answerable"][: args.limit]
                      + [q for q in questions if q["kind"] == "offtopic"][: max(1, args.limit // 4)])
-    build_library(home, args.verbose)
+    if args.set == "unseen":
+        sys.path.insert(0, str(UNSEEN))
+        import corpus
+
+        named = sorted({d for q in questions for d in q["docs"]})
+        problems = corpus.fact_problems(questions, corpus.all_documents(home, named))
+        if problems:
+            print("error: the set does not match the installed documents:\n  " + "\n  ".join(problems), file=sys.stderr)
+            return 1
+        if not args.no_ingest:
+            corpus.build(home, named)
+        print(f"   questions: {args.half} half{'s' if args.half == 'both' else ''}, "
+              f"{sum(q['kind'] == 'answerable' for q in questions)} answerable, "
+              f"{sum(q['kind'] == 'offtopic' for q in questions)} the library cannot answer")
+    else:
+        build_library(home, args.verbose)
     library = Services.create().models
     for pack in packs.SPLIT_PACKS.values():
         if pack.installed:

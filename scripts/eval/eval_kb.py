@@ -6,6 +6,10 @@ search with its relevance floor should return nothing for them.
 
 --zim also builds a ZIM with zimwriterfs from the same pages, registers it (not embedded) in a library of its own
 and scores the same questions through it: a ZIM hit counts when its article path ends with the expected file.
+
+--set unseen scores the second set instead (scripts/eval/unseen/: real manuals the project never used, 20,000+
+chunks with distractors, the library shared with `eval_answers --set unseen`); --half tuning|heldback picks one
+half (the held-back half is never tuned on). The ZIM side is not built for it.
 """
 
 from __future__ import annotations
@@ -54,8 +58,20 @@ def main() -> int:
     parser.add_argument("--zim", action="store_true",
                         help="Also build a ZIM from the same pages and score the same questions through it.")
     parser.add_argument("--zim-only", action="store_true", help="Only the ZIM side (implies --zim).")
+    parser.add_argument("--set", choices=("own", "unseen"), default="own",
+                        help="own: the Python docs and questions.json (default); unseen: real manuals never used")
+    parser.add_argument("--half", choices=("tuning", "heldback", "both"), default="both",
+                        help="with --set unseen: the tuning half, the held-back half (never tuned on) or both")
+    parser.add_argument("--no-ingest", action="store_true",
+                        help="with --set unseen: score the cached library as it stands (no ingest, even if incomplete)")
     parser.add_argument("-v", "--verbose", action="store_true", help="Print each question's ranks.")
     args = parser.parse_args()
+    if args.set == "unseen":
+        if args.zim or args.zim_only:
+            parser.error("--zim is not built for --set unseen")
+        return unseen(args)
+    if args.half != "both":
+        parser.error("--half needs --set unseen")
 
     questions = json.loads(args.questions.read_text())
     answerable = [q for q in questions if q["expect"]]
@@ -75,20 +91,7 @@ def main() -> int:
               "rrf: reciprocal rank fusion of the two;")
         print("hybrid (the default): exact-cosine rerank of both lists' union plus a small BM25 boost.")
         print("All with per-source diversity (2 per file), without the relevance floor.\n")
-        print(f"{'mode':8} {'recall@5':>9} {'MRR':>7} {'p50 ms':>7}")
-        for mode in ("vector", "bm25", "rrf", "hybrid"):
-            ranks, times = [], []
-            for q in answerable:
-                t0 = time.perf_counter()
-                hits = knowledge.search(q["question"], k=K, mode=mode, floor=False)
-                times.append((time.perf_counter() - t0) * 1000)
-                ranks.append(rank_of(hits, q["expect"]))
-                if args.verbose and mode == "hybrid":
-                    top = ", ".join(Path(h.path).name + f"({h.cosine:.2f})" for h in hits[:3])
-                    print(f"   {ranks[-1]!s:>4}  {q['question'][:60]:60} -> {top}")
-            recall = sum(r is not None for r in ranks) / len(ranks)
-            mrr = sum(1 / r for r in ranks if r) / len(ranks)
-            print(f"{mode:8} {recall:9.3f} {mrr:7.3f} {statistics.median(times):7.1f}")
+        recall, mrr, times = by_mode(knowledge, answerable, args.verbose)
         summary["embedded"] = floored(knowledge, answerable, unanswerable, args.verbose, recall, mrr, times)
         knowledge.close()
     if args.zim or args.zim_only:
@@ -107,6 +110,56 @@ def main() -> int:
         gap = summary["embedded"]["recall"] - summary["ZIM"]["recall"]
         print(f"ZIM recall@5 is {gap:+.3f} below embedded (goal: within 0.05)" if gap > 0
               else "ZIM recall@5 matches or beats embedded")
+    return 0
+
+
+def by_mode(knowledge, answerable, verbose: bool) -> tuple[float, float, list[float]]:
+    """Recall@5 and MRR per search mode, printed as a table; the hybrid's figures and times are returned."""
+    print(f"{'mode':8} {'recall@5':>9} {'MRR':>7} {'p50 ms':>7}")
+    for mode in ("vector", "bm25", "rrf", "hybrid"):
+        ranks, times = [], []
+        for q in answerable:
+            t0 = time.perf_counter()
+            hits = knowledge.search(q["question"], k=K, mode=mode, floor=False)
+            times.append((time.perf_counter() - t0) * 1000)
+            ranks.append(rank_of(hits, q["expect"]))
+            if verbose and mode == "hybrid":
+                top = ", ".join(Path(h.path).name + f"({h.cosine:.2f})" for h in hits[:3])
+                print(f"   {ranks[-1]!s:>4}  {q['question'][:60]:60} -> {top}")
+        recall = sum(r is not None for r in ranks) / len(ranks)
+        mrr = sum(1 / r for r in ranks if r) / len(ranks)
+        print(f"{mode:8} {recall:9.3f} {mrr:7.3f} {statistics.median(times):7.1f}")
+    return recall, mrr, times
+
+
+def unseen(args) -> int:
+    """The unseen set: its library (built or refreshed once, cached), its questions, one half or both."""
+    sys.path.insert(0, str(HERE / "unseen"))
+    import corpus
+
+    questions = json.loads((HERE / "unseen" / "questions.json").read_text())
+    questions = [q for q in questions if args.half == "both" or q["half"] == args.half]
+    named = sorted({d for q in questions for d in q["docs"]})
+    home = corpus.default_home()
+    problems = corpus.fact_problems(questions, corpus.all_documents(home, named))
+    if problems:
+        print("error: the set does not match the installed documents:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 1
+    if not args.no_ingest:
+        corpus.build(home, named)
+    answerable = [{"question": q["q"], "expect": ["/" + d for d in q["docs"]]} for q in questions if q["docs"]]
+    unanswerable = [{"question": q["q"], "expect": []} for q in questions if not q["docs"]]
+    model, tokenizer = packs.EMBEDDER_ONNX.locate(), packs.EMBEDDER_TOKENIZER.locate()
+    knowledge = KnowledgeBase(home / "kb", model, tokenizer)
+    try:
+        stats = knowledge.stats()
+        print(f"corpus: unseen set ({home}): {stats['documents']} files, {stats['chunks']} chunks")
+        print(f"questions: {args.half} half{'s' if args.half == 'both' else ''}, {len(answerable)} answerable, "
+              f"{len(unanswerable)} the library cannot answer\n")
+        recall, mrr, times = by_mode(knowledge, answerable, args.verbose)
+        floored(knowledge, answerable, unanswerable, args.verbose, recall, mrr, times)
+    finally:
+        knowledge.close()
     return 0
 
 
