@@ -172,6 +172,7 @@ def test_one_transaction_per_exchange(tmp_path):
 
 
 # -- the CLI -----------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_ask_continue_shows_the_second_answer_the_first_exchange(appliance_home):
     first = run_appliance("ask", "--json", "--no-kb", "--max-tokens", "12", "Name a fruit that is yellow.")
     assert first.returncode == 0, first.stderr
@@ -201,6 +202,7 @@ def test_ask_continue_mistakes_are_usage_errors(appliance_home):
     assert result.returncode == 2 and "no conversation 99" in result.stderr
 
 
+@pytest.mark.slow
 def test_ask_max_tokens_reaches_the_prompt_budget(tmp_path, appliance_home):
     """With a small context, a large --max-tokens leaves room for fewer passages."""
     docs = tmp_path / "docs"

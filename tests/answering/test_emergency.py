@@ -53,6 +53,7 @@ def test_a_chapter_the_guide_lacks_points_nowhere():
     assert notice is not None and notice.chapters == () and "field guide covers" not in notice.text
 
 
+@pytest.mark.slow
 def test_cli_says_it_first_and_json_carries_it():
     """The real model (SmolLM2), an empty library: the notice is the first thing on stdout, before the model's
     words; --json carries it."""
@@ -73,6 +74,7 @@ def test_cli_says_it_first_and_json_carries_it():
     assert calm["emergency"] is None
 
 
+@pytest.mark.slow
 def test_a_grounded_answer_has_no_notice(monkeypatch):
     """With the guide in the library, a bleeding question is answered from it: no emergency notice."""
     monkeypatch.setenv("APPLIANCE_KB_FIELD_GUIDE", "on")
@@ -88,6 +90,7 @@ def anyio_backend() -> str:
 
 
 @pytest.mark.anyio
+@pytest.mark.slow
 async def test_tui_shows_it_above_the_answer():
     services = Services.create()
     services.config.model.max_tokens = 8

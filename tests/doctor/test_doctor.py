@@ -31,6 +31,7 @@ def connect():
 """
 
 
+@pytest.mark.slow
 def test_doctor_reports_a_deliberate_connect_as_a_failure(tmp_path):
     require_tool("strace")
     (tmp_path / "netplug.py").write_text(PLUGIN)

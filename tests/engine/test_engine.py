@@ -175,6 +175,7 @@ def test_crash_before_the_first_token_retries_in_safe_mode():
     assert "SIGSEGV while answering with" in result.stderr and "safe mode" in result.stderr
 
 
+@pytest.mark.slow
 def test_crash_of_the_avx512_build_falls_back_to_its_avx2_build_and_remembers(appliance_home):
     """On a CPU the set-up gives the AVX-512 build (this CI machine), its avx2 fallback is installed beside it and
     takes over when the primary build dies in both its modes, as on a hypervisor that hides the AVX-512 state."""
@@ -200,6 +201,7 @@ def test_crash_of_the_avx512_build_falls_back_to_its_avx2_build_and_remembers(ap
     assert "the fallback of x86_64-avx512" in engine["detail"] and "SIGSEGV while loading" in engine["detail"]
 
 
+@pytest.mark.slow
 def test_the_engine_runs_the_build_the_set_up_chose_for_this_cpu(appliance_home):
     """`ask --json` and `doctor` name the variant chosen from this CPU's flags: x86_64-avx512 on this CI machine."""
     from appliance.engine.variants import Cpu
