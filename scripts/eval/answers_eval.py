@@ -41,6 +41,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SET = HERE / "answers"
 UNSEEN = HERE / "unseen"
+sys.path.insert(0, str(UNSEEN))
+
+import corpus  # noqa: E402 - the unseen set's library and questions, beside this file once it is on sys.path
+
 DISTRACTORS = Path("/usr/share/doc/python3.11/html")
 WINDOW = 20  # words: a model sentence run this long found verbatim in a passage is copied, not written
 # "[Passage", "Passage N (", and a header the scaffolding filter rewrote but kept: "Source [1] (git-gc(1) > ...)"
@@ -88,8 +92,7 @@ def load_questions(args) -> list[dict]:
         for q in questions:
             q["docs"] = [q["doc"]] if q["doc"] else []
         return questions
-    questions = json.loads((UNSEEN / "questions.json").read_text())
-    return [q for q in questions if args.half == "both" or q["half"] == args.half]
+    return corpus.questions(args.half)
 
 
 def build_library(home: Path, verbose: bool) -> None:
@@ -207,12 +210,7 @@ def print_summary(result: dict) -> None:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--set", choices=("own", "unseen"), default="own",
-                        help="own: the project's 85 questions (default); unseen: real manuals never used (unseen/)")
-    parser.add_argument("--half", choices=("tuning", "heldback", "both"), default="both",
-                        help="with --set unseen: the tuning half, the held-back half (never tuned on) or both")
-    parser.add_argument("--no-ingest", action="store_true",
-                        help="with --set unseen: use the cached library as it stands (no ingest, even if incomplete)")
+    corpus.add_arguments(parser, own="the project's 85 questions")
     parser.add_argument("--models", help="comma-separated names (default: every installed model pack)")
     parser.add_argument("--limit", type=int, help="only the first N questions of each kind")
     parser.add_argument("--plan", help="PASSAGES,WORDS|none,best-last|best-first (default: sized to the model)")
@@ -251,16 +249,8 @@ def main(argv: list[str]) -> int:
         questions = ([q for q in questions if q["kind"] == "answerable"][: args.limit]
                      + [q for q in questions if q["kind"] == "offtopic"][: max(1, args.limit // 4)])
     if args.set == "unseen":
-        sys.path.insert(0, str(UNSEEN))
-        import corpus
-
-        named = sorted({d for q in questions for d in q["docs"]})
-        problems = corpus.fact_problems(questions, corpus.all_documents(home, named))
-        if problems:
-            print("error: the set does not match the installed documents:\n  " + "\n  ".join(problems), file=sys.stderr)
+        if not corpus.prepare(home, questions, ingest=not args.no_ingest):
             return 1
-        if not args.no_ingest:
-            corpus.build(home, named)
         print(f"   questions: {args.half} half{'s' if args.half == 'both' else ''}, "
               f"{sum(q['kind'] == 'answerable' for q in questions)} answerable, "
               f"{sum(q['kind'] == 'offtopic' for q in questions)} the library cannot answer")

@@ -25,7 +25,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
+sys.path.insert(0, str(HERE / "unseen"))
 
+import corpus  # noqa: E402 - the unseen set's library and questions (unseen/, once it is on sys.path)
 from zim_build import build_zim, html_pages  # noqa: E402 - beside this file, once it is on sys.path
 
 from appliance.models import packs  # noqa: E402 - from this tree, once it is on sys.path
@@ -58,12 +60,7 @@ def main() -> int:
     parser.add_argument("--zim", action="store_true",
                         help="Also build a ZIM from the same pages and score the same questions through it.")
     parser.add_argument("--zim-only", action="store_true", help="Only the ZIM side (implies --zim).")
-    parser.add_argument("--set", choices=("own", "unseen"), default="own",
-                        help="own: the Python docs and questions.json (default); unseen: real manuals never used")
-    parser.add_argument("--half", choices=("tuning", "heldback", "both"), default="both",
-                        help="with --set unseen: the tuning half, the held-back half (never tuned on) or both")
-    parser.add_argument("--no-ingest", action="store_true",
-                        help="with --set unseen: score the cached library as it stands (no ingest, even if incomplete)")
+    corpus.add_arguments(parser, own="the Python docs and questions.json")
     parser.add_argument("-v", "--verbose", action="store_true", help="Print each question's ranks.")
     args = parser.parse_args()
     if args.set == "unseen":
@@ -134,19 +131,10 @@ def by_mode(knowledge, answerable, verbose: bool) -> tuple[float, float, list[fl
 
 def unseen(args) -> int:
     """The unseen set: its library (built or refreshed once, cached), its questions, one half or both."""
-    sys.path.insert(0, str(HERE / "unseen"))
-    import corpus
-
-    questions = json.loads((HERE / "unseen" / "questions.json").read_text())
-    questions = [q for q in questions if args.half == "both" or q["half"] == args.half]
-    named = sorted({d for q in questions for d in q["docs"]})
+    questions = corpus.questions(args.half)
     home = corpus.default_home()
-    problems = corpus.fact_problems(questions, corpus.all_documents(home, named))
-    if problems:
-        print("error: the set does not match the installed documents:\n  " + "\n  ".join(problems), file=sys.stderr)
+    if not corpus.prepare(home, questions, ingest=not args.no_ingest):
         return 1
-    if not args.no_ingest:
-        corpus.build(home, named)
     answerable = [{"question": q["q"], "expect": ["/" + d for d in q["docs"]]} for q in questions if q["docs"]]
     unanswerable = [{"question": q["q"], "expect": []} for q in questions if not q["docs"]]
     model, tokenizer = packs.EMBEDDER_ONNX.locate(), packs.EMBEDDER_TOKENIZER.locate()

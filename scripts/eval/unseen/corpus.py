@@ -14,8 +14,11 @@ every unchanged file.
 
 from __future__ import annotations
 
+import argparse
 import gzip
+import json
 import os
+import sys
 from pathlib import Path
 
 SHARE = Path("/usr/share/doc")
@@ -126,3 +129,33 @@ def fact_problems(questions: list[dict], documents: list[Path]) -> list[str]:
         if not found:
             problems.append(f"{question['id']}: none of {question['facts']} stands in {question['docs']}")
     return problems
+
+
+def add_arguments(parser: argparse.ArgumentParser, own: str) -> None:
+    """--set / --half / --no-ingest, the same for eval_answers and eval_kb (`own`: what the default set is)."""
+    parser.add_argument("--set", choices=("own", "unseen"), default="own",
+                        help=f"own: {own} (default); unseen: real manuals never used (unseen/)")
+    parser.add_argument("--half", choices=("tuning", "heldback", "both"), default="both",
+                        help="with --set unseen: the tuning half, the held-back half (never tuned on) or both")
+    parser.add_argument("--no-ingest", action="store_true",
+                        help="with --set unseen: use the cached library as it stands (no ingest, even if incomplete)")
+
+
+def questions(half: str) -> list[dict]:
+    """The set's questions, one half or both."""
+    everything = json.loads((Path(__file__).with_name("questions.json")).read_text())
+    return [q for q in everything if half == "both" or q["half"] == half]
+
+
+def prepare(home: Path, chosen: list[dict], ingest: bool) -> bool:
+    """Check every key fact against its installed document (False, with the problems on stderr, when one is not
+    there), then build or refresh the library (unless `ingest` is False)."""
+    named = sorted({d for q in chosen for d in q["docs"]})
+    problems = fact_problems(chosen, all_documents(home, named))
+    if problems:
+        print("error: the set does not match the installed documents:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return False
+    if ingest:
+        build(home, named)
+    return True
+
