@@ -109,10 +109,10 @@ _NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*")
 _CODE = re.compile(r"`([^`\n]{1,80})`|(?<![\w-])(--?[A-Za-z][\w-]*|[A-Za-z_][\w-]*(?:[._/=:][\w-]+)+|[a-z]+_[a-z_\d]+)")
 
 
-def _numbers(text: str) -> set[str]:
-    found = {n.replace(",", "") for n in _NUMBER.findall(text)}
-    found |= {_NUMBER_WORDS[w] for w in re.findall(r"[a-z]+", text.lower()) if w in _NUMBER_WORDS}
-    return {n.rstrip("0").rstrip(".") if "." in n else n for n in found}
+def _value(number: str) -> str:
+    """A number as compared: "2,000" = "2000", "1.50" = "1.5"."""
+    number = number.replace(",", "")
+    return number.rstrip("0").rstrip(".") if "." in number else number
 
 
 _LIST_MARK = re.compile(r"^\s*(?:(?:step|item)\s+)?\d{1,2}[.):]\s+", re.I)  # "1. Boil ...", "Step 2: ..."
@@ -143,20 +143,24 @@ def action_bonus(text: str) -> float:
     return NUMBER_BONUS if found else 0.0
 
 
+class Known:
+    """What the passages of one answer contain, read once: their text (case folded) and their numbers by value,
+    number words included ("one" = "1")."""
+
+    def __init__(self, passages_text: str):
+        self.text = passages_text.lower()
+        self.numbers = {_value(n) for n in _NUMBER.findall(passages_text)}
+        self.numbers |= {_NUMBER_WORDS[w] for w in re.findall(r"[a-z]+", self.text) if w in _NUMBER_WORDS}
+
+    def missing(self, claim: str) -> list[str]:
+        """The specifics of `claim` that no passage contains."""
+        return [item for item in specifics(claim)
+                if (_value(item) not in self.numbers if _NUMBER.fullmatch(item) else item.lower() not in self.text)]
+
+
 def missing_specifics(claim: str, passages_text: str) -> list[str]:
     """The specifics of `claim` that no passage contains (numbers compared by value, "one" = "1")."""
-    haystack = passages_text.lower()
-    numbers = _numbers(passages_text)
-    missing = []
-    for item in specifics(claim):
-        if _NUMBER.fullmatch(item):
-            value = item.replace(",", "")
-            value = value.rstrip("0").rstrip(".") if "." in value else value
-            if value not in numbers:
-                missing.append(item)
-        elif item.lower() not in haystack:
-            missing.append(item)
-    return missing
+    return Known(passages_text).missing(claim)
 
 
 @dataclass
@@ -237,7 +241,7 @@ class Evidence:
         claim_vectors, passage_vectors = vectors[: len(texts)], vectors[len(texts):]
         similarity = claim_vectors @ passage_vectors.T
         candidate_terms = [content_terms(c.text) for c in candidates]
-        everything = "\n".join(passage.text for passage in passages)
+        known = Known("\n".join(passage.text for passage in passages))
         result = []
         for index, text in enumerate(texts):
             terms = content_terms(text)
@@ -246,7 +250,7 @@ class Evidence:
             supporting = sorted({c.number for c, cos, overlap in rows
                                  if cos >= SUPPORT_COSINE or overlap >= SUPPORT_OVERLAP})
             best = float(similarity[index].max())
-            missing = missing_specifics(text, everything)
+            missing = known.missing(text)
             result.append(Claim(text, bool(supporting) and not missing, supporting if not missing else [], best,
                                 missing))
         return result
