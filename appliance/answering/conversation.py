@@ -232,8 +232,8 @@ class AnswerRun:
         if self.generation is None:
             return
         gate = self.gate
-        scaffold = ScaffoldFilter()  # no "Passage N (...)" header or fragment reaches a person, anywhere
-        for piece in _then(self.generation.tokens(), scaffold):
+        # no "Passage N (...)" header or fragment reaches a person, anywhere
+        for piece in ScaffoldFilter().stream(self.generation.tokens()):
             shown = self.guard.feed(piece)
             if shown and gate is not None:
                 shown = gate.feed(shown)
@@ -383,15 +383,6 @@ def focus(text: str, terms: set[str], words: int | None) -> str:
 def _hashes(passages: list[Passage]) -> dict[int | None, str]:
     """Source number -> sha256 of the passage's stored text: what a certificate checks the library against."""
     return {p.source.number: hashlib.sha256(p.text.encode("utf-8", "surrogatepass")).hexdigest() for p in passages}
-
-
-def _then(pieces: Iterator[str], scaffold: ScaffoldFilter) -> Iterator[str]:
-    """The model's pieces through the scaffolding filter, and what it held back at the end."""
-    for piece in pieces:
-        if shown := scaffold.feed(piece):
-            yield shown
-    if rest := scaffold.finish():
-        yield rest
 
 
 def clean_question(question: str | None) -> str:

@@ -14,6 +14,8 @@ shows a header and then takes it back.
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import regex
 
 HOLD = 400  # characters held back at most while they could still turn into a header
@@ -40,6 +42,14 @@ class ScaffoldFilter:
 
     def finish(self) -> str:
         return self._release(final=True)
+
+    def stream(self, pieces: Iterator[str]) -> Iterator[str]:
+        """The pieces as they may be shown, and at the end what was held back."""
+        for piece in pieces:
+            if shown := self.feed(piece):
+                yield shown
+        if rest := self.finish():
+            yield rest
 
     def _release(self, final: bool) -> str:
         out: list[str] = []
