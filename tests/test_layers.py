@@ -17,6 +17,7 @@ LAYERS = [
     {"appliance.records"},
     {"appliance.answering"},
     {"appliance.services"},
+    {"appliance.serve"},
     {"appliance.doctor"},
     {"appliance.cli", "appliance.__main__"},
 ]

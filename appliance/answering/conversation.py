@@ -455,8 +455,11 @@ class Conversation:
 
     def ask(self, question: str, *, model: str | None = None, max_tokens: int | None = None, use_kb: bool = True,
             threads: int | None = None, progress: Progress | None = None, quote_only: bool = False,
-            confirm: Confirm | None = None) -> AnswerRun:
-        """Raises RuleRefusal (exit 4) when one of the owner's rules refuses the question or a passage, before the
+            confirm: Confirm | None = None, earlier: list[dict] | None = None) -> AnswerRun:
+        """`earlier`: the conversation's earlier turns as the caller holds them (a served OpenAI client resends
+        them), instead of those in history.
+
+        Raises RuleRefusal (exit 4) when one of the owner's rules refuses the question or a passage, before the
         model sees either (a refused question: before retrieval and before the model is loaded). A "confirm" rule
         that matched asks `confirm` (see Confirm); without one, ConfirmationNeeded is raised."""
         question = clean_question(question)
@@ -482,7 +485,8 @@ class Conversation:
         notice = ABSTAIN_NOTICE if use_kb and self.retriever is not None and not passages else ""
         terms = content_terms(question)
         shown = [Passage(p.source, focus(p.text, terms, plan.words)) for p in passages]
-        prompt = build_prompt(loaded, question, shown, self.earlier(), limit, best_last=plan.best_last)
+        prompt = build_prompt(loaded, question, shown, self.earlier() if earlier is None else earlier, limit,
+                              best_last=plan.best_last)
         in_prompt = shown[: len(prompt.sources)]
         # Quotes come from the whole stored passages (verbatim), the support check from what the model was shown.
         quotes = self._quotes(question, passages[: len(prompt.sources)], timings)
@@ -497,7 +501,9 @@ class Conversation:
                          settings=settings, chunk_hashes=_hashes(passages),
                          emergency=read_as_emergency(question) if not prompt.sources else None)
 
-    def record(self, run: AnswerRun) -> int:
-        """Save the question and its answer in one transaction; the conversation continues from here."""
-        self.id = self.history.record_exchange(run.question, run.as_dict(), self.id)
+    def record(self, run: AnswerRun, device: str | None = None) -> int:
+        """Save the question and its answer in one transaction; the conversation continues from here. `device`:
+        the served device that asked (shelter mode), kept with the conversation and in the answer log."""
+        result = run.as_dict() | ({"device": device} if device else {})
+        self.id = self.history.record_exchange(run.question, result, self.id, device=device)
         return self.id

@@ -52,7 +52,8 @@ def history_list(obj: Context, limit: int, as_json: bool) -> None:
         return
     for row in rows:
         when = datetime.datetime.fromtimestamp(row["updated"]).strftime("%Y-%m-%d %H:%M")
-        click.echo(f"{row['id']:5}  {when}  {row['messages']:3} msgs  {clean_line(row['title'])}")
+        who = f"  [{clean_line(row['device'])}]" if row.get("device") else ""  # asked from a served device
+        click.echo(f"{row['id']:5}  {when}  {row['messages']:3} msgs{who}  {clean_line(row['title'])}")
 
 
 @history.command("show")

@@ -310,11 +310,13 @@ def _register_subcommands() -> None:
     from appliance.cli.kb import kb
     from appliance.cli.models import models
     from appliance.cli.rules import rules
+    from appliance.cli.serve import serve
 
     cli.add_command(models)
     cli.add_command(rules)
     cli.add_command(kb)
     cli.add_command(history)
+    cli.add_command(serve)
 
 
 _register_subcommands()
@@ -336,7 +338,10 @@ def _lock_network(args: list[str]) -> None:
         config_lock = Config.load(Paths.default().config).airgap.lock
     except Exception:  # noqa: BLE001 - a broken config is reported by the command itself; the lock stays on
         config_lock = True
-    netlock.apply_for(_command_path(args), config_lock)
+    path = _command_path(args)
+    if netlock.deferred(path):  # `appliance serve` binds its listener first, then locks (appliance.serve.server)
+        return
+    netlock.apply_for(path, config_lock)
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from appliance.doctor import airgap, engine_fit
 from appliance.doctor.checks import Check, warning
@@ -178,6 +178,26 @@ def power_check(profile) -> Check:
 
 
 # -- all of it ---------------------------------------------------------------------------------------------------
+def serving_check(paths: Any) -> Check:
+    """Shelter mode, as the kernel sees it: the address a running `appliance serve` bound, and whether that process
+    runs under the network lock (its seccomp mode read from /proc/PID/status, not taken from the server's word)."""
+    from appliance.serve.server import running
+
+    state = running(paths)
+    if state is None:
+        return Check("serving", True, "not serving (`appliance serve` is not running from this data directory)")
+    if not state.get("alive"):
+        return Check("serving", True, f"not serving (a server that stopped uncleanly left {state.get('url')} behind)",
+                     warn=True)
+    where = f"{state.get('url')} (pid {state.get('pid')})"
+    if state.get("seccomp") == "2":
+        return Check("serving", True, f"{where}: the server process runs under the network lock (seccomp filter, "
+                                      "read from /proc): it accepts connections and cannot open one")
+    return Check("serving", False, f"{where}: the server process has NO network lock (seccomp "
+                                   f"{state.get('seccomp') or 'unknown'}); {state.get('lock')}",
+                 fix="stop it and start it again without APPLIANCE_AIRGAP_LOCK=off / [airgap] lock = false")
+
+
 def run(services, progress_for: Callable | None = None, engine: bool = True, selftest: bool = True,
         hardware: Hardware | None = None) -> list[Check]:
     config = services.config
@@ -189,6 +209,7 @@ def run(services, progress_for: Callable | None = None, engine: bool = True, sel
         gap = [airgap.env_guards(), airgap.lock_check(), airgap.door_check(), airgap.hub_refuses()]
         if selftest:
             gap.append(airgap.watched_selftest())
+        gap.append(serving_check(services.paths))
         checks = _in("air gap", gap)
         checks += _in("integrity", model_checks(services.models, progress_for) + [
             embedder_check(), kb_check(services.knowledge), history_check(services.paths.history)])

@@ -67,7 +67,7 @@ def record_for(question: str, result: dict[str, Any], when: float, adopted: bool
         "stopped": result.get("stopped") or None,
         "cancelled": bool(result.get("cancelled")),
         "adopted": adopted,  # recorded before the log existed: its facts are what the old row held
-    }
+    } | ({"device": result["device"]} if result.get("device") else {})  # a served device that asked
 
 
 def append(db: sqlite3.Connection, kind: str, fields: dict[str, Any], when: float | None = None) -> int:

@@ -43,6 +43,10 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], object]] = [
     """,
     # 3: the answer log (hash chain); the exchanges already here are adopted into it, nothing changed or dropped
     answer_log.migrate,
+    # 4: which served device asked (shelter mode); NULL for the laptop's own questions
+    """
+    ALTER TABLE conversations ADD COLUMN device TEXT;
+    """,
 ]
 
 
@@ -151,17 +155,21 @@ class History:
         with self._lock:
             return self.db.execute(sql, params).fetchall()
 
-    def record_exchange(self, question: str, result: dict[str, Any], conversation_id: int | None = None) -> int:
+    def record_exchange(self, question: str, result: dict[str, Any], conversation_id: int | None = None,
+                        device: str | None = None) -> int:
         """Save one question and its answer (the `as_dict()` of an AnswerRun) in one transaction: a new
-        conversation when `conversation_id` is None. Returns the conversation id."""
+        conversation when `conversation_id` is None. `device`: the served device that asked; a conversation
+        belongs to one device (or to the laptop: None), and another cannot add to it. Returns the conversation id."""
         now = time.time()
         with self._write() as db:
             if conversation_id is None:
-                cursor = db.execute("INSERT INTO conversations (title, created, updated) VALUES (?, ?, ?)",
-                                    (question[:200] or "Untitled", now, now))
+                cursor = db.execute("INSERT INTO conversations (title, created, updated, device) VALUES (?, ?, ?, ?)",
+                                    (question[:200] or "Untitled", now, now, device))
                 conversation_id = int(cursor.lastrowid)
-            elif db.execute("SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)).fetchone() is None:
-                raise ApplianceError(f"no conversation {conversation_id}; see `appliance history list`")
+            else:
+                row = db.execute("SELECT device FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+                if row is None or (device is not None and row["device"] != device):
+                    raise ApplianceError(f"no conversation {conversation_id}; see `appliance history list`")
             insert = ("INSERT INTO messages (conversation_id, role, content, model, sources, timings, created) "
                       "VALUES (?, ?, ?, ?, ?, ?, ?)")
             question_id = db.execute(insert, (conversation_id, "user", question, None, "[]", "{}", now)).lastrowid
@@ -182,17 +190,25 @@ class History:
         rows = self._read("SELECT id FROM conversations ORDER BY updated DESC, id DESC LIMIT 1")
         return int(rows[0]["id"]) if rows else None
 
-    def conversations(self, limit: int = 100) -> list[dict[str, Any]]:
+    def conversations(self, limit: int = 100, device: str | None = None) -> list[dict[str, Any]]:
+        """The most recent conversations (the owner: all of them, with the device that asked); `device`: only
+        that served device's own."""
+        where, params = ("WHERE c.device = ? ", (device, limit)) if device is not None else ("", (limit,))
         rows = self._read(
-            "SELECT c.id, c.title, c.created, c.updated, COUNT(m.id) AS messages FROM conversations c "
-            "LEFT JOIN messages m ON m.conversation_id = c.id GROUP BY c.id ORDER BY c.updated DESC, c.id DESC LIMIT ?",
-            (limit,),
+            "SELECT c.id, c.title, c.created, c.updated, c.device, COUNT(m.id) AS messages FROM conversations c "
+            f"LEFT JOIN messages m ON m.conversation_id = c.id {where}GROUP BY c.id "
+            "ORDER BY c.updated DESC, c.id DESC LIMIT ?",
+            params,
         )
         return [dict(row) for row in rows]
 
-    def conversation(self, conversation_id: int) -> dict[str, Any] | None:
-        rows = self._read("SELECT id, title, created, updated FROM conversations WHERE id = ?", (conversation_id,))
-        return dict(rows[0]) if rows else None
+    def conversation(self, conversation_id: int, device: str | None = None) -> dict[str, Any] | None:
+        """One conversation; with `device`, only when that served device asked it (else None, as if absent)."""
+        rows = self._read("SELECT id, title, created, updated, device FROM conversations WHERE id = ?",
+                          (conversation_id,))
+        if not rows or (device is not None and rows[0]["device"] != device):
+            return None
+        return dict(rows[0])
 
     def rename_conversation(self, conversation_id: int, title: str) -> None:
         title = " ".join(title.split())[:200]

@@ -37,6 +37,10 @@ from typing import Callable
 
 # Commands that must reach the network: never locked. A command path is the subcommand names, space-separated.
 ONLINE_COMMANDS = frozenset({"models download", "models install-pack"})
+# Locked by the command itself, once its listening socket is bound (appliance.serve.server): accepting on a socket
+# made before the lock still works; creating one after it does not. Its other subcommands are locked at start.
+AFTER_BIND = "serve"
+AFTER_BIND_EXCEPT = frozenset({"keys"})
 LOCK_ENV = "APPLIANCE_AIRGAP_LOCK"
 REFUSED_ERRNO = errno.EPERM
 # Linux's values (the socket module is not imported at start-up: it costs ms)
@@ -168,7 +172,14 @@ def wanted(command_path: str, config_lock: bool = True) -> tuple[bool, str]:
     return True, ""
 
 
-def apply_for(command_path: str, config_lock: bool = True) -> LockState:
+def deferred(command_path: str) -> bool:
+    """Whether this command installs the lock itself after binding its listener (`appliance serve`), instead of
+    main() before it runs. A misread either way is safe: `serve` always locks after binding."""
+    words = command_path.split()
+    return bool(words) and words[0] == AFTER_BIND and not (len(words) > 1 and words[1] in AFTER_BIND_EXCEPT)
+
+
+def apply_for(command_path: str, config_lock: bool = True, when: str = "at start-up") -> LockState:
     """Start-up: install the lock unless this command is online or the owner switched it off. Never raises: where
     seccomp is unavailable the state says why (and the other guards stay)."""
     global _state
@@ -184,7 +195,7 @@ def apply_for(command_path: str, config_lock: bool = True) -> LockState:
     except Unavailable as exc:
         _state = LockState(False, f"not available: {exc}")
         return _state
-    _state = LockState(True, "seccomp filter installed at start-up", time.perf_counter() - started)
+    _state = LockState(True, f"seccomp filter installed {when}", time.perf_counter() - started)
     return _state
 
 
