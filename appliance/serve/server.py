@@ -98,6 +98,10 @@ def serve(paths: Paths, options: Options, say: Callable[[str], None], lock: Call
     atomic_write_text(state, json.dumps({"pid": os.getpid(), "url": base, "address": address, "port": port,
                                          "tls": tls is not None, "lock": lock_line, "started": time.time()}) + "\n")
     try:
+        plugin = os.environ.get(PLUGIN_ENV)
+        if plugin:
+            module, _, function = plugin.partition(":")
+            getattr(importlib.import_module(module), function)()
         say(f"serving {loaded.entry.name} at {base}  ({lock_line})")
         if tls is not None:
             say(f"TLS certificate SHA-256 fingerprint (check it on the first visit):\n  {tls.fingerprint}")
@@ -107,10 +111,6 @@ def serve(paths: Paths, options: Options, say: Callable[[str], None], lock: Call
         say("join from a phone: scan the QR code, or open the link (one use, 10 minutes):")
         show_join()
         say("keys for other devices: appliance serve keys add NAME; stop with Ctrl-C")
-        plugin = os.environ.get(PLUGIN_ENV)
-        if plugin:
-            module, _, function = plugin.partition(":")
-            getattr(importlib.import_module(module), function)()
         config = uvicorn.Config(create_app(served), http=network.GuardedH11, lifespan="off", log_level="warning",
                                 access_log=False, server_header=False, timeout_keep_alive=5,
                                 timeout_graceful_shutdown=3, limit_concurrency=64,

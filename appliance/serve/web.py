@@ -352,6 +352,7 @@ def create_app(served: Served) -> ASGIApp:
         Route("/", page),
         Route("/static/app.js", static("app.js")),
         Route("/static/app.css", static("app.css")),
+        Route("/favicon.ico", lambda request: Response(status_code=204)),  # browsers ask; nothing to show
         Route("/join", join),
         Route("/api/login", login, methods=["POST"]),
         Route("/api/me", authorized(me)),

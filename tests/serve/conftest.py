@@ -3,8 +3,10 @@ the network lock, answering with SmolLM2 from a small library of its own (one te
 
 from __future__ import annotations
 
+import json
 import os
 import selectors
+import signal
 import socket
 import subprocess
 import time
@@ -75,8 +77,13 @@ class Served:
         return self.output
 
     def stop(self) -> int:
+        """SIGTERM to the server itself (under strace, the traced process, not strace), then wait."""
         if self.process.poll() is None:
-            self.process.terminate()
+            try:
+                pid = int(json.loads((self.home / "serve" / "state.json").read_text())["pid"])
+            except (OSError, ValueError, KeyError):
+                pid = self.process.pid
+            os.kill(pid, signal.SIGTERM)
             try:
                 self.process.wait(20)
             except subprocess.TimeoutExpired:

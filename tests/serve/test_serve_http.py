@@ -109,6 +109,21 @@ def test_keys_hosts_and_limits(server):
     assert form.status_code == 400 and "JSON" in form.json()["error"]["message"]
     long_question = httpx.post(f"{url}/api/ask", headers=good, json={"question": "word " * 1000})
     assert long_question.status_code == 400 and "at most" in long_question.json()["error"]["message"]
+    huge_header = httpx.get(f"{url}/api/me", headers=good | {"X-Filler": "a" * 20_000})
+    assert huge_header.status_code in (400, 431)
+    assert httpx.get(f"{url}/api/me", headers=good).status_code == 200  # and the server is still fine
+
+
+def test_one_question_in_line_per_device(server):
+    key = server.key("impatient")
+    auth = {"Authorization": f"Bearer {key}"}
+    with httpx.stream("POST", f"{server.url}/api/ask", headers=auth, timeout=120,
+                      json={"question": "tell me everything about boiling water"}) as first:
+        assert first.status_code == 200
+        next(first.iter_lines())  # it is in line (or being answered)
+        second = httpx.post(f"{server.url}/api/ask", headers=auth, json={"question": "and bleach?"})
+        assert second.status_code == 429 and int(second.headers["retry-after"]) >= 1
+        assert second.json()["error"]["code"] == "device_busy"
 
 
 def test_no_route_serves_a_path_a_client_names(server):

@@ -85,11 +85,14 @@
     } else if (kind === "start") {
       this.queue.hidden = true;
       if (data.emergency) { this.emergency.hidden = false; this.emergency.textContent = data.emergency.text || data.emergency.title || "Emergency: call for help first."; }
+      var byNumber = {};
+      for (i = 0; data.sources && i < data.sources.length; i++) { byNumber[data.sources[i].number] = data.sources[i]; }
       if (data.quotes && data.quotes.length) {
-        this.quotes.appendChild(el("p", "label", "From your library"));
+        this.quotes.appendChild(el("p", "label", "From the library"));
         for (i = 0; i < data.quotes.length; i++) {
           item = el("blockquote", null, data.quotes[i].text);
-          item.appendChild(el("span", "quote-source", "— [" + data.quotes[i].number + "] " + data.quotes[i].source));
+          var source = byNumber[data.quotes[i].number];
+          item.appendChild(el("span", "quote-source", "— " + (source ? sourceLabel(source) : data.quotes[i].source)));
           this.quotes.appendChild(item);
         }
       }

@@ -1,0 +1,170 @@
+"""Shelter mode: a question through `appliance serve` (HTTP, the openai package) against the same question asked in
+process the way `appliance ask` asks it, the queue with 4 clients against one, and the server's idle memory.
+
+Both sides use the default model, the same small library (one text file), the same question and max_tokens, with
+the model already loaded (the server preloads it; in process it is loaded once before timing). First token: from
+sending the request (HTTP) or calling Conversation.ask (in process) to the first word. Tokens/s: completion tokens
+over the time from the first word to the last. Answers per minute: 12 questions, one client after another against
+4 clients at once (3 each). Medians over BENCH_SERVE_ROUNDS rounds (default 5), the first of each side not counted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROUNDS = int(os.environ.get("BENCH_SERVE_ROUNDS", "5"))
+QUESTION = "How long should I boil water to make it safe to drink?"
+MAX_TOKENS = 64
+DOC = """Making water safe
+
+Bring clear water to a rolling boil for one minute to kill germs. At altitudes above 2,000 metres, boil it for
+three minutes. Let it cool naturally, and store it in clean containers with tight covers.
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def in_process(home: Path) -> tuple[list[float], list[float]]:
+    os.environ["APPLIANCE_HOME"] = str(home)
+    from appliance.services import Services
+
+    services = Services.create()
+    services.engine.load()
+    firsts, rates = [], []
+    for index in range(ROUNDS + 1):
+        started = time.perf_counter()
+        run = services.conversation().ask(QUESTION, max_tokens=MAX_TOKENS)
+        first = last = None
+        count = 0
+        for _piece in run.tokens():
+            now = time.perf_counter()
+            first = first if first is not None else now
+            last = now
+            count += 1
+        tokens = run.timings.get("tokens") or count
+        if index:
+            firsts.append((first or started) - started)
+            rates.append(tokens / max((last or started) - (first or started), 1e-6))
+    services.engine.unload()
+    return firsts, rates
+
+
+def _stream(ai, model: str) -> tuple[float, float, int]:
+    sent = time.perf_counter()
+    first = last = None
+    tokens = 0
+    for chunk in ai.chat.completions.create(model=model, max_tokens=MAX_TOKENS, stream=True,
+                                            stream_options={"include_usage": True},
+                                            messages=[{"role": "user", "content": QUESTION}]):
+        now = time.perf_counter()
+        if chunk.choices and chunk.choices[0].delta.content:
+            first = first if first is not None else now
+            last = now
+        if chunk.usage is not None:
+            tokens = chunk.usage.completion_tokens
+    return (first or sent) - sent, tokens / max((last or sent) - (first or sent), 1e-6), tokens
+
+
+def run() -> None:
+    import openai
+
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+        env.update(APPLIANCE_HOME=str(home), APPLIANCE_KB_FIELD_GUIDE="off", NO_COLOR="1")
+        doc = Path(tmp) / "water.txt"
+        doc.write_text(DOC)
+        appliance = [str(Path(sys.executable).parent / "appliance")]
+        subprocess.run(appliance + ["kb", "add", str(doc)], env=env, check=True, capture_output=True)
+        key = subprocess.run(appliance + ["serve", "keys", "add", "bench"], env=env, check=True,
+                             capture_output=True, text=True).stdout.strip()
+        keys = [key] + [subprocess.run(appliance + ["serve", "keys", "add", f"bench-{n}"], env=env, check=True,
+                                       capture_output=True, text=True).stdout.strip() for n in range(4)]
+        port = _free_port()
+        server = subprocess.Popen(appliance + ["serve", "--port", str(port), "--no-qr"], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        model = ""
+        assert server.stdout is not None
+        for line in server.stdout:
+            if line.startswith("serving "):
+                model = line.split()[1]
+            if "/join?t=" in line:
+                break
+        try:
+            time.sleep(1)
+            engine = _children(server.pid)
+            idle = _rss_mb(server.pid)
+            engine_idle = sum(_rss_mb(pid) for pid in engine)
+            url = f"http://127.0.0.1:{port}/v1"
+            ai = openai.OpenAI(base_url=url, api_key=key, timeout=300)
+            http = [_stream(ai, model) for _ in range(ROUNDS + 1)][1:]
+            one = openai.OpenAI(base_url=url, api_key=keys[1], timeout=600)
+            started = time.perf_counter()
+            for _ in range(12):
+                _stream(one, model)
+            alone = 12 / ((time.perf_counter() - started) / 60)
+            failures: list[str] = []
+
+            def client(k: str) -> None:
+                c = openai.OpenAI(base_url=url, api_key=k, timeout=600, max_retries=5)
+                for _ in range(3):
+                    try:
+                        _stream(c, model)
+                    except openai.APIError as exc:
+                        failures.append(str(exc))
+
+            threads = [threading.Thread(target=client, args=(k,)) for k in keys[1:]]
+            started = time.perf_counter()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            together = (12 - len(failures)) / ((time.perf_counter() - started) / 60)
+            busy = _rss_mb(server.pid)
+        finally:
+            server.terminate()
+            server.wait(30)
+        firsts, rates = in_process(home)
+    http_first = statistics.median(h[0] for h in http)
+    http_rate = statistics.median(h[1] for h in http)
+    local_first, local_rate = statistics.median(firsts), statistics.median(rates)
+    print(f"   model {model}, {MAX_TOKENS} tokens at most, {ROUNDS} rounds (medians), loopback")
+    print(f"   first token:  HTTP (openai package, streamed) {http_first:.2f} s, in process (as `ask`) "
+          f"{local_first:.2f} s: {http_first / local_first:.2f}x (goal <= 1.05x)")
+    print(f"   tokens/s:     HTTP {http_rate:.1f}, in process {local_rate:.1f}: {http_rate / local_rate:.2f}x "
+          "(goal >= 0.97x)")
+    print(f"   answers/min:  1 client {alone:.1f}, 4 clients at once {together:.1f}: {together / alone:.2f}x "
+          f"(goal >= 0.95x; {len(failures)} refused or failed)")
+    print(f"   memory:       server idle {idle:.0f} MiB (+ engine process {engine_idle:.0f} MiB), server after "
+          f"answering {busy:.0f} MiB")
+    print("   " + json.dumps({"http_first_s": round(http_first, 3), "local_first_s": round(local_first, 3),
+                             "http_tokens_per_s": round(http_rate, 1), "local_tokens_per_s": round(local_rate, 1),
+                             "answers_per_min_1": round(alone, 2), "answers_per_min_4": round(together, 2),
+                             "idle_rss_mb": round(idle), "engine_rss_mb": round(engine_idle)}))
