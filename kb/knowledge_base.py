@@ -220,6 +220,17 @@ class KnowledgeBase:
     def documents(self) -> list[dict]:
         return [_document_dict(d) for d in self.store.documents()]
 
+    def article(self, zim: str, article: str) -> tuple[str, list[dict]] | None:
+        """The whole article a ZIM passage came from, as text sections ({"heading": [...], "paragraphs": [...]}),
+        from an archive registered in this library only (None otherwise, or when the article is not there)."""
+        if zim not in {d.path for d in self.store.documents(mode="registered")}:
+            return None
+        try:
+            title, sections = self.zims.article_text(zim, article)
+        except (KeyError, RuntimeError, OSError, KBError):
+            return None
+        return title, [{"heading": list(s.heading), "paragraphs": list(s.paragraphs)} for s in sections]
+
     def document(self, path: str | Path) -> dict | None:
         """One ready document by its exact (absolute) path, as `documents()` gives it; None when it is not there."""
         row = self.store.ready_document(os.path.abspath(os.fspath(path)))

@@ -29,7 +29,7 @@ from typing import BinaryIO
 import numpy as np
 
 from kb.chunking import Chunk, chunk_document, embedding_text
-from kb.document import Document
+from kb.document import Document, Section
 from kb.errors import ReadError
 from kb.files import open_regular
 from kb.readers.zim import archive_title, article_sections, open_archive
@@ -283,6 +283,14 @@ class ZimShelf:
             while len(self._articles) > ARTICLE_CACHE:
                 self._articles.popitem(last=False)
         return title, chunks
+
+    def article_text(self, zim: str, article: str) -> tuple[str, list[Section]]:
+        """(title, sections) of one article as text (its HTML read by the library's reader: no script, no style,
+        no markup), for a person to read the whole article a passage came from."""
+        entry = self.archive(zim).get_entry_by_path(article)
+        if entry.is_redirect:
+            entry = entry.get_redirect_entry()
+        return entry.title or article, article_sections(entry)
 
     def candidates(self, zims: list[str], query: str, query_vector: np.ndarray, embedder) -> list[Candidate]:
         pool: list[tuple[float, int, Candidate, str]] = []

@@ -7,7 +7,8 @@ It answers; it manages nothing. The routes, all of them:
     POST /api/login             {"key": ...} -> the same cookie (a key the owner issued, typed on the phone)
     GET  /api/me                this device, the model, the queue
     POST /api/ask               {"question", "conversation_id"?} -> SSE: queued, start, token, done | refused | error
-    GET  /api/conversations     this device's own conversations; /api/conversations/{id}: one of them
+    GET  /api/conversations     this device's own conversations; /api/conversations/{id}: one of them;
+         .../{id}/answers/{k}/sources/{n}/article: the whole ZIM article behind a source, as text
     GET  /health                ready or not, the model's sha256, the library's content hash, the queue (no key)
     GET  /v1/models, POST /v1/chat/completions   (appliance.serve.openai_api)
 
@@ -330,6 +331,27 @@ def create_app(served: Served) -> ASGIApp:
         return JSONResponse({"id": number, "title": found["title"], "messages": messages},
                             headers={"Cache-Control": "no-store"})
 
+    async def article(request: Request, device: str) -> Response:
+        """The whole ZIM article behind source n of this device's k-th answer in a conversation, as text: the
+        archive and article come from the stored answer, never from the request."""
+        try:
+            number, answer, source = (int(request.path_params[k]) for k in ("number", "answer", "source"))
+        except ValueError:
+            return error(404, "no such source")
+        history = served.asker.services.history
+        if await asyncio.to_thread(history.conversation, number, device) is None:
+            return error(404, "no such source")
+        answers = [m for m in await asyncio.to_thread(history.messages, number) if m["role"] == "assistant"]
+        if not 1 <= answer <= len(answers):
+            return error(404, "no such source")
+        found = [s for s in answers[answer - 1]["sources"] if s.get("number") == source and s.get("article")]
+        if not found:
+            return error(404, "that source is not an article of an archive")
+        text = await asyncio.to_thread(served.asker.services.kb.article, found[0]["path"], found[0]["article"])
+        if text is None:
+            return error(404, "the archive no longer holds that article")
+        return JSONResponse({"title": text[0], "sections": text[1]}, headers={"Cache-Control": "no-store"})
+
     async def health(request: Request) -> Response:
         return JSONResponse({"ready": served.ready, "model": {"name": served.model_name,
                                                               "sha256": served.model_sha256},
@@ -359,6 +381,7 @@ def create_app(served: Served) -> ASGIApp:
         Route("/api/ask", authorized(ask), methods=["POST"]),
         Route("/api/conversations", authorized(conversations)),
         Route("/api/conversations/{number}", authorized(conversation)),
+        Route("/api/conversations/{number}/answers/{answer}/sources/{source}/article", authorized(article)),
         Route("/health", health),
         Route("/v1/models", authorized(openai_api.models(served))),
         Route("/v1/chat/completions", authorized(openai_api.chat_completions(served)), methods=["POST"]),

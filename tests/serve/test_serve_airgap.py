@@ -64,3 +64,39 @@ def test_strace_of_a_serve_session_shows_no_outbound_connect(tmp_path):
     assert "accept4(" in text or "accept(" in text  # the trace saw the server at work
     assert "execve(" in text  # and the engine process it started
     assert [line for line in text.splitlines() if INET_CONNECT.search(line)] == []
+
+
+def test_tls_with_a_certificate_made_here_and_its_fingerprint_shown(tmp_path):
+    import hashlib
+    import ssl
+
+    served = start_server(tmp_path / "home", "--tls", library=False)
+    try:
+        assert served.url.startswith("https://127.0.0.1:")
+        shown = [line.strip() for line in served.output if line.count(":") == 31]
+        assert len(shown) == 1
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # self-made: checked by fingerprint
+        with socket.create_connection(("127.0.0.1", served.port)) as raw, \
+                context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            der = tls.getpeercert(binary_form=True)
+            tls.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            reply = b""
+            while chunk := tls.recv(65536):
+                reply += chunk
+        digest = hashlib.sha256(der).hexdigest().upper()
+        assert shown[0] == ":".join(digest[i:i + 2] for i in range(0, 64, 2))
+        assert reply.startswith(b"HTTP/1.1 200") and b'"ready":true' in reply
+        cookie_key = served.key("tls-phone")
+        import httpx
+
+        with httpx.Client(verify=False) as client:
+            joined = client.get(served.join, follow_redirects=False)
+            assert "secure" in joined.headers["set-cookie"].lower()
+            assert client.get(f"{served.url}/api/me", headers={"Authorization": f"Bearer {cookie_key}"}).json()[
+                "device"] == "tls-phone"
+    finally:
+        served.stop()
+    assert sorted(p.name for p in (served.home / "serve" / "tls").iterdir()) == ["cert-127.0.0.1.pem",
+                                                                                "key-127.0.0.1.pem"]
+    assert oct((served.home / "serve" / "tls" / "key-127.0.0.1.pem").stat().st_mode & 0o777) == "0o600"

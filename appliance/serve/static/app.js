@@ -3,6 +3,7 @@
 (function () {
   "use strict";
   var conversationId = null;
+  var answers = 0; // answers so far in this conversation (a source's article is asked for by its answer's number)
   var current = null; // the XMLHttpRequest of the question being answered
   function $(id) { return document.getElementById(id); }
   function el(tag, cls, text) {
@@ -102,7 +103,10 @@
       this.text += data; this.answer.textContent = this.text;
     } else if (kind === "done") {
       this.answer.textContent = data.answer || this.text;
-      if (data.conversation_id) { conversationId = data.conversation_id; }
+      if (data.conversation_id) {
+        if (data.conversation_id !== conversationId) { answers = 0; }
+        conversationId = data.conversation_id; answers += 1; this.answerNumber = answers;
+      }
       var unsupported = [];
       for (i = 0; data.claims && i < data.claims.length; i++) { if (!data.claims[i].supported) { unsupported.push(data.claims[i].sentence); } }
       if (unsupported.length) {
@@ -130,10 +134,34 @@
       var passage = el("div", "passage", passages[String(sources[i].number)] || sources[i].snippet || "");
       passage.hidden = true;
       button.onclick = (function (p) { return function () { p.hidden = !p.hidden; }; })(passage);
+      if (sources[i].article && this.answerNumber) {
+        var more = el("button", "source", "Read the whole article");
+        more.type = "button";
+        more.onclick = articleLoader(conversationId, this.answerNumber, sources[i].number, passage, more);
+        passage.appendChild(more);
+      }
       li.appendChild(button); li.appendChild(passage);
       this.sources.appendChild(li);
     }
   };
+
+  function articleLoader(conversation, answer, number, box, button) {
+    return function () {
+      button.disabled = true;
+      request("GET", "/api/conversations/" + conversation + "/answers/" + answer + "/sources/" + number + "/article",
+        null, function (code, data) {
+          button.hidden = true;
+          if (code !== 200 || !data) { box.appendChild(el("p", "error", errorText(data, "the article could not be read"))); return; }
+          box.textContent = "";
+          box.appendChild(el("h2", null, data.title));
+          for (var s = 0; s < data.sections.length; s++) {
+            var heading = data.sections[s].heading;
+            if (heading.length > 1) { box.appendChild(el("h3", null, heading.slice(1).join(" › "))); }
+            for (var q = 0; q < data.sections[s].paragraphs.length; q++) { box.appendChild(el("p", null, data.sections[s].paragraphs[q])); }
+          }
+        });
+    };
+  }
 
   function busy(on) {
     $("ask").disabled = on; $("cancel").hidden = !on; $("question").disabled = on;
@@ -187,7 +215,7 @@
     if (current) { var xhr = current; current = null; xhr.abort(); busy(false); }
   };
   $("new").onclick = function () {
-    conversationId = null; $("exchanges").textContent = ""; $("question").focus();
+    conversationId = null; answers = 0; $("exchanges").textContent = ""; $("question").focus();
   };
   start();
 })();
