@@ -341,6 +341,8 @@ def _lock_network(args: list[str]) -> None:
     path = _command_path(args)
     if netlock.deferred(path):  # `appliance serve` binds its listener first, then locks (appliance.serve.server)
         return
+    if netlock.lan_command(path, args):  # connects to the replicas on its command line only (serve.replicas)
+        return
     netlock.apply_for(path, config_lock)
 
 

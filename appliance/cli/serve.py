@@ -123,10 +123,136 @@ def keys_list(obj: Context, as_json: bool) -> None:
         click.echo(f"{clean_line(device.name):24} {how:15} {made}  {state}")
 
 
+REPLICAS = click.option("--replica", "replicas", multiple=True, metavar="HOST:PORT",
+                        help="A replica of this shelter (repeat for each); loopback or private addresses only.")
+
+
 @keys.command("revoke")
 @click.argument("name")
+@REPLICAS
 @pass_ctx
-def keys_revoke(obj: Context, name: str) -> None:
-    """Revoke device NAME's key (a running server refuses it from its next request)."""
-    _keys(obj).revoke(name)
+def keys_revoke(obj: Context, name: str, replicas: tuple[str, ...]) -> None:
+    """Revoke device NAME's key (a running server refuses it from its next request). In a shelter of several
+    laptops, --replica sends the revocation to each running replica at once (signed with the shelter's secret).
+
+    \b
+    Example:
+      appliance serve keys revoke device-3f2a1c --replica 10.0.0.11:8737 --replica 10.0.0.12:8737
+    """
+    from appliance.errors import ApplianceError
+    from appliance.serve import replicas as lan
+
+    targets = [lan.parse(r) for r in replicas]
+    keys = _keys(obj)
+    keys.revoke(name)
     click.echo(f"revoked the key of {name}")
+    if not targets:
+        return
+    if not keys.shelter.active:
+        raise ApplianceError("--replica: this laptop is not in a shelter (`appliance serve shelter init`)")
+    failed = 0
+    for replica, result in lan.push_revocations(targets, keys.shelter.signed_revocations()):
+        click.echo(f"  {replica}: {result}")
+        failed += result != "ok"
+    if failed:
+        raise ApplianceError(f"{failed} replica(s) did not take the revocation; run this again when they are up")
+
+
+@serve.group()
+def shelter() -> None:
+    """Several laptops serving one shelter: a shared secret, so a key made on one works on all of them.
+
+    \b
+    Examples:
+      appliance serve shelter init                    # on the first laptop
+      appliance serve shelter export /media/usb/shelter.json
+      appliance serve shelter join /media/usb/shelter.json   # on each other laptop
+    """
+
+
+@shelter.command("init")
+@pass_ctx
+def shelter_init(obj: Context) -> None:
+    """Make this laptop's shelter secret (once); keys made from now on are signed with it."""
+    click.echo(f"shelter {_keys(obj).shelter.init()}: export it to the other laptops with "
+               "`appliance serve shelter export FILE`")
+
+
+@shelter.command("export")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@pass_ctx
+def shelter_export(obj: Context, file: Path) -> None:
+    """Write the shelter's secret and revocations to FILE (mode 600): carry it to the other laptops."""
+    import os
+
+    text = _keys(obj).shelter.export()
+    fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    click.echo(f"wrote {file}: anyone with it can make keys for this shelter; delete it once joined")
+
+
+@shelter.command("join")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@pass_ctx
+def shelter_join(obj: Context, file: Path) -> None:
+    """Join the shelter whose secret FILE holds (made by `shelter export`)."""
+    click.echo(f"joined shelter {_keys(obj).shelter.join(file.read_text(encoding='utf-8', errors='replace'))}")
+
+
+@serve.command("status")
+@REPLICAS
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def serve_status(obj: Context, replicas: tuple[str, ...], as_json: bool) -> None:
+    """Each replica's health: ready, model, library content, queue; a replica that differs is named.
+
+    \b
+    Example:
+      appliance serve status --replica 10.0.0.11:8737 --replica 10.0.0.12:8737
+    """
+    from appliance.errors import ApplianceError, UsageError
+    from appliance.serve import replicas as lan
+
+    if not replicas:
+        raise UsageError("name the replicas: --replica HOST:PORT (repeat for each)")
+    rows = lan.status([lan.parse(r) for r in replicas])
+    if as_json:
+        click.echo(dumps(rows))
+    else:
+        for row in rows:
+            if "error" in row:
+                click.echo(f"{row['replica']:24} DOWN  {clean_line(str(row['error']))}")
+                continue
+            model, library = row.get("model") or {}, row.get("library") or {}
+            differs = f"  DIFFERS: {', '.join(row['differs'])}" if row.get("differs") else ""
+            click.echo(f"{row['replica']:24} {'ready' if row.get('ready') else 'NOT READY':9} "
+                       f"{clean_line(str(model.get('name')))} {str(model.get('sha256'))[:12]}  library "
+                       f"{str(library.get('content_sha256'))[:12]}  queue {row.get('queue')}  answered "
+                       f"{row.get('answered')}{differs}")
+    if any("error" in row or not row.get("ready") or row.get("differs") for row in rows):
+        raise ApplianceError("not every replica is ready and the same")
+
+
+@serve.command("haproxy-config")
+@REPLICAS
+@click.option("--listen", default="0.0.0.0:8737", show_default=True, metavar="ADDR:PORT",
+              help="Where HAProxy listens for the phones (the front laptop's address).")
+@click.option("--check-interval", type=click.FloatRange(0.5, 60), default=2.0, show_default=True,
+              help="Seconds between health checks of each replica.")
+@pass_ctx
+def haproxy_config(obj: Context, replicas: tuple[str, ...], listen: str, check_interval: float) -> None:
+    """Print an HAProxy configuration for these replicas (health checks, queue, streaming timeouts).
+
+    \b
+    Example:
+      appliance serve haproxy-config --listen 192.168.1.10:8737 \\
+          --replica 192.168.1.11:8737 --replica 192.168.1.12:8737 > shelter.cfg
+      haproxy -f shelter.cfg
+    """
+    from appliance.errors import UsageError
+    from appliance.serve import replicas as lan
+
+    if not replicas:
+        raise UsageError("name the replicas: --replica HOST:PORT (repeat for each)")
+    click.echo(lan.haproxy_config([lan.parse(r) for r in replicas], listen, check_interval), nl=False)

@@ -71,6 +71,7 @@ def serve(paths: Paths, options: Options, say: Callable[[str], None], lock: Call
     say(f"loading {services.config.model.default or 'the default model'} (verified first) ...")
     loaded = services.engine.load()
     kb = services.kb
+    problem = _library_problem(kb)
     limits = Limits()
     hosts = {network.url_host(address).lower(), address.lower()}
     if address.startswith("127.") or address == "::1":
@@ -83,7 +84,11 @@ def serve(paths: Paths, options: Options, say: Callable[[str], None], lock: Call
     served = Served(asker=Asker(services, limits), queue=AnswerQueue(options.queue_limit),
                     keys=DeviceKeys(paths.home / "serve" / "devices.json"), joins=joins, limits=limits,
                     allowed_hosts=hosts, model_name=loaded.entry.name, model_sha256=loaded.entry.sha256,
-                    library_hash=library_hash(kb.documents()), ready=True, tls=tls is not None)
+                    library_hash=library_hash(kb.documents()), ready=True, tls=tls is not None,
+                    library_verified=problem, replica=_replica_id(paths))
+    if problem:
+        say(f"the library did not pass its checks ({problem}): /health says not ready; `appliance kb repair`")
+        served.ready = False
 
     def show_join(device: str | None = None) -> None:
         if device:
@@ -152,6 +157,30 @@ def _qr(link: str) -> None:
     except (OSError, ValueError, UnicodeEncodeError):
         pass  # a terminal that cannot draw it still has the link above
     sys.stdout.flush()
+
+
+def _library_problem(kb) -> str:
+    """"" when the library's store passes SQLite's quick_check with an empty journal; else what failed."""
+    try:
+        structure = kb.store.quick_check()
+        journal = kb.store.journal()
+    except Exception as exc:  # noqa: BLE001 - a damaged store is what this reports
+        return str(exc)[:200]
+    if structure != "ok":
+        return f"quick_check: {structure[:200]}"
+    return f"{len(journal)} unfinished ingest step(s)" if journal else ""
+
+
+def _replica_id(paths: Paths) -> str:
+    path = paths.home / "serve" / "replica-id"
+    try:
+        return path.read_text().strip()
+    except OSError:
+        import secrets
+
+        made = secrets.token_hex(4)
+        atomic_write_text(path, made + "\n")
+        return made
 
 
 def running(paths: Paths) -> dict | None:

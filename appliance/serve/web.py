@@ -10,6 +10,7 @@ It answers; it manages nothing. The routes, all of them:
     GET  /api/conversations     this device's own conversations; /api/conversations/{id}: one of them;
          .../{id}/answers/{k}/sources/{n}/article: the whole ZIM article behind a source, as text
     GET  /health                ready or not, the model's sha256, the library's content hash, the queue (no key)
+    POST /shelter/revocations   revocations signed with the shelter's secret (replicas; only ever shuts keys out)
     GET  /v1/models, POST /v1/chat/completions   (appliance.serve.openai_api)
 
 No route reads a path a client names, imports, downloads or deletes anything, or shows another device's questions.
@@ -70,6 +71,8 @@ class Served:
     model_sha256: str = ""
     library_hash: str = ""
     ready: bool = False
+    library_verified: str = ""  # "" when the store passed its checks at start; else what failed
+    replica: str = ""  # this server's id among a shelter's replicas (serve/replica-id, made once)
     tls: bool = False
     on_join: Callable[[str], None] = lambda device: None  # the server shows the next join link
     started: float = field(default_factory=time.time)
@@ -170,6 +173,22 @@ def _host_name(host: str) -> str:
     if host.startswith("["):
         return host[: host.find("]") + 1] if "]" in host else host
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def resent_turns(value: Any, limit: int) -> list[dict] | None:
+    """The earlier turns a page resends (so a conversation goes on at another replica): at most 6 messages, user or
+    assistant, each at most `limit` bytes."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > 6:
+        raise UsageError("'earlier' is a list of at most 6 messages")
+    turns = []
+    for item in value:
+        if not isinstance(item, dict) or item.get("role") not in ("user", "assistant") \
+                or not isinstance(item.get("content"), str) or len(item["content"].encode()) > limit:
+            raise UsageError(f"each earlier message has a role (user or assistant) and at most {limit} bytes")
+        turns.append({"role": item["role"], "content": item["content"]})
+    return turns or None
 
 
 def device_of(request: Request, served: Served) -> str | None:
@@ -298,7 +317,14 @@ def create_app(served: Served) -> ASGIApp:
             conversation = body.get("conversation_id")
             if conversation is not None and (not isinstance(conversation, int) or isinstance(conversation, bool)):
                 raise UsageError("conversation_id must be a number")
-            question = Question(str(body.get("question") or ""), device, conversation)
+            earlier = resent_turns(body.get("earlier"), served.limits.question_bytes)
+            if conversation is not None and body.get("replica") not in (None, served.replica):
+                conversation = None  # another replica's conversation: go on from the turns the page resent
+            if conversation is not None and earlier and await asyncio.to_thread(
+                    served.asker.services.history.conversation, conversation, device) is None:
+                conversation = None  # not (or no longer) here: a new one, with the resent turns
+            question = Question(str(body.get("question") or ""), device, conversation,
+                                earlier if conversation is None and earlier else None)
             await asyncio.to_thread(served.asker.check, question)
         except UsageError as exc:
             return error(400, str(exc))
@@ -309,6 +335,8 @@ def create_app(served: Served) -> ASGIApp:
 
         async def stream() -> AsyncIterator[dict]:
             async for kind, data in events_of(served, ticket):
+                if kind == "done":
+                    data = data | {"replica": served.replica}
                 yield {"event": kind, "data": json.dumps(data, ensure_ascii=False, default=str)}
 
         return EventSourceResponse(stream(), ping=10, sep="\n", headers={"Cache-Control": "no-store"})
@@ -352,10 +380,26 @@ def create_app(served: Served) -> ASGIApp:
             return error(404, "the archive no longer holds that article")
         return JSONResponse({"title": text[0], "sections": text[1]}, headers={"Cache-Control": "no-store"})
 
+    async def revocations(request: Request) -> Response:
+        """Revocations the shelter's owner pushes (`serve keys revoke NAME --replica ...`), signed with the
+        shelter's secret; without it nothing is accepted. This only ever shuts keys out."""
+        try:
+            body = await json_body(request)
+            known = await asyncio.to_thread(served.keys.shelter.accept_revocations, body)
+        except UsageError as exc:
+            return error(400, str(exc))
+        except PermissionError as exc:
+            return error(403, str(exc), code="not_signed")
+        return JSONResponse({"revocations": known})
+
     async def health(request: Request) -> Response:
-        return JSONResponse({"ready": served.ready, "model": {"name": served.model_name,
-                                                              "sha256": served.model_sha256},
-                             "library": {"content_sha256": served.library_hash},
+        shelter = served.keys.shelter.info()
+        return JSONResponse({"ready": served.ready, "replica": served.replica,
+                             "shelter": shelter["id"] if shelter else None,
+                             "model": {"name": served.model_name, "sha256": served.model_sha256},
+                             "library": {"content_sha256": served.library_hash,
+                                         "verified": not served.library_verified,
+                                         "problem": served.library_verified or None},
                              "queue": served.queue.length(), "answered": served.queue.answered,
                              "uptime_s": round(time.time() - served.started)},
                             200 if served.ready else 503, headers={"Cache-Control": "no-store"})
@@ -383,6 +427,7 @@ def create_app(served: Served) -> ASGIApp:
         Route("/api/conversations/{number}", authorized(conversation)),
         Route("/api/conversations/{number}/answers/{answer}/sources/{source}/article", authorized(article)),
         Route("/health", health),
+        Route("/shelter/revocations", revocations, methods=["POST"]),
         Route("/v1/models", authorized(openai_api.models(served))),
         Route("/v1/chat/completions", authorized(openai_api.chat_completions(served)), methods=["POST"]),
     ]

@@ -40,7 +40,17 @@ ONLINE_COMMANDS = frozenset({"models download", "models install-pack"})
 # Locked by the command itself, once its listening socket is bound (appliance.serve.server): accepting on a socket
 # made before the lock still works; creating one after it does not. Its other subcommands are locked at start.
 AFTER_BIND = "serve"
-AFTER_BIND_EXCEPT = frozenset({"keys"})
+AFTER_BIND_EXCEPT = frozenset({"keys", "shelter", "haproxy-config", "status"})
+# The shelter's LAN commands (appliance.serve.replicas): they connect to the replicas named on their command line,
+# loopback or private addresses only (checked before connecting), and are not locked for that reason.
+LAN_COMMANDS = frozenset({"serve status"})
+LAN_WHEN_ASKED = frozenset({"serve keys"})  # with --replica: pushing a revocation to the replicas
+
+
+def lan_command(command_path: str, args: list[str]) -> bool:
+    """Whether this command line is one of the shelter's LAN commands."""
+    return command_path in LAN_COMMANDS or (command_path in LAN_WHEN_ASKED and any(
+        arg == "--replica" or arg.startswith("--replica=") for arg in args))
 LOCK_ENV = "APPLIANCE_AIRGAP_LOCK"
 REFUSED_ERRNO = errno.EPERM
 # Linux's values (the socket module is not imported at start-up: it costs ms)

@@ -70,3 +70,45 @@ def test_the_keys_commands(appliance_home):
     again = run_appliance("serve", "keys", "revoke", "radio-room")
     assert again.returncode == 2 and "no device 'radio-room'" in again.stderr
     assert "revoked" in run_appliance("serve", "keys", "list").stdout
+
+
+def test_a_shelter_key_made_on_one_laptop_works_on_another_until_revoked(tmp_path):
+    first, second = DeviceKeys(tmp_path / "a" / "devices.json"), DeviceKeys(tmp_path / "b" / "devices.json")
+    first.shelter.init()
+    second.shelter.join(first.shelter.export())
+    assert first.shelter.info()["id"] == second.shelter.info()["id"]
+    key = first.add("phone")
+    assert key.startswith("aps_") and second.who(key) == "phone" and first.who(key) == "phone"
+    forged = key[:-4] + ("AAAA" if not key.endswith("AAAA") else "BBBB")
+    assert second.who(forged) is None
+    outsider = DeviceKeys(tmp_path / "c" / "devices.json")
+    outsider.shelter.init()
+    assert outsider.who(key) is None  # another shelter's secret
+    # a revocation made on the first laptop, carried to the second as the signed list
+    time.sleep(0.01)
+    first.revoke("phone")
+    signed = first.shelter.signed_revocations()
+    with pytest.raises(PermissionError):
+        second.shelter.accept_revocations(signed | {"mac": "0" * 64})
+    with pytest.raises(PermissionError):
+        second.shelter.accept_revocations({"revoked": [{"name": "phone", "time": 1e12}], "mac": signed["mac"]})
+    assert second.who(key) == "phone"
+    assert second.shelter.accept_revocations(signed) == 1
+    assert second.who(key) is None
+    time.sleep(0.01)
+    again = first.add("phone")  # issued after the revocation: in force again, everywhere
+    assert second.who(again) == "phone" and second.who(key) is None
+    # a device that joined elsewhere can be revoked by name here
+    elsewhere = second.add("tablet")
+    first.revoke("tablet")
+    second.shelter.accept_revocations(first.shelter.signed_revocations())
+    assert second.who(elsewhere) is None
+    assert oct((tmp_path / "a" / "shelter.json").stat().st_mode & 0o777) == "0o600"
+
+
+def test_joined_names_do_not_collide_across_a_shelter(tmp_path):
+    keys = DeviceKeys(tmp_path / "devices.json")
+    assert keys.unused_name() == "device-1"
+    keys.shelter.init()
+    names = {keys.unused_name() for _ in range(5)}
+    assert len(names) == 5 and all(name.startswith("device-") and len(name) == 13 for name in names)

@@ -3,6 +3,8 @@
 (function () {
   "use strict";
   var conversationId = null;
+  var replica = null; // the laptop that holds conversationId (several may serve one shelter)
+  var turns = []; // this conversation's last messages, resent so another laptop can go on with it
   var answers = 0; // answers so far in this conversation (a source's article is asked for by its answer's number)
   var current = null; // the XMLHttpRequest of the question being answered
   function $(id) { return document.getElementById(id); }
@@ -76,6 +78,7 @@
     this.error = el("p", "error"); this.error.hidden = true; this.box.appendChild(this.error);
     $("exchanges").appendChild(this.box);
     this.text = "";
+    this.questionText = question;
   }
   Exchange.prototype.on = function (kind, data) {
     var i, item;
@@ -104,9 +107,12 @@
     } else if (kind === "done") {
       this.answer.textContent = data.answer || this.text;
       if (data.conversation_id) {
-        if (data.conversation_id !== conversationId) { answers = 0; }
-        conversationId = data.conversation_id; answers += 1; this.answerNumber = answers;
+        if (data.conversation_id !== conversationId || data.replica !== replica) { answers = 0; }
+        conversationId = data.conversation_id; replica = data.replica || null; answers += 1;
+        this.answerNumber = answers;
       }
+      turns.push({role: "user", content: this.questionText}, {role: "assistant", content: data.answer || this.text});
+      turns = turns.slice(-6);
       var unsupported = [];
       for (i = 0; data.claims && i < data.claims.length; i++) { if (!data.claims[i].supported) { unsupported.push(data.claims[i].sentence); } }
       if (unsupported.length) {
@@ -209,13 +215,14 @@
       }
       current = null; busy(false); $("question").value = ""; $("question").focus();
     };
-    xhr.send(JSON.stringify({question: question, conversation_id: conversationId}));
+    xhr.send(JSON.stringify({question: question, conversation_id: conversationId, replica: replica,
+                             earlier: turns.length ? turns : null}));
   };
   $("cancel").onclick = function () {
     if (current) { var xhr = current; current = null; xhr.abort(); busy(false); }
   };
   $("new").onclick = function () {
-    conversationId = null; answers = 0; $("exchanges").textContent = ""; $("question").focus();
+    conversationId = null; replica = null; turns = []; answers = 0; $("exchanges").textContent = ""; $("question").focus();
   };
   start();
 })();
