@@ -35,6 +35,11 @@ def main(argv: list[str]) -> int:
         argv = [arg for arg in argv if arg != "--compare-native"]
         os.environ["APPLIANCE_BENCH_COMPARE_NATIVE"] = "1"
         argv = argv or ["model"]
+    if "--replicas" in argv:  # `serve --replicas N`: the serve benchmark with N replicas behind HAProxy
+        at = argv.index("--replicas")
+        os.environ["BENCH_SERVE_REPLICAS"] = argv[at + 1] if at + 1 < len(argv) else "2"
+        argv = argv[:at] + argv[at + 2:]
+        argv = argv or ["serve"]
     names = argv or sorted(p.stem for p in HERE.glob("*.py") if not p.stem.startswith("_"))
     unknown = [name for name in names if not (HERE / f"{name}.py").exists()]
     if unknown:

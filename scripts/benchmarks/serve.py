@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 ROUNDS = int(os.environ.get("BENCH_SERVE_ROUNDS", "5"))
+REPLICAS = int(os.environ.get("BENCH_SERVE_REPLICAS", "1"))  # `./scripts/bench serve --replicas 2`
 QUESTION = "How long should I boil water to make it safe to drink?"
 MAX_TOKENS = 64
 DOC = """Making water safe
@@ -92,8 +93,103 @@ def _stream(ai, model: str) -> tuple[float, float, int]:
     return (first or sent) - sent, tokens / max((last or sent) - (first or sent), 1e-6), tokens
 
 
+def _start(appliance: list[str], env: dict, *args: str) -> tuple[subprocess.Popen, int, str]:
+    port = _free_port()
+    server = subprocess.Popen(appliance + ["serve", "--port", str(port), "--no-qr", *args], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    model = ""
+    assert server.stdout is not None
+    for line in server.stdout:
+        if line.startswith("serving "):
+            model = line.split()[1]
+        if "/join?t=" in line:
+            break
+    return server, port, model
+
+
+def _crowd(url: str, keys: list[str], model: str, each: int) -> tuple[float, int]:
+    """Answers per minute with one client per key asking `each` questions; and how many failed."""
+    import openai
+
+    failures: list[str] = []
+
+    def client(k: str) -> None:
+        c = openai.OpenAI(base_url=url, api_key=k, timeout=600, max_retries=5)
+        for _ in range(each):
+            try:
+                _stream(c, model)
+            except openai.APIError as exc:
+                failures.append(str(exc))
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in keys]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return (len(keys) * each - len(failures)) / ((time.perf_counter() - started) / 60), len(failures)
+
+
+def replicas_run(count: int) -> None:
+    """N replicas on loopback (separate data dirs, one shelter) behind HAProxy, against one replica alone."""
+    import shutil
+
+    haproxy = shutil.which("haproxy")
+    if haproxy is None:
+        raise SystemExit("haproxy is not installed (apt-get install haproxy)")
+    appliance = [str(Path(sys.executable).parent / "appliance")]
+    with tempfile.TemporaryDirectory() as tmp:
+        doc = Path(tmp) / "water.txt"
+        doc.write_text(DOC)
+        envs = []
+        for n in range(count):
+            env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+            env.update(APPLIANCE_HOME=str(Path(tmp) / f"r{n}"), APPLIANCE_KB_FIELD_GUIDE="off", NO_COLOR="1")
+            subprocess.run(appliance + ["kb", "add", str(doc)], env=env, check=True, capture_output=True)
+            envs.append(env)
+        subprocess.run(appliance + ["serve", "shelter", "init"], env=envs[0], check=True, capture_output=True)
+        secret = Path(tmp) / "shelter.json"
+        subprocess.run(appliance + ["serve", "shelter", "export", str(secret)], env=envs[0], check=True,
+                       capture_output=True)
+        for env in envs[1:]:
+            subprocess.run(appliance + ["serve", "shelter", "join", str(secret)], env=env, check=True,
+                           capture_output=True)
+        keys = [subprocess.run(appliance + ["serve", "keys", "add", f"bench-{n}"], env=envs[0], check=True,
+                               capture_output=True, text=True).stdout.strip() for n in range(8)]
+        servers = [_start(appliance, env) for env in envs]
+        model = servers[0][2]
+        front = _free_port()
+        config = Path(tmp) / "shelter.cfg"
+        config.write_text(subprocess.run(
+            appliance + ["serve", "haproxy-config", "--listen", f"127.0.0.1:{front}", "--check-interval", "1",
+                         *[a for _, port, _ in servers for a in ("--replica", f"127.0.0.1:{port}")]],
+            env=envs[0], check=True, capture_output=True, text=True).stdout)
+        proxy = subprocess.Popen([haproxy, "-db", "-f", str(config)], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(3)
+            alone, failed_alone = _crowd(f"http://127.0.0.1:{servers[0][1]}/v1", keys, model, 3)
+            spread, failed_spread = _crowd(f"http://127.0.0.1:{front}/v1", keys, model, 3)
+        finally:
+            proxy.terminate()
+            for server, _, _ in servers:
+                server.terminate()
+                server.wait(30)
+    cores = os.cpu_count()
+    print(f"   model {model}, 8 clients x 3 questions, {MAX_TOKENS} tokens at most, all on this machine "
+          f"({cores} cores shared by every replica)")
+    print(f"   answers/min:  one replica {alone:.1f}, {count} replicas behind HAProxy {spread:.1f}: "
+          f"{spread / alone:.2f}x ({failed_alone} + {failed_spread} failed)")
+    print("   (replicas on one machine share its cores: the figure shows what HAProxy and the replicas cost, not "
+          "what laptops of their own would add)")
+
+
 def run() -> None:
     import openai
+
+    if REPLICAS > 1:
+        replicas_run(REPLICAS)
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
@@ -148,6 +244,21 @@ def run() -> None:
                 thread.join()
             together = (12 - len(failures)) / ((time.perf_counter() - started) / 60)
             busy = _rss_mb(server.pid)
+            freed = []
+            import httpx
+
+            for _ in range(3):  # a client that leaves mid-answer: how soon the engine is free again
+                with httpx.stream("POST", f"{url}/chat/completions", timeout=300,
+                                  headers={"Authorization": f"Bearer {key}"},
+                                  json={"model": model, "stream": True, "max_tokens": 400,
+                                        "messages": [{"role": "user", "content": "Tell me a long story."}]}) as r:
+                    for line in r.iter_lines():
+                        if '"content": "' in line and '"content": ""' not in line:
+                            break
+                left = time.perf_counter()
+                while httpx.get(f"http://127.0.0.1:{port}/health").json()["queue"]:
+                    time.sleep(0.005)
+                freed.append(time.perf_counter() - left)
         finally:
             server.terminate()
             server.wait(30)
@@ -162,6 +273,8 @@ def run() -> None:
           "(goal >= 0.97x)")
     print(f"   answers/min:  1 client {alone:.1f}, 4 clients at once {together:.1f}: {together / alone:.2f}x "
           f"(goal >= 0.95x; {len(failures)} refused or failed)")
+    print(f"   a client leaving mid-answer: the engine free again after {statistics.median(freed) * 1000:.0f} ms "
+          f"(median of 3; goal < 100 ms)")
     print(f"   memory:       server idle {idle:.0f} MiB (+ engine process {engine_idle:.0f} MiB), server after "
           f"answering {busy:.0f} MiB")
     print("   " + json.dumps({"http_first_s": round(http_first, 3), "local_first_s": round(local_first, 3),
