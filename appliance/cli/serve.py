@@ -95,7 +95,12 @@ def _keys(obj: Context):
 @pass_ctx
 def keys_add(obj: Context, name: str) -> None:
     """Issue a key for device NAME (shown once; only its hash is kept). Give it as `Authorization: Bearer KEY`
-    (OpenAI clients: api_key=KEY) or type it on the page."""
+    (OpenAI clients: api_key=KEY) or type it on the page.
+
+    \b
+    Example:
+      appliance serve keys add kitchen-tablet
+    """
     key = _keys(obj).add(name)
     click.echo(key)
     if not obj.quiet:
@@ -107,7 +112,12 @@ def keys_add(obj: Context, name: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_ctx
 def keys_list(obj: Context, as_json: bool) -> None:
-    """The devices that have (or had) a key, and how they got it."""
+    """The devices that have (or had) a key, and how they got it.
+
+    \b
+    Example:
+      appliance serve keys list --json
+    """
     devices = _keys(obj).list()
     if as_json:
         click.echo(dumps([{k: v for k, v in d.as_dict().items() if k != "key_sha256"} for d in devices]))
@@ -173,7 +183,12 @@ def shelter() -> None:
 @shelter.command("init")
 @pass_ctx
 def shelter_init(obj: Context) -> None:
-    """Make this laptop's shelter secret (once); keys made from now on are signed with it."""
+    """Make this laptop's shelter secret (once); keys made from now on are signed with it.
+
+    \b
+    Example:
+      appliance serve shelter init
+    """
     click.echo(f"shelter {_keys(obj).shelter.init()}: export it to the other laptops with "
                "`appliance serve shelter export FILE`")
 
@@ -182,7 +197,12 @@ def shelter_init(obj: Context) -> None:
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 @pass_ctx
 def shelter_export(obj: Context, file: Path) -> None:
-    """Write the shelter's secret and revocations to FILE (mode 600): carry it to the other laptops."""
+    """Write the shelter's secret and revocations to FILE (mode 600): carry it to the other laptops.
+
+    \b
+    Example:
+      appliance serve shelter export /media/usb/shelter.json
+    """
     import os
 
     text = _keys(obj).shelter.export()
@@ -196,7 +216,12 @@ def shelter_export(obj: Context, file: Path) -> None:
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @pass_ctx
 def shelter_join(obj: Context, file: Path) -> None:
-    """Join the shelter whose secret FILE holds (made by `shelter export`)."""
+    """Join the shelter whose secret FILE holds (made by `shelter export`).
+
+    \b
+    Example:
+      appliance serve shelter join /media/usb/shelter.json
+    """
     click.echo(f"joined shelter {_keys(obj).shelter.join(file.read_text(encoding='utf-8', errors='replace'))}")
 
 

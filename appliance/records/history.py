@@ -185,6 +185,11 @@ class History:
                                        answer_log.record_for(question, result, now))
         return conversation_id
 
+    def _has_device(self) -> bool:
+        """Whether conversations has its device column (migration 4): not in an old history opened read-only."""
+        rows = self._read("SELECT name FROM pragma_table_info('conversations')")
+        return any(row["name"] == "device" for row in rows)
+
     def latest(self) -> int | None:
         """The most recently updated conversation, for `appliance ask --continue`."""
         rows = self._read("SELECT id FROM conversations ORDER BY updated DESC, id DESC LIMIT 1")
@@ -193,10 +198,16 @@ class History:
     def conversations(self, limit: int = 100, device: str | None = None) -> list[dict[str, Any]]:
         """The most recent conversations (the owner: all of them, with the device that asked); `device`: only
         that served device's own."""
+        if not self._has_device():  # a history from before migration 4, read-only on a full disk
+            if device is not None:
+                return []
+            device_column = "NULL AS device"
+        else:
+            device_column = "c.device"
         where, params = ("WHERE c.device = ? ", (device, limit)) if device is not None else ("", (limit,))
         rows = self._read(
-            "SELECT c.id, c.title, c.created, c.updated, c.device, COUNT(m.id) AS messages FROM conversations c "
-            f"LEFT JOIN messages m ON m.conversation_id = c.id {where}GROUP BY c.id "
+            f"SELECT c.id, c.title, c.created, c.updated, {device_column}, COUNT(m.id) AS messages "
+            f"FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id {where}GROUP BY c.id "
             "ORDER BY c.updated DESC, c.id DESC LIMIT ?",
             params,
         )
@@ -204,7 +215,8 @@ class History:
 
     def conversation(self, conversation_id: int, device: str | None = None) -> dict[str, Any] | None:
         """One conversation; with `device`, only when that served device asked it (else None, as if absent)."""
-        rows = self._read("SELECT id, title, created, updated, device FROM conversations WHERE id = ?",
+        device_column = "device" if self._has_device() else "NULL AS device"
+        rows = self._read(f"SELECT id, title, created, updated, {device_column} FROM conversations WHERE id = ?",
                           (conversation_id,))
         if not rows or (device is not None and rows[0]["device"] != device):
             return None
