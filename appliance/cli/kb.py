@@ -59,9 +59,15 @@ def _say(message: str, quiet: bool) -> None:
     diag(clean_line(message), quiet)
 
 
-def _notices(obj: Context, knowledge) -> None:
+def _notices(obj: Context, knowledge) -> list[dict]:
+    """The library's notices, and the sources its searches named (a damaged archive not searched, a cited file
+    changed since it was added), each one line on stderr; returns those sources for --json."""
     for notice in knowledge.take_notices():
         _say(f"note: {notice}", obj.quiet)
+    named = knowledge.take_problems()
+    for state in named:
+        _say(f"note: {state.line()}", obj.quiet)
+    return [state.as_dict() for state in named]
 
 
 def _vectors_sound(obj: Context, knowledge) -> None:
@@ -170,23 +176,51 @@ def kb_search(obj: Context, query: str, k: int, as_json: bool) -> None:
         raise click.UsageError('the query is empty; try: appliance kb search "purify water"')
     knowledge = obj.services.kb
     _vectors_sound(obj, knowledge)
+    named: list[dict] = []
     try:
         hits = knowledge.search(query, k=k)
     finally:
-        _notices(obj, knowledge)
+        named = _notices(obj, knowledge)
     if as_json:
-        click.echo(dumps([hit.as_dict() for hit in hits]))
+        click.echo(dumps({"hits": [hit.as_dict() | {"source": _described(knowledge, hit.path)} for hit in hits],
+                          "source_problems": named}))
     else:
         for number, hit in enumerate(hits, 1):
             source = hit.source(number)
             click.echo(clean_line(f"{source.cite()}  ({hit.score:.3f})"))
             if hit.title and not hit.article:
                 click.echo("    " + clean_line(hit.title))
+            said = _said(_described(knowledge, hit.path))
+            if said:
+                click.echo("    " + clean_line(said))
             click.echo("    " + clean_line(hit.snippet))
         if not hits:
-            diag("the library has nothing on this", obj.quiet)
+            unsearched = [state for state in named if not state["searched"]]
+            if unsearched:
+                diag(f"nothing found in what could be searched; {len(unsearched)} "
+                     f"{'archive was' if len(unsearched) == 1 else 'archives were'} not searched (named above)",
+                     obj.quiet)
+            else:
+                diag("the library has nothing on this", obj.quiet)
     if not hits:
         sys.exit(EXIT_FAILURE)
+
+
+def _described(knowledge, path: str) -> dict:
+    """What a source's record says of it for a citation: title, publisher, license (where known), sha256."""
+    return knowledge.described(path)
+
+
+def _said(described: dict) -> str:
+    """`from "Title", published by X, license Y`: the facts a citation shows, those known only."""
+    parts = []
+    if described.get("title"):
+        parts.append(f"from \"{described['title']}\"")
+    if described.get("publisher"):
+        parts.append(f"published by {described['publisher']}")
+    if described.get("license"):
+        parts.append(f"license {described['license']}")
+    return ", ".join(parts)
 
 
 @kb.command("list")
@@ -203,6 +237,10 @@ def kb_list(obj: Context, as_json: bool) -> None:
 
     knowledge = obj.services.kb
     rows = field_guide.documents(knowledge)
+    states = {state.path: state for state in knowledge.check_sources()}
+    for row in rows:
+        state = states.get(row["path"])
+        row["state"] = state.as_dict() if state is not None else None
     if as_json:
         click.echo(dumps(rows))
         return
@@ -214,9 +252,15 @@ def kb_list(obj: Context, as_json: bool) -> None:
             guide = row["field_guide"]
             click.echo(clean_line(f"{'':19}the field guide {guide['version']} ({guide['date']}): "
                                   f"{guide['provenance']}; `appliance kb guide` lists its sections"))
+        state = states.get(row["path"])
+        if state is not None and state.problem:
+            click.echo(clean_line(f"{'':19}{state.state.upper()}: {state.detail}"
+                                  f"{'; not searched' if not state.searched else ''}; {state.fix}"))
     _notices(obj, knowledge)
     if not rows:
         diag("the library is empty; add files with: appliance kb add ~/manuals", obj.quiet)
+    elif all(state.problem and not state.searched for state in states.values()):
+        diag("nothing in the library can be searched now (named above)", obj.quiet)
 
 
 @kb.command("guide")
@@ -290,6 +334,117 @@ def kb_stats(obj: Context, as_json: bool) -> None:
     click.echo(f"documents: {stats['documents']}\nchunks:    {stats['chunks']}\nzims:      {stats['zims']}\n"
                f"size:      {stats['size_bytes'] / 1e6:.1f} MB")
     click.echo(clean_line(f"directory: {stats['directory']}"))
+
+
+@kb.command("show")
+@click.argument("source")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def kb_show(obj: Context, source: str, as_json: bool) -> None:
+    """Where one source came from: its sha256, size, origin, when it was added, what the file says of itself.
+
+    
+    Each fact says where it was read (a ZIM's metadata, a PDF's document information,
+    an EPUB's package metadata); what the file does not say is shown as unknown. The
+    state now is checked too (a stat; a hash only if its size or date changed).
+    SOURCE is its path, or a file name only one source in the library has.
+    Examples:
+      appliance kb show /media/usb/wikipedia_en_medicine.zim
+      appliance kb show first-aid.pdf --json
+    """
+    knowledge = obj.services.kb
+    try:
+        row, state = knowledge.source_record(source)
+    except KBUsageError as exc:
+        raise click.UsageError(str(exc)) from None
+    row["state"] = state.as_dict()
+    if as_json:
+        click.echo(dumps(row))
+        return
+    rec = row["record"]
+    held = ("registered, searched through its own index" if row["mode"] == "registered"
+            else f"{row['chunks']} passages in the library")
+    lines = [f"{row['path']}", f"  kind:      {row['kind']} ({held})", f"  title:     {row['title']}",
+             f"  added:     {_when(row['added'])}"]
+    if not rec["recorded"]:
+        lines.append("  record:    none (added before the library kept provenance); `appliance kb verify` starts one")
+    else:
+        lines.append(f"  size:      {rec['size']:,} bytes" if rec.get("size") is not None else "  size:      unknown")
+        if rec["sha256"]:
+            lines.append(f"  sha256:    {rec['sha256']}")
+            lines.append(f"             taken by {rec['hashed_by'] or '?'} on {_when(rec['hashed'])}")
+        else:
+            lines.append("  sha256:    unknown (never hashed: `appliance kb verify` takes it)")
+        lines.append(f"  origin:    {_origin(rec['origin'])}")
+        for name, entry in rec["facts"].items():
+            lines.append(f"  {name + ':':<10} {entry['value']}   (from {entry['from']})")
+        for name in rec["unknown"]:
+            lines.append(f"  {name + ':':<10} unknown (the file does not say)")
+        if rec.get("verified"):
+            lines.append(f"  verified:  {_when(rec['verified'])}: {rec['verdict']}"
+                         f"{' (' + rec['detail'] + ')' if rec.get('detail') else ''}")
+    lines.append(f"  now:       {state.state}{' (' + state.detail + ')' if state.detail else ''}")
+    for line in lines:
+        click.echo(clean_line(line))
+    if state.problem:
+        click.echo(clean_line(f"  fix:       {state.fix}"))
+
+
+def _when(stamp) -> str:
+    if not stamp:
+        return "unknown"
+    return datetime.datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M")
+
+
+def _origin(origin: dict) -> str:
+    kind = origin.get("kind", "unknown")
+    if kind == "url":
+        entry = origin.get("catalog") or {}
+        name = f" (catalog entry {entry.get('name')})" if entry.get("name") else ""
+        return f"downloaded from {origin.get('url', '?')}{name}"
+    if kind == "pack":
+        return f"imported from the knowledge pack {origin.get('pack', '?')}"
+    if kind == "folder":
+        return f"copied from {origin.get('path', '?')} (`kb download --from`)"
+    if kind == "path":
+        adopted = f"; {origin['recorded']}" if origin.get("recorded") else ""
+        return f"added from its path{adopted}"
+    return "unknown"
+
+
+@kb.command("verify")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def kb_verify(obj: Context, as_json: bool) -> None:
+    """Re-hash every source in the library and compare it with its record.
+
+    
+    Names each file that changed since it was added, cannot be read, or is missing;
+    a ZIM archive is also opened. Exit 3 (integrity) when any did. Searches only
+    look at sizes and dates; this reads every byte (a progress bar for big files).
+    Example:
+      appliance kb verify
+    """
+    from appliance.cli.support import hash_progress
+
+    knowledge = obj.services.kb
+    update, bar = hash_progress("verifying the library's sources", obj.quiet)
+    with bar:
+        states = knowledge.verify_sources((lambda done, total, _name: update(done, total)) if update else None)
+    if as_json:
+        click.echo(dumps({"sources": [state.as_dict() for state in states],
+                          "ok": not any(state.problem for state in states)}))
+    else:
+        for state in states:
+            mark = "ok     " if not state.problem else state.state.upper().ljust(7)
+            click.echo(clean_line(f"{mark} {state.path}{': ' + state.detail if state.detail else ''}"))
+            if state.problem:
+                click.echo(clean_line(f"        {state.fix}"))
+        bad = [state for state in states if state.problem]
+        click.echo(f"{len(states) - len(bad)} of {len(states)} sources verified" if states
+                   else "the library has no sources")
+    if any(state.problem for state in states):
+        raise IntegrityError(f"{sum(state.problem for state in states)} source(s) do not match their record")
 
 
 @kb.command("remove")

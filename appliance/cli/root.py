@@ -236,7 +236,8 @@ def ask(obj: Context, question: str | None, model_name: str | None, max_tokens: 
         elif run.sources:
             click.echo("\nPassages given to the model (none of them backs the answer):")
         for source in cited or run.sources:
-            click.echo(clean_line(source.cite()))
+            said = source.provenance()
+            click.echo(clean_line(source.cite() + (f" ({said})" if said else "")))
         timings = result["timings"]
         if timings.get("tokens_per_s"):
             diag(f"[{result['model']['name']}: {timings['tokens']} tokens, {timings['tokens_per_s']} tokens/s]",
