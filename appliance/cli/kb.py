@@ -579,3 +579,158 @@ def kb_import(obj: Context, folder: Path, as_json: bool) -> None:
         return
     click.echo(clean_line(f"imported {report.documents} documents ({report.chunks} passages), "
                           f"{report.skipped} already there, {report.replaced} replaced, from {folder}"))
+
+
+def _gb(n: int | None) -> str:
+    if n is None:
+        return "size unknown"
+    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.0f} MB"
+
+
+@kb.command("catalog")
+@click.option("--to", "target", type=click.Path(path_type=Path), help="Where the archives would go (for the free "
+              "space; default: the data folder's archives/).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def kb_catalog(obj: Context, target: Path | None, as_json: bool) -> None:
+    """The survival starter set: Kiwix ZIM archives worth having, with sizes and what fits.
+
+    \b
+    First aid and medicine, water, food, post-disaster, repair, travel and maps. Each
+    with its Kiwix name, publisher, language, license as published (and where that
+    comes from), approximate size and what it is good for. Sizes are approximate (see
+    the note); `kb download --dry-run NAME` shows the catalog's real length.
+    Fetch them with `appliance kb download NAME...` (online), or from a folder
+    (a USB stick) with `appliance kb download --from DIR NAME...`.
+    Example:
+      appliance kb catalog
+    """
+    from appliance.cli import archives as fetching
+    from kb import archives
+
+    shipped = archives.catalog()
+    folder = target or obj.services.paths.archives
+    free = fetching.free_bytes(folder)
+    held = {Path(d["path"]).name for d in obj.services.kb.documents() if d["kind"] == "zim"}
+    rows, left = [], free
+    for entry in shipped.entries:
+        here = next((name for name in sorted(held) if name.startswith(entry.name + "_")), None)
+        fits = None if free is None or entry.approx_bytes is None else entry.approx_bytes <= free
+        if here is None and left is not None and entry.approx_bytes is not None:
+            left -= entry.approx_bytes
+        rows.append(entry.as_dict() | {"fits_free_disk": fits, "in_library": here})
+    total = sum(entry.approx_bytes or 0 for entry in shipped.entries)
+    if as_json:
+        click.echo(dumps({"entries": rows, "size_basis": shipped.size_basis, "hash_source": shipped.hash_source,
+                          "method": shipped.method, "folder": str(folder), "free_bytes": free,
+                          "approx_total_bytes": total, "all_fit": None if left is None else left >= 0}))
+        return
+    for row in rows:
+        name = row["name"] + (f" ({row['flavour']})" if row["flavour"] else "")
+        room = ("in the library" if row["in_library"] else "fits" if row["fits_free_disk"]
+                else "unknown" if row["fits_free_disk"] is None else "does NOT fit")
+        click.echo(clean_line(f"{row['topic']:<26} {name:<34} ~{_gb(row['approx_bytes']):>8}  {room}"))
+        click.echo(clean_line(f"{'':27}{row['title']}: {row['good_for']}"))
+        click.echo(clean_line(f"{'':27}published by {row['publisher']} ({row['creator']}), {row['language']}; "
+                              f"license {row['license']['text']} ({row['license']['basis']})"))
+    where = "free disk unknown" if free is None else f"{_gb(free)} free"
+    click.echo(clean_line(f"the whole set: ~{_gb(total)}; {where} at {folder}"
+                          + ("" if left is None else " (all fit)" if left >= 0 else " (not all fit)")))
+    click.echo(clean_line(f"sizes: {shipped.size_basis}"))
+    click.echo(clean_line(f"hashes: {shipped.hash_source}"))
+
+
+@kb.command("download")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--from", "source", type=click.Path(path_type=Path), help="Take the archives from this folder (a USB "
+              "stick) instead of the network, with the same checks (the .sha256 or .meta4 beside each file).")
+@click.option("--to", "target", type=click.Path(path_type=Path), help="Where to keep the archives (default: the data "
+              "folder's archives/).")
+@click.option("--dry-run", is_flag=True, help="Show what would be fetched and its size; fetch nothing but the feed.")
+@click.option("--catalog", "catalog_url", help="The Kiwix OPDS catalog's base URL (default "
+              "https://library.kiwix.org, or APPLIANCE_KIWIX_CATALOG).")
+@click.option("--no-register", is_flag=True, help="Only fetch and check (e.g. onto a USB stick for another machine).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def kb_download(obj: Context, names: tuple[str, ...], source: Path | None, target: Path | None, dry_run: bool,
+                catalog_url: str | None, no_register: bool, as_json: bool) -> None:
+    """Fetch Kiwix ZIM archives, check their sha256, register them: online (the only other one).
+
+    \b
+    NAME is a Kiwix name (`appliance kb catalog` lists the starter set) or an archive's
+    URL. The OPDS catalog says which file is current; the mirror's .sha256 (or .meta4)
+    beside it is read before the file is fetched, and the file is checked against it
+    before it is renamed into place: a mismatch deletes the partial file (exit 3).
+    Resumable: run it again after a cut link. With --from DIR nothing goes online:
+    each archive is taken from that folder, checked against the .sha256 / .meta4
+    beside it there.
+    Examples:
+      appliance kb download zimgit-water_en wikipedia_en_medicine
+      appliance kb download --dry-run ifixit_en_all
+      appliance kb download --to /media/usb/archives --no-register zimgit-water_en
+      appliance kb download --from /media/usb/archives zimgit-water_en
+    """
+    from appliance.cli import archives as fetching
+    from appliance.cli.support import hash_progress
+
+    folder = target or obj.services.paths.archives
+    fetched: list[fetching.Fetched] = []
+    if source is not None:
+        if dry_run:
+            found = [fetching.find_in_folder(source, name) for name in names]
+            rows = [{"asked": n, "file": str(p), "length": p.stat().st_size} for n, p in zip(names, found, strict=True)]
+            _dry_run(rows, folder, as_json)
+            return
+        for name in names:
+            path = fetching.find_in_folder(source, name)
+            update, bar = hash_progress(f"checking and copying {path.name}", obj.quiet)
+            with bar:
+                fetched.append(fetching.take_from_folder(path, folder, update))
+    else:
+        from appliance.system.online import online
+
+        base = fetching.catalog_base(catalog_url)
+        with online("appliance kb download: the catalog"):
+            plans = fetching.plan(list(names), base)
+        if dry_run:
+            _dry_run([item.as_dict() for item in plans], folder, as_json)
+            return
+        for item in plans:
+            update, bar = hash_progress(f"downloading {item.file}", obj.quiet)
+            with bar:
+                fetched.append(fetching.download(item, folder, update))
+    report = None
+    if not no_register:
+        knowledge = obj.services.kb
+        report = knowledge.add([f.path for f in fetched], origins={str(f.path): f.origin | {"sha256": f.sha256}
+                                                                   for f in fetched})
+        _notices(obj, knowledge)
+    if as_json:
+        click.echo(dumps({"archives": [{"path": str(f.path), "sha256": f.sha256, "sha256_from": f.sha256_from,
+                                        "already_there": f.reused, "origin": f.origin} for f in fetched],
+                          "registered": report.as_dict() if report is not None else None}))
+    else:
+        for f in fetched:
+            verb = "already there" if f.reused else "fetched"
+            click.echo(clean_line(f"{verb} {f.path} ({_gb(f.path.stat().st_size)}): sha256 matches {f.sha256_from}"))
+        if report is not None:
+            click.echo(f"registered: {report.added} new, {report.replaced} replaced, {report.skipped} unchanged")
+            for path, reason in report.failed:
+                click.echo(clean_line(f"FAILED    {path}: {reason}"))
+    if report is not None and report.failed:
+        sys.exit(EXIT_FAILURE)
+
+
+def _dry_run(rows: list[dict], folder: Path, as_json: bool) -> None:
+    from appliance.cli import archives as fetching
+
+    free = fetching.free_bytes(folder)
+    total = sum(row.get("length") or 0 for row in rows)
+    if as_json:
+        click.echo(dumps({"would_fetch": rows, "total_bytes": total, "folder": str(folder), "free_bytes": free}))
+        return
+    for row in rows:
+        click.echo(clean_line(f"would fetch {row['asked']}: {row['file']} ({_gb(row.get('length'))})"
+                              + (f" from {row['url']}" if row.get("url") else "")))
+    click.echo(clean_line(f"in all {_gb(total)} into {folder}"
+                          + ("" if free is None else f" ({_gb(free)} free)")))

@@ -324,7 +324,10 @@ _register_subcommands()
 def _command_path(args: list[str]) -> str:
     """The subcommand names of a command line ("models download"), options skipped. Neither the top-level group
     nor `models` takes an option with a value, so the first two words are the path; a misread only ever locks."""
-    return " ".join([arg for arg in args if not arg.startswith("-")][:2])
+    path = " ".join([arg for arg in args if not arg.startswith("-")][:2])
+    if path == "kb download" and any(arg == "--from" or arg.startswith("--from=") for arg in args):
+        return "kb download --from"  # from a folder: no network at all, so the lock stays on
+    return path
 
 
 def _lock_network(args: list[str]) -> None:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 # Commands that must reach the network: never locked. A command path is the subcommand names, space-separated.
-ONLINE_COMMANDS = frozenset({"models download", "models install-pack"})
+ONLINE_COMMANDS = frozenset({"models download", "models install-pack", "kb download"})
 LOCK_ENV = "APPLIANCE_AIRGAP_LOCK"
 REFUSED_ERRNO = errno.EPERM
 # Linux's values (the socket module is not imported at start-up: it costs ms)
