@@ -285,7 +285,7 @@ class KnowledgeBase:
         others are named (take_problems, take_notices), never searched as if whole or silently left out."""
         usable = []
         rows = self.store.documents(mode="registered")
-        for state in self.check_sources({d.path for d in rows}):
+        for state in self._check_rows(rows, self.store.source, provenance.REHASH_MAX):
             if state.searched:
                 try:
                     self.zims.archive(state.path)
@@ -316,13 +316,17 @@ class KnowledgeBase:
     def check_sources(self, paths: set[str] | None = None,
                       rehash_max: int = provenance.REHASH_MAX) -> list[provenance.SourceState]:
         """The state of every ready source (or those at `paths`) now: a stat each, a hash only when its size or
-        mtime changed (kb.provenance.check); remembered in this process while the stat stays the same."""
-        rows = self.store.documents()
-        records = self.store.sources()
+        mtime changed (kb.provenance.check); remembered in this process while the stat stays the same. With
+        `paths`, only those documents and records are read (a search checks its archives and cited files)."""
+        if paths is None:
+            records = self.store.sources()
+            return self._check_rows(self.store.documents(), records.get, rehash_max)
+        rows = {row.id: row for row in (self.store.ready_document(path) for path in paths) if row is not None}
+        return self._check_rows(list(rows.values()), self.store.source, rehash_max)
+
+    def _check_rows(self, rows, record_of, rehash_max: int) -> list[provenance.SourceState]:
         out = []
         for row in rows:
-            if paths is not None and row.path not in paths and shown(row.path) not in paths:
-                continue
             try:
                 info = os.stat(row.path)
                 key: tuple = (info.st_size, info.st_mtime_ns, info.st_ino)
@@ -333,7 +337,7 @@ class KnowledgeBase:
             if cached is not None and cached[0] == key and key:
                 out.append(cached[1])
                 continue
-            state, updated = provenance.check(row, records.get(row.path), rehash_max)
+            state, updated = provenance.check(row, record_of(row.path), rehash_max)
             if updated is not None:
                 try:
                     self.store.put_source(updated)

@@ -58,7 +58,8 @@ class SourceState:
     path: str  # as shown
     kind: str
     mode: str  # 'ingested' or 'registered'
-    state: str  # ok, changed, unreadable, missing, unverified, kept (imported from a pack: no file here)
+    state: str  # ok, changed, unreadable, missing, unverified, kept (an ingested document whose file is not here:
+    # imported from a pack, or gone from its path; its passages are the library's own copy)
     detail: str = ""
 
     @property
@@ -164,6 +165,10 @@ def check(row: DocRow, rec: SourceRow | None, rehash_max: int = REHASH_MAX,
             if origin.get("kind") == "pack":
                 state.state, state.detail = KEPT, (f"imported from the knowledge pack {origin.get('pack', '?')}; "
                                                    "its passages are in the library, the file is not on this machine")
+                return state, None
+            if row.mode == "ingested":  # its passages, read and hashed when it was added, are the library's own
+                state.state, state.detail = KEPT, ("the file is no longer at its path (an unplugged drive?); its "
+                                                   "passages, hashed when it was added, are in the library")
                 return state, None
             state.state, state.detail = MISSING, "no file at its path any more"
         else:

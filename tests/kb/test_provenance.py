@@ -242,3 +242,14 @@ def test_answers_carry_what_the_archive_states_and_its_hash(appliance_home, wiki
     hit = json.loads(_run("kb", "search", "--json", QUERY).stdout)["hits"][0]
     assert hit["source"]["sha256"] == _sha(wiki) and hit["source"]["from"]["publisher"] == (
         "the ZIM's metadata (M/Publisher)")
+
+
+def test_an_ingested_file_gone_from_its_path_is_kept_not_a_problem(make_kb, library):
+    knowledge = make_kb()
+    water = library / "manuals" / "water.md"
+    knowledge.add([water])
+    water.unlink()  # the drive it was on unplugged: its passages are the library's own copy
+    assert knowledge.search("how many drops of bleach per litre of water", k=1)
+    assert knowledge.take_problems() == []
+    (state,) = knowledge.check_sources()
+    assert state.state == "kept" and not state.problem and "no longer at its path" in state.detail
