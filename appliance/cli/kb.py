@@ -236,11 +236,7 @@ def kb_list(obj: Context, as_json: bool) -> None:
     from appliance.answering import field_guide
 
     knowledge = obj.services.kb
-    rows = field_guide.documents(knowledge)
-    states = {state.path: state for state in knowledge.check_sources()}
-    for row in rows:
-        state = states.get(row["path"])
-        row["state"] = state.as_dict() if state is not None else None
+    rows = field_guide.documents(knowledge)  # each with its state now
     if as_json:
         click.echo(dumps(rows))
         return
@@ -252,14 +248,14 @@ def kb_list(obj: Context, as_json: bool) -> None:
             guide = row["field_guide"]
             click.echo(clean_line(f"{'':19}the field guide {guide['version']} ({guide['date']}): "
                                   f"{guide['provenance']}; `appliance kb guide` lists its sections"))
-        state = states.get(row["path"])
-        if state is not None and state.problem:
-            click.echo(clean_line(f"{'':19}{state.state.upper()}: {state.detail}"
-                                  f"{'; not searched' if not state.searched else ''}; {state.fix}"))
+        state = row["state"]
+        if state is not None and state["fix"]:
+            click.echo(clean_line(f"{'':19}{state['state'].upper()}: {state['detail']}"
+                                  f"{'; not searched' if not state['searched'] else ''}; {state['fix']}"))
     _notices(obj, knowledge)
     if not rows:
         diag("the library is empty; add files with: appliance kb add ~/manuals", obj.quiet)
-    elif all(state.problem and not state.searched for state in states.values()):
+    elif all(row["state"] is not None and not row["state"]["searched"] for row in rows):
         diag("nothing in the library can be searched now (named above)", obj.quiet)
 
 
@@ -702,7 +698,7 @@ def kb_download(obj: Context, names: tuple[str, ...], source: Path | None, targe
     report = None
     if not no_register:
         knowledge = obj.services.kb
-        report = knowledge.add([f.path for f in fetched], origins={str(f.path): f.origin | {"sha256": f.sha256}
+        report = knowledge.add([f.path for f in fetched], origins={str(f.path): f.origin | {"sha256_checked": f.sha256}
                                                                    for f in fetched})
         _notices(obj, knowledge)
     if as_json:
