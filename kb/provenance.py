@@ -181,7 +181,7 @@ def check(row: DocRow, rec: SourceRow | None, rehash_max: int = REHASH_MAX,
         state.state, state.detail = UNREADABLE, "not a regular file any more"
         return state, None
     size = rec.size if rec and rec.size is not None else row.size
-    known = rec.sha256 if rec else (row.sha256 if row.mode == "ingested" else None)
+    known = rec.sha256 if rec else (None if row.sha256.startswith("zim:") else row.sha256)
     if size is not None and info.st_size != size:
         state.state = CHANGED
         state.detail = f"{_size(info.st_size)} now, {_size(size)} when it was added{_opens(row)}"
@@ -219,4 +219,15 @@ def check(row: DocRow, rec: SourceRow | None, rehash_max: int = REHASH_MAX,
         if opened:
             state.state, state.detail = UNREADABLE, opened.lstrip("; ")
             return state, None
+        if not updated.facts:  # registered before its metadata was kept: read it now
+            updated.facts = _archive_facts(row)
     return state, updated
+
+
+def _archive_facts(row: DocRow) -> dict:
+    from kb.readers.zim import open_archive
+
+    try:
+        return zim_facts(open_archive(Path(row.path)))
+    except ReadError:
+        return {}

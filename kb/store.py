@@ -98,7 +98,7 @@ MIGRATIONS = {
     # when added, origin, what the file itself says (facts, each with where it came from), the last verify.
     # Documents added before it are adopted with what was known: an ingested file's content hash (taken by the
     # ingest when it was added), its size; no mtime (the first check re-hashes a small file), a ZIM no sha256
-    # (its identity was its UUID and size: `kb verify` takes the hash).
+    # (its identity was its UUID and size, "zim:<uuid>:<size>", registered or ingested whole: a check takes the hash).
     2: """
 CREATE TABLE IF NOT EXISTS sources(
     path TEXT PRIMARY KEY,
@@ -115,9 +115,9 @@ CREATE TABLE IF NOT EXISTS sources(
     detail TEXT NOT NULL DEFAULT ''
 );
 INSERT OR IGNORE INTO sources(path, sha256, size, hashed, hashed_by, origin, added)
-    SELECT path, CASE WHEN mode = 'registered' THEN NULL ELSE sha256 END, size,
-           CASE WHEN mode = 'registered' THEN NULL ELSE added END,
-           CASE WHEN mode = 'registered' THEN '' ELSE 'ingest' END,
+    SELECT path, CASE WHEN sha256 LIKE 'zim:%' THEN NULL ELSE sha256 END, size,
+           CASE WHEN sha256 LIKE 'zim:%' THEN NULL ELSE added END,
+           CASE WHEN sha256 LIKE 'zim:%' THEN '' ELSE 'ingest' END,
            json_object('kind', 'path', 'path', path, 'recorded', 'adopted: added before provenance was kept'),
            added
     FROM documents WHERE state = 'ready';

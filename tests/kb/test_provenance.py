@@ -149,6 +149,7 @@ def test_an_older_library_is_upgraded_and_its_sources_adopted(make_kb, library, 
     assert reopened.store.source(str(water)).mtime_ns == water.stat().st_mtime_ns
     assert states[str(wiki)].state == "ok" and "taken now" in states[str(wiki)].detail
     assert reopened.store.source(str(wiki)).sha256 == _sha(wiki)
+    assert reopened.store.source(str(wiki)).facts["Title"]["value"] == "Survival Wiki"  # its metadata read then
 
 
 def test_a_pack_carries_provenance_to_the_importing_library(make_kb, library, tmp_path):
