@@ -278,3 +278,23 @@ def test_the_real_command_goes_online_with_the_lock_on_by_default(appliance_home
     assert "sha256 matches" in done.stdout and "registered: 1 new" in done.stdout
     found = run_appliance("kb", "search", QUERY, env=env)
     assert found.returncode == 0 and FILE in found.stdout
+
+
+def test_from_a_folder_under_strace_makes_no_inet_connection(appliance_home, mirror, tmp_path):
+    """`kb download --from DIR`, `kb verify` and `kb show` in a network namespace, watched by strace: no
+    AF_INET/AF_INET6 connect attempt at all (the lock is on for them too)."""
+    from tests.airgap import run_offline
+
+    stick = tmp_path / "usb"
+    stick.mkdir()
+    (stick / FILE).write_bytes(mirror.content)
+    (stick / f"{FILE}.meta4").write_bytes(mirror.meta4("http://127.0.0.1:1"))
+    runs = [run_offline("kb", "download", "--from", str(stick), NAME, trace_file=tmp_path / "from.trace"),
+            run_offline("kb", "verify", trace_file=tmp_path / "verify.trace"),
+            run_offline("kb", "show", FILE, trace_file=tmp_path / "show.trace")]
+    for traced in runs:
+        assert traced.result.returncode == 0, traced.result.stderr
+        assert "execve(" in traced.trace, "strace recorded nothing; the trace is not working"
+        assert traced.inet_attempts == []
+    assert "sha256 matches" in runs[0].result.stdout and f"{FILE}.meta4" in runs[0].result.stdout
+    assert "1 of 1 sources verified" in runs[1].result.stdout
