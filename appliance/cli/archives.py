@@ -77,7 +77,10 @@ def plan(names: list[str], base: str) -> list[Plan]:
     for name in names:
         if urllib.parse.urlsplit(name).scheme in ("http", "https"):
             url, metalink = (name[: -len(".meta4")], name) if name.endswith(".meta4") else (name, "")
-            archives.file_name(url)  # refused here when it names no .zim
+            try:
+                archives.file_name(url)  # refused here when it names no .zim
+            except CatalogError as exc:
+                raise UsageError(str(exc)) from None
             out.append(Plan(name, None, None, url, None, metalink))
             continue
         entry = shipped.find(name)

@@ -691,6 +691,11 @@ def kb_download(obj: Context, names: tuple[str, ...], source: Path | None, targe
         if dry_run:
             _dry_run([item.as_dict() for item in plans], folder, as_json)
             return
+        free = fetching.free_bytes(folder)
+        needed = sum(item.length or 0 for item in plans)
+        if free is not None and needed > free:
+            raise ApplianceError(f"the archives need {_gb(needed)}, {_gb(free)} free at {folder}; free some space "
+                                 "or choose another folder with --to")
         for item in plans:
             update, bar = hash_progress(f"downloading {item.file}", obj.quiet)
             with bar:

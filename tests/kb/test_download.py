@@ -36,6 +36,7 @@ class Mirror:
     cut_first_after: int | None = None  # close the first file response after this many bytes
     sidecar: bool = True  # serve <file>.sha256 (else only the .meta4 has the hash)
     requests: list[tuple[str, str]] = field(default_factory=list)  # (path, Range header)
+    announced: int | None = None  # the length the feed announces (default: the real one)
 
     def feed(self, host: str) -> bytes:
         return f"""<?xml version="1.0" encoding="UTF-8"?>
@@ -54,7 +55,7 @@ class Mirror:
     <name>{NAME}</name><flavour></flavour><language>eng</language>
     <publisher><name>openZIM</name></publisher>
     <link rel="http://opds-spec.org/acquisition/open-access" type="application/x-zim"
-          href="/download/zim/{FILE}.meta4" length="{len(self.content)}"/>
+          href="/download/zim/{FILE}.meta4" length="{self.announced or len(self.content)}"/>
   </entry>
 </feed>""".encode()
 
@@ -217,6 +218,14 @@ def test_dry_run_reads_the_feed_only(appliance_home, mirror, offline_proxy):
     assert _files(appliance_home / "archives") == []
     text = _run("kb", "download", "--catalog", mirror.base, "--dry-run", NAME)
     assert f"would fetch {NAME}: {FILE}" in text.stdout
+
+
+def test_an_archive_larger_than_the_free_disk_is_refused_before_it_is_fetched(appliance_home, mirror,
+                                                                              offline_proxy):
+    mirror.announced = 10**15  # a petabyte
+    done = _run("kb", "download", "--catalog", mirror.base, NAME)
+    assert done.exit_code == 1 and "free some space or choose another folder with --to" in done.output
+    assert not any(path.startswith("/download/") for path, _ in mirror.requests)
 
 
 def test_an_unknown_name_is_one_line(appliance_home, mirror, offline_proxy):
