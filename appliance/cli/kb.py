@@ -190,7 +190,7 @@ def kb_search(obj: Context, query: str, k: int, as_json: bool) -> None:
             click.echo(clean_line(f"{source.cite()}  ({hit.score:.3f})"))
             if hit.title and not hit.article:
                 click.echo("    " + clean_line(hit.title))
-            said = _said(_described(knowledge, hit.path))
+            said = _said(_described(knowledge, hit.path), hit.title)
             if said:
                 click.echo("    " + clean_line(said))
             click.echo("    " + clean_line(hit.snippet))
@@ -211,10 +211,11 @@ def _described(knowledge, path: str) -> dict:
     return knowledge.described(path)
 
 
-def _said(described: dict) -> str:
-    """`from "Title", published by X, license Y`: the facts a citation shows, those known only."""
+def _said(described: dict, shown_title: str = "") -> str:
+    """`from "Title", published by X, license Y`: the facts a citation shows, those known only (a title the hit
+    shows already is not repeated)."""
     parts = []
-    if described.get("title"):
+    if described.get("title") and described["title"] != shown_title:
         parts.append(f"from \"{described['title']}\"")
     if described.get("publisher"):
         parts.append(f"published by {described['publisher']}")
