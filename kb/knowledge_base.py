@@ -402,6 +402,12 @@ class KnowledgeBase:
             self._described[path] = out
         return out
 
+    def records(self) -> list[dict]:
+        """Every ready source as `documents()` gives it, with its provenance record (`record`, as `kb show`)."""
+        records = self.store.sources()
+        return [_document_dict(row) | {"record": _record_dict(records.get(row.path), row)}
+                for row in self.store.documents()]
+
     def source_record(self, path: str | Path) -> tuple[dict, provenance.SourceState] | None:
         """`kb show`: one source's document row, provenance record and state now, found by its path (as given or
         made absolute) or, when that names none, by a file name only one source has."""
