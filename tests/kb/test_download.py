@@ -307,3 +307,20 @@ def test_from_a_folder_under_strace_makes_no_inet_connection(appliance_home, mir
         assert traced.inet_attempts == []
     assert "sha256 matches" in runs[0].result.stdout and f"{FILE}.meta4" in runs[0].result.stdout
     assert "1 of 1 sources verified" in runs[1].result.stdout
+
+
+def test_the_download_reports_its_progress_and_resumes_where_it_was_cut(mirror, offline_proxy, tmp_path):
+    """system/fetch on its own: the progress callback (what the bar shows) rises to the file's length, across
+    the cut and the resumed request."""
+    from appliance.system import fetch
+
+    mirror.cut_first_after = len(mirror.content) // 3
+    seen: list[tuple[int, int]] = []
+    partial = tmp_path / "x.zim.partial"
+    waits: list[float] = []
+    size = fetch.fetch(f"{mirror.base}/download/zim/{FILE}", partial, len(mirror.content),
+                       lambda done, total: seen.append((done, total)), sleep=waits.append)
+    assert size == len(mirror.content) and partial.read_bytes() == mirror.content
+    assert seen and all(total == len(mirror.content) for _, total in seen)
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen) and seen[-1][0] == len(mirror.content)
+    assert len(waits) == 1  # one pause before the resumed request
