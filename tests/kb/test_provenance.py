@@ -254,3 +254,13 @@ def test_an_ingested_file_gone_from_its_path_is_kept_not_a_problem(make_kb, libr
     assert knowledge.take_problems() == []
     (state,) = knowledge.check_sources()
     assert state.state == "kept" and not state.problem and "no longer at its path" in state.detail
+
+
+def test_ask_says_the_damaged_archive_on_stderr_before_anything_else(appliance_home, wiki):
+    assert _run("kb", "add", str(wiki)).exit_code == 0
+    _truncate(wiki)
+    asked = _run("ask", "--quote-only", QUERY)
+    assert asked.exit_code == 0, asked.output
+    assert f"archive {wiki} has changed since it was added" in asked.stderr and "not searched" in asked.stderr
+    assert "Nothing found in what the library could search (1 not searched" in asked.stderr
+    assert "The library has nothing on this" not in asked.stderr
