@@ -39,6 +39,11 @@ class Paths:
         return self.home / "kb"
 
     @property
+    def archives(self) -> Path:
+        """ZIM archives fetched by `appliance kb download` (registered in the library from here)."""
+        return self.home / "archives"
+
+    @property
     def history(self) -> Path:
         return self.home / "history.sqlite"
 

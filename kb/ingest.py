@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 
-from kb import diskspace, files, readers, recovery
+from kb import diskspace, files, provenance, readers, recovery
 from kb.chunking import chunk_document, embedding_text
 from kb.embedder import DIM
 from kb.errors import DiskFull, KBError, ReadError, VectorIndexError
@@ -123,9 +123,12 @@ def estimate(knowledge: IngestParts, paths: list[Path], full_zim: bool) -> int:
 
 
 def run(knowledge: IngestParts, paths: list[Path], progress: Callable[[IngestProgress], None] | None,
-        cancel: threading.Event | None, full_zim: bool) -> IngestReport:
-    """One batch. The caller holds the writer lock and has replayed the journal."""
-    return _Batch(knowledge, progress, cancel, full_zim).run(paths)
+        cancel: threading.Event | None, full_zim: bool, origins: dict[str, dict] | None = None) -> IngestReport:
+    """One batch. The caller holds the writer lock and has replayed the journal. `origins`: absolute path -> where
+    that file came from (a URL and its catalog entry), for its provenance record; others came from their path."""
+    batch = _Batch(knowledge, progress, cancel, full_zim)
+    batch.origins = dict(origins or {})
+    return batch.run(paths)
 
 
 class _Batch:
@@ -144,6 +147,7 @@ class _Batch:
         self.total_bytes = 1
         self.files: list[Path] = []
         self.index = 0  # the file in hand
+        self.origins: dict[str, dict] = {}
 
     # --- the batch --------------------------------------------------------------------------------------------
     def run(self, paths: list[Path]) -> IngestReport:
@@ -242,21 +246,27 @@ class _Batch:
         if kind is None:
             raise ReadError(f"unsupported format {path.suffix or '(no extension)'}")
         key = os.fspath(path)
+        facts: dict = {}
         with files.open_regular(path) as handle:
             before = os.fstat(handle.fileno())
             if kind == "zim":
                 from kb.zim import identify
 
                 info = identify(path, handle)
+                facts = info.facts
                 if not self.full_zim:
-                    self._register(path, info)
+                    self._register(path, info, handle, before)
                     return
                 identity, size = info.identity, info.size
+                digest = self._hash(handle, path, size)
+                handle.seek(0)
             else:
                 identity, size = files.sha256(handle.read)  # the handle was just opened; readers seek to 0
+                digest = identity
             existing = self.store.ready_document(key)
             if existing and existing.sha256 == identity and existing.mode == "ingested":
                 self.report.skipped += 1
+                self._adopt(key, existing, digest, before)
                 return
             self._tell(self.index, path, "reading")
             if kind == "zim":
@@ -282,7 +292,9 @@ class _Batch:
         doc_id, ids = self.store.begin_document(key, document.title, document.kind, identity, size, chunks, vectors,
                                                 notes="; ".join(document.notes))
         self.kb.vectors.add(ids, vectors)
-        ranges = self.store.finish_document(doc_id, existing)
+        source = provenance.record(key, digest, size, before.st_mtime_ns, "ingest", self.origins.get(key),
+                                   {**facts, **document.facts})
+        ranges = self.store.finish_document(doc_id, existing, source)
         report = self.report
         for note in document.notes:
             report.notes.append((files.shown(path), note))
@@ -311,16 +323,61 @@ class _Batch:
             self._tell(self.index, path, "embedding", (start + len(parts[-1]), len(texts)))
         return np.concatenate(parts) if parts else np.zeros((0, DIM), np.float32)
 
-    def _register(self, path: Path, info) -> None:
+    def _hash(self, handle, path: Path, size: int) -> str:
+        """The sha256 of an archive's bytes, through the handle already open (progress: the bar's share of it)."""
+        self._tell(self.index, path, "hashing", (0, max(size, 1)))
+        handle.seek(0)
+
+        def moved(done: int) -> None:
+            if done % (64 << 20) < (1 << 20):
+                self._tell(self.index, path, "hashing", (done, max(size, 1)))
+
+        digest, _ = files.sha256(handle.read, moved)
+        return digest
+
+    def _adopt(self, key: str, existing, digest: str | None, before: os.stat_result) -> None:
+        """An unchanged file met again: its record gains what it lacked (an mtime, a first record)."""
+        rec = self.store.source(key)
+        if rec is not None and rec.mtime_ns == before.st_mtime_ns and rec.sha256:
+            return
+        if rec is None:
+            rec = provenance.record(key, digest, before.st_size, before.st_mtime_ns, "ingest", self.origins.get(key),
+                                    {}, added=existing.added)
+        else:
+            rec.mtime_ns, rec.size = before.st_mtime_ns, before.st_size
+            if not rec.sha256 and digest:
+                rec.sha256, rec.hashed, rec.hashed_by = digest, time.time(), "ingest"
+        self.store.put_source(rec)
+
+    def _register(self, path: Path, info, handle, before: os.stat_result) -> None:
+        """A ZIM registered for search through its own index: hashed once here (then only by `kb verify`, or when
+        its size or mtime changes), with its metadata in its provenance record."""
         key = os.fspath(path)
         existing = self.store.ready_document(key)
+        rec = self.store.source(key)
         if existing and existing.sha256 == info.identity and existing.mode == "registered":
-            self.report.skipped += 1
-            return
+            if rec is not None and rec.sha256 and (rec.size, rec.mtime_ns) == (before.st_size, before.st_mtime_ns):
+                self.report.skipped += 1
+                return
+            digest = self._hash(handle, path, info.size)
+            if rec is None or not rec.sha256:  # registered before provenance was kept: its first record
+                self.store.put_source(provenance.record(key, digest, info.size, before.st_mtime_ns, "kb add",
+                                                        self.origins.get(key), info.facts, added=existing.added))
+                self.report.skipped += 1
+                return
+            if rec.sha256 == digest:  # touched, not changed
+                rec.mtime_ns = before.st_mtime_ns
+                self.store.put_source(rec)
+                self.report.skipped += 1
+                return
+        else:
+            digest = self._hash(handle, path, info.size)
         doc_id, _ = self.store.begin_document(key, info.title, "zim", info.identity, info.size, [],
                                               np.zeros((0, DIM), np.float32), mode="registered",
                                               notes=f"{info.articles} articles; searched through its own index")
-        ranges = self.store.finish_document(doc_id, existing)
+        source = provenance.record(key, digest, info.size, before.st_mtime_ns, "registration", self.origins.get(key),
+                                   info.facts)
+        ranges = self.store.finish_document(doc_id, existing, source)
         if ranges:
             recovery.drop_vectors(self.store, self.kb.vectors, ranges)
         self.kb.zims.forget(key)

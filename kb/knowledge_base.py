@@ -27,11 +27,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from kb import ingest, recovery
+from kb import ingest, provenance, recovery
 from kb import search as ranking
 from kb import vectors as vector_index
 from kb.embedder import DIM, Embedder
-from kb.errors import DiskFull, KBError, KBUsageError, StoreDamaged, VectorIndexError
+from kb.errors import DiskFull, KBError, KBUsageError, ReadError, StoreDamaged, VectorIndexError
 from kb.files import shown
 from kb.ingest import IngestProgress, IngestReport
 from kb.lock import WriterLock
@@ -60,6 +60,9 @@ class KnowledgeBase:
         self._zims: ZimShelf | None = None
         self._parts = threading.RLock()
         self._notices: list[str] = []
+        self._states: dict[str, tuple[tuple, provenance.SourceState]] = {}  # path -> (stat key, last check)
+        self._problems: list[provenance.SourceState] = []  # sources named by the last searches (take_problems)
+        self._described: dict[str, dict] = {}  # path -> what a citation shows of it (described)
         if self.store.journal() or self.store.pending_batch()[0]:
             self._recover_if_idle()
 
@@ -183,11 +186,19 @@ class KnowledgeBase:
         return [shown(p) for p in self.store.pending_batch()[0]]
 
     def add(self, paths: list[Path], progress: Callable[[IngestProgress], None] | None = None,
-            cancel: threading.Event | None = None, full_zim: bool = False) -> IngestReport:
+            cancel: threading.Event | None = None, full_zim: bool = False,
+            origins: dict[str, dict] | None = None) -> IngestReport:
+        """Add files and folders. `origins`: absolute path -> where that file came from (a download's URL and
+        catalog entry), kept in its provenance record; the others came from their path."""
         with self.lock.hold(wait=False, busy=f"another ingest is changing the library at {self.directory}; wait "
                                              "for it to finish"):
             self.recover()
-            return ingest.run(self, list(paths), progress, cancel, full_zim)
+            try:
+                return ingest.run(self, list(paths), progress, cancel, full_zim, origins)
+            finally:
+                with self._parts:
+                    self._states.clear()
+                    self._described.clear()
 
     # --- remove, list, stats ----------------------------------------------------------------------------------
     def remove(self, path: str | Path) -> int:
@@ -271,9 +282,161 @@ class KnowledgeBase:
         if not counts["documents"]:
             return []
         nearest = self.store.nearest if counts["chunks"] <= EXACT_SCAN_MAX else self._nearest
-        zim_paths = [d.path for d in self.store.documents(mode="registered")]
-        return ranking.search(query, k, store=self.store, embedder=self.embedder, nearest=nearest,
+        zim_paths = [state.path for state in self._usable_archives()]
+        hits = ranking.search(query, k, store=self.store, embedder=self.embedder, nearest=nearest,
                               zims=self.zims if zim_paths else None, zim_paths=zim_paths, mode=mode, floor=floor)
+        cited = {hit.path for hit in hits if hit.kind != "zim"}
+        if cited:
+            self._name(state for state in self.check_sources(cited) if state.problem)
+        return hits
+
+    # --- provenance -------------------------------------------------------------------------------------------
+    def _usable_archives(self) -> list[provenance.SourceState]:
+        """The registered archives search may read: whole (unchanged since registered) and opened by libzim. The
+        others are named (take_problems, take_notices), never searched as if whole or silently left out."""
+        usable = []
+        rows = self.store.documents(mode="registered")
+        for state in self._check_rows(rows, self.store.source, provenance.REHASH_MAX):
+            if state.searched:
+                try:
+                    self.zims.archive(state.path)
+                except Exception as exc:  # noqa: BLE001 - libzim raises anything on a damaged archive
+                    reason = str(exc) if isinstance(exc, ReadError) else f"libzim cannot read it ({str(exc)[:100]})"
+                    state = provenance.SourceState(state.path, state.kind, state.mode, provenance.UNREADABLE,
+                                                   reason)
+                    self._name([state])
+                    continue
+                usable.append(state)
+            if state.problem:
+                self._name([state])
+        return usable
+
+    def _name(self, states) -> None:
+        with self._parts:
+            for state in states:
+                if all(state.path != known.path for known in self._problems):
+                    self._problems.append(state)
+
+    def take_problems(self) -> list[provenance.SourceState]:
+        """The sources the searches since the last call met in a bad state (a damaged archive not searched, a
+        cited file that changed since it was added); each also gives a notice line."""
+        with self._parts:
+            out, self._problems = self._problems, []
+        return out
+
+    def check_sources(self, paths: set[str] | None = None,
+                      rehash_max: int = provenance.REHASH_MAX) -> list[provenance.SourceState]:
+        """The state of every ready source (or those at `paths`) now: a stat each, a hash only when its size or
+        mtime changed (kb.provenance.check); remembered in this process while the stat stays the same. With
+        `paths`, only those documents and records are read (a search checks its archives and cited files)."""
+        if paths is None:
+            records = self.store.sources()
+            return self._check_rows(self.store.documents(), records.get, rehash_max)
+        rows = {row.id: row for row in (self.store.ready_document(path) for path in paths) if row is not None}
+        return self._check_rows(list(rows.values()), self.store.source, rehash_max)
+
+    def _check_rows(self, rows, record_of, rehash_max: int) -> list[provenance.SourceState]:
+        out = []
+        for row in rows:
+            try:
+                info = os.stat(row.path)
+                key: tuple = (info.st_size, info.st_mtime_ns, info.st_ino)
+            except (OSError, ValueError):
+                key = ()
+            with self._parts:
+                cached = self._states.get(row.path)
+            if cached is not None and cached[0] == key and key:
+                out.append(cached[1])
+                continue
+            state, updated = provenance.check(row, record_of(row.path), rehash_max)
+            if updated is not None:
+                try:
+                    self.store.put_source(updated)
+                except KBError:
+                    pass  # a full or read-only disk: checked again next time
+            with self._parts:
+                self._states[row.path] = (key, state)
+            out.append(state)
+        return out
+
+    def verify_sources(self, progress: Callable[[int, int, str], None] | None = None) -> list[provenance.SourceState]:
+        """`kb verify`: every source re-hashed (a changed size needs no hash), its finding kept in its record.
+        progress(bytes done, bytes in all, path as shown)."""
+        rows = self.store.documents()
+        records = self.store.sources()
+        sizes = {}
+        for row in rows:
+            try:
+                sizes[row.path] = os.stat(row.path).st_size
+            except (OSError, ValueError):
+                sizes[row.path] = 0
+        total, done = sum(sizes.values()), 0
+        out = []
+        for row in rows:
+            name = shown(row.path)
+
+            def moved(size: int, done: int = done, name: str = name) -> None:
+                if progress:
+                    progress(done + size, total, name)
+
+            rec = records.get(row.path)
+            state, updated = provenance.check(row, rec, progress=moved, full=True)
+            done += sizes[row.path]
+            kept = updated or rec
+            if kept is not None:
+                kept.verified, kept.verdict, kept.detail = time.time(), state.state, state.detail
+                try:
+                    self.store.put_source(kept)
+                except KBError:
+                    pass
+            with self._parts:
+                self._states.pop(row.path, None)
+            out.append(state)
+        return out
+
+    def described(self, path: str) -> dict:
+        """What a citation shows of a source beside its path: the title, publisher and license its file states
+        (None where it does not), each with where it was read, and the sha256 of its bytes on record (None: never
+        hashed). The same for every hit of one source, so it is read once per process."""
+        with self._parts:
+            cached = self._described.get(path)
+        if cached is not None:
+            return cached
+        rec = self.store.source(path)
+        facts = rec.facts if rec is not None else {}
+        out: dict = {"sha256": rec.sha256 if rec is not None else None}
+        for name in provenance.CITED:
+            entry = facts.get(name)
+            out[name.lower()] = entry["value"] if entry else None
+        out["from"] = {name.lower(): facts[name]["from"] for name in provenance.CITED if name in facts}
+        with self._parts:
+            self._described[path] = out
+        return out
+
+    def records(self) -> list[dict]:
+        """Every ready source as `documents()` gives it, with its provenance record (`record`, as `kb show`)."""
+        records = self.store.sources()
+        return [_document_dict(row) | {"record": _record_dict(records.get(row.path), row)}
+                for row in self.store.documents()]
+
+    def source_record(self, path: str | Path) -> tuple[dict, provenance.SourceState] | None:
+        """`kb show`: one source's document row, provenance record and state now, found by its path (as given or
+        made absolute) or, when that names none, by a file name only one source has."""
+        wanted = os.fspath(path)
+        rows = self.store.documents()
+        found = [d for d in rows if d.path in (wanted, os.path.abspath(wanted)) or shown(d.path) == wanted]
+        if not found:
+            found = [d for d in rows if Path(d.path).name == wanted]
+        if len(found) > 1:
+            raise KBUsageError(f"{len(found)} sources are named {wanted}; give the whole path (see `kb list`)")
+        if not found:
+            raise KBUsageError(f"{wanted} is not in the library (see `appliance kb list`)")
+        row = found[0]
+        rec = self.store.source(row.path)
+        (state,) = self.check_sources({row.path})
+        rec = self.store.source(row.path) or rec
+        out = _document_dict(row) | {"record": _record_dict(rec, row)}
+        return out, state
 
     def _nearest(self, vector, n: int) -> list[tuple[int, float]]:
         try:
@@ -304,6 +467,19 @@ class KnowledgeBase:
         if self._zims is not None:
             self._zims.close()
         self._zims = None
+
+
+def _record_dict(rec, row) -> dict:
+    """A provenance record for JSON and `kb show`: every fact with where it came from; the facts its kind of file
+    may state but did not, listed as unknown."""
+    if rec is None:
+        return {"sha256": None, "recorded": False, "facts": {}, "unknown": list(provenance.STATED.get(row.kind, ())),
+                "origin": {"kind": "unknown"}}
+    stated = provenance.STATED.get(row.kind, ())
+    return {"recorded": True, "sha256": rec.sha256, "size": rec.size, "mtime_ns": rec.mtime_ns,
+            "hashed": rec.hashed, "hashed_by": rec.hashed_by, "origin": rec.origin, "added": rec.added,
+            "facts": rec.facts, "unknown": [name for name in stated if name not in rec.facts],
+            "verified": rec.verified, "verdict": rec.verdict or None, "detail": rec.detail or None}
 
 
 def _document_dict(d) -> dict:

@@ -121,6 +121,10 @@ def export(knowledge: PackLibrary, target: Path, progress: Progress | None = Non
                 line = {"path": row.path, "title": row.title, "kind": row.kind, "sha256": row.sha256,
                         "size": row.size, "notes": row.notes,
                         "chunks": [{"heading": c[0], "page": c[1], "text": c[2]} for c in chunks]}
+                rec = store.source(row.path)
+                if rec is not None:  # read by an importer that knows it; others ignore the key
+                    line["provenance"] = {"sha256": rec.sha256, "hashed_by": rec.hashed_by, "origin": rec.origin,
+                                          "added": rec.added, "facts": rec.facts}
                 docs.write(json.dumps(line, ensure_ascii=True) + "\n")
                 for c in chunks:
                     vecs.write(np.frombuffer(c[3], dtype=np.float16).astype("<f2").tobytes())
@@ -258,7 +262,7 @@ def import_pack(knowledge: PackLibrary, folder: Path, progress: Progress | None 
                 doc_id, ids = store.begin_document(path, line["title"], line["kind"], line["sha256"], line["size"],
                                                    chunks, vectors, notes=str(line.get("notes") or ""))
                 knowledge.vectors.add(ids, vectors)
-                ranges = store.finish_document(doc_id, existing)
+                ranges = store.finish_document(doc_id, existing, _pack_record(path, line, folder, manifest))
                 if ranges:
                     try:
                         recovery.drop_vectors(store, knowledge.vectors, ranges)
@@ -272,3 +276,20 @@ def import_pack(knowledge: PackLibrary, folder: Path, progress: Progress | None 
             if done != total:
                 raise PackDamaged(f"{folder / DOCUMENTS}: {done} passages, pack.json says {total}")
     return report
+
+
+def _pack_record(path: str, line: dict, folder: Path, manifest: dict):
+    """The provenance record of a document imported from a pack: the sha256 the exporting library recorded for
+    the file (checked against pack.json's hashes of the pack's own files, not against the file, which is not
+    here), the pack as its origin, and what the exporting library knew of where it came from."""
+    from kb import provenance
+
+    earlier: dict = line["provenance"] if isinstance(line.get("provenance"), dict) else {}
+    facts: dict = earlier["facts"] if isinstance(earlier.get("facts"), dict) else {}
+    facts = {str(k): v for k, v in facts.items()
+             if isinstance(v, dict) and isinstance(v.get("value"), str) and isinstance(v.get("from"), str)}
+    origin = {"kind": "pack", "pack": os.fspath(folder),
+              "documents_sha256": manifest["files"][DOCUMENTS]["sha256"],
+              "before": earlier.get("origin") if isinstance(earlier.get("origin"), dict) else None}
+    return provenance.record(path, line["sha256"], line["size"], None, "the pack (as the exporting library "
+                             "recorded it)", origin, facts)

@@ -26,6 +26,12 @@ class Source:
     score: float | None = None
     number: int | None = None  # the [n] it had in the prompt, when it was shown to a model
     article: str = ""  # inside an archive (ZIM): the article's path, e.g. "A/sect.network-config.html"
+    # What the source file states of itself (its provenance record, kb.provenance): the title of the whole work
+    # (a ZIM's M/Title), its publisher and license; "" where the file does not say. sha256: of the file's bytes.
+    work: str = ""
+    publisher: str = ""
+    license: str = ""
+    sha256: str = ""
 
     def location(self, short: bool = False) -> str:
         where = PurePath(self.path).name if short else self.path
@@ -42,9 +48,23 @@ class Source:
         where = self.location(short)
         return f"[{self.number}] {where}" if self.number is not None else where
 
+    def provenance(self) -> str:
+        """`"Wikipedia Medicine", published by Kiwix, license CC-BY-SA`: what its file states, only what it does
+        (a work title the citation already shows is not repeated)."""
+        parts = []
+        if self.work and self.work not in (self.title, PurePath(self.path).name):
+            parts.append(f'"{self.work}"')
+        if self.publisher:
+            parts.append(f"published by {self.publisher}")
+        if self.license:
+            parts.append(f"license {self.license}")
+        return ", ".join(parts)
+
     def as_dict(self) -> dict[str, Any]:
         return {"number": self.number, "path": self.path, "title": self.title, "section": self.section,
-                "page": self.page, "article": self.article or None, "snippet": self.snippet, "score": self.score}
+                "page": self.page, "article": self.article or None, "snippet": self.snippet, "score": self.score,
+                "work": self.work or None, "publisher": self.publisher or None, "license": self.license or None,
+                "source_sha256": self.sha256 or None}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Source":
@@ -56,4 +76,6 @@ class Source:
                    section=str(data.get("section") or data.get("heading") or ""),
                    page=page if isinstance(page, int) else None, snippet=str(data.get("snippet") or ""),
                    score=float(score) if isinstance(score, (int, float)) else None,
-                   number=number if isinstance(number, int) else None, article=str(data.get("article") or ""))
+                   number=number if isinstance(number, int) else None, article=str(data.get("article") or ""),
+                   work=str(data.get("work") or ""), publisher=str(data.get("publisher") or ""),
+                   license=str(data.get("license") or ""), sha256=str(data.get("source_sha256") or ""))

@@ -42,7 +42,7 @@ from kb.diskspace import is_full
 from kb.embedder import DIM
 from kb.errors import DiskFull, KBError, StoreDamaged
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 VECTOR_BYTES = DIM * 2  # fp16
 TOKENIZER = "porter unicode61 remove_diacritics 2"
 # A query word found in more than COMMON_TERM of all chunks (and in more than COMMON_FLOOR chunks, so small
@@ -91,6 +91,39 @@ CREATE TABLE IF NOT EXISTS journal(
 CREATE TABLE IF NOT EXISTS batch(ord INTEGER PRIMARY KEY, path TEXT NOT NULL, options TEXT NOT NULL DEFAULT '{}');
 """
 
+# Upgrades of an older library, each run once in one transaction with the new user_version (a new library runs
+# SCHEMA and then every step: a step's INSERT finds nothing to adopt).
+MIGRATIONS = {
+    # 2: every source's provenance record (kb.provenance): its bytes' sha256 and how it was taken, size and mtime
+    # when added, origin, what the file itself says (facts, each with where it came from), the last verify.
+    # Documents added before it are adopted with what was known: an ingested file's content hash (taken by the
+    # ingest when it was added), its size; no mtime (the first check re-hashes a small file), a ZIM no sha256
+    # (its identity was its UUID and size, "zim:<uuid>:<size>", registered or ingested whole: a check takes the hash).
+    2: """
+CREATE TABLE IF NOT EXISTS sources(
+    path TEXT PRIMARY KEY,
+    sha256 TEXT,                              -- the file's bytes; NULL: never hashed
+    size INTEGER,
+    mtime_ns INTEGER,                         -- NULL: not recorded
+    hashed REAL,                              -- when the sha256 was taken
+    hashed_by TEXT NOT NULL DEFAULT '',       -- 'ingest', 'registration', 'kb verify', 'the pack', 'download'
+    origin TEXT NOT NULL DEFAULT '{}',        -- JSON: {"kind": "path" | "url" | "pack" | "shipped", ...}
+    added REAL NOT NULL,
+    facts TEXT NOT NULL DEFAULT '{}',         -- JSON: {name: {"value": ..., "from": ...}}
+    verified REAL,                            -- the last `kb verify`
+    verdict TEXT NOT NULL DEFAULT '',         -- what it found: ok, changed, unreadable, missing
+    detail TEXT NOT NULL DEFAULT ''
+);
+INSERT OR IGNORE INTO sources(path, sha256, size, hashed, hashed_by, origin, added)
+    SELECT path, CASE WHEN sha256 LIKE 'zim:%' THEN NULL ELSE sha256 END, size,
+           CASE WHEN sha256 LIKE 'zim:%' THEN NULL ELSE added END,
+           CASE WHEN sha256 LIKE 'zim:%' THEN '' ELSE 'ingest' END,
+           json_object('kind', 'path', 'path', path, 'recorded', 'adopted: added before provenance was kept'),
+           added
+    FROM documents WHERE state = 'ready';
+""",
+}
+
 
 @dataclass
 class DocRow:
@@ -105,6 +138,37 @@ class DocRow:
     added: float
     state: str
     notes: str
+
+
+@dataclass
+class SourceRow:
+    """A source's provenance record (the `sources` table; kb.provenance reads and checks it)."""
+
+    path: str
+    sha256: str | None
+    size: int | None
+    mtime_ns: int | None
+    hashed: float | None
+    hashed_by: str
+    origin: dict
+    added: float
+    facts: dict
+    verified: float | None = None
+    verdict: str = ""
+    detail: str = ""
+
+    def values(self) -> tuple:
+        return (to_db(self.path), self.sha256, self.size, self.mtime_ns, self.hashed, self.hashed_by,
+                json.dumps(self.origin, ensure_ascii=True), self.added, json.dumps(self.facts, ensure_ascii=True),
+                self.verified, self.verdict, self.detail)
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 _ESCAPED = re.compile("[\udc80-\udcff]")
@@ -162,8 +226,14 @@ class Store:
                 if version > SCHEMA_VERSION:
                     raise KBError(f"{path} was written by a newer version of the appliance (schema {version})")
                 if version < SCHEMA_VERSION:
-                    self.db.executescript("BEGIN;" + SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
-                missing = {"documents", "chunks", "chunks_fts", "journal", "batch", "meta"} - {
+                    steps = (SCHEMA if version < 1 else "") + "".join(
+                        MIGRATIONS[step] for step in range(max(version, 1) + 1, SCHEMA_VERSION + 1))
+                    try:
+                        self.db.executescript("BEGIN;" + steps + f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+                    except sqlite3.Error:
+                        self._rollback()
+                        raise
+                missing = {"documents", "chunks", "chunks_fts", "journal", "batch", "meta", "sources"} - {
                     r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type IN ('table')")}
                 if missing:
                     raise StoreDamaged(f"{path} is not a knowledge base (no {', '.join(sorted(missing))} table); "
@@ -300,18 +370,56 @@ class Store:
                             (doc_id, ids[0], ids[-1], time.time()))
         return doc_id, ids
 
-    def finish_document(self, doc_id: int, replaces: DocRow | None) -> list[tuple[int, int, int]]:
-        """Step 3: make the new version visible, delete the old one; returns the journaled id ranges to drop."""
+    def finish_document(self, doc_id: int, replaces: DocRow | None,
+                        source: SourceRow | None = None) -> list[tuple[int, int, int]]:
+        """Step 3: make the new version visible, delete the old one, write its provenance record (`source`) in the
+        same transaction; returns the journaled id ranges to drop."""
         with self._write() as cur:
             ranges = self._delete_rows(cur, replaces.id) if replaces else []
             cur.execute("UPDATE documents SET state='ready' WHERE id=?", (doc_id,))
             cur.execute("DELETE FROM journal WHERE action='add' AND doc_id=?", (doc_id,))
+            if source is not None:
+                cur.execute(f"INSERT OR REPLACE INTO sources({self._SOURCE_COLUMNS}) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
+                            source.values())
         return ranges
 
     def delete_document(self, doc_id: int) -> list[tuple[int, int, int]]:
+        """A document removed (`kb remove`): its rows, and its provenance record unless another version of the
+        same path is still there."""
         with self._write() as cur:
+            row = cur.execute("SELECT path FROM documents WHERE id=?", (doc_id,)).fetchone()
             ranges = self._delete_rows(cur, doc_id)
+            if row is not None:
+                cur.execute("DELETE FROM sources WHERE path=? AND NOT EXISTS (SELECT 1 FROM documents WHERE path=?)",
+                            (row[0], row[0]))
         return ranges
+
+    # --- provenance records -----------------------------------------------------------------------------------
+    _SOURCE_COLUMNS = ("path, sha256, size, mtime_ns, hashed, hashed_by, origin, added, facts, verified, verdict, "
+                       "detail")
+
+    def _source(self, row) -> SourceRow:
+        return SourceRow(from_db(row[0]), row[1], row[2], row[3], row[4], row[5], _json_object(row[6]), row[7],
+                         _json_object(row[8]), row[9], row[10], row[11])
+
+    @_guard
+    def source(self, path: str) -> SourceRow | None:
+        with self.lock:
+            row = self.db.execute(f"SELECT {self._SOURCE_COLUMNS} FROM sources WHERE path=?",
+                                  (to_db(path),)).fetchone()
+        return self._source(row) if row else None
+
+    @_guard
+    def sources(self) -> dict[str, SourceRow]:
+        with self.lock:
+            rows = self.db.execute(f"SELECT {self._SOURCE_COLUMNS} FROM sources").fetchall()
+        return {record.path: record for record in map(self._source, rows)}
+
+    def put_source(self, source: SourceRow) -> None:
+        """Write (or replace) one provenance record: a verify's finding, a hash taken, a refreshed mtime."""
+        with self._write() as cur:
+            cur.execute(f"INSERT OR REPLACE INTO sources({self._SOURCE_COLUMNS}) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
+                        source.values())
 
     def _delete_rows(self, cur, doc_id: int) -> list[tuple[int, int, int]]:
         """Delete a document's rows inside the caller's transaction; journal its vector ids for deletion."""

@@ -59,6 +59,7 @@ class ZimInfo:
     title: str
     articles: int
     fulltext: bool
+    facts: dict = field(default_factory=dict)  # its own metadata (kb.provenance.zim_facts)
 
 
 def identify(path: Path, handle: BinaryIO) -> ZimInfo:
@@ -66,9 +67,12 @@ def identify(path: Path, handle: BinaryIO) -> ZimInfo:
     archive = open_archive(path, handle)
     if not archive.has_fulltext_index and not archive.has_title_index:
         raise ReadError("ZIM has neither a full-text nor a title index; add it with full ingest instead")
+    from kb.provenance import zim_facts
+
     size = os.fstat(handle.fileno()).st_size
     return ZimInfo(identity=f"zim:{archive.uuid}:{size}", size=size, title=archive_title(archive, path),
-                   articles=archive.article_count, fulltext=bool(archive.has_fulltext_index))
+                   articles=archive.article_count, fulltext=bool(archive.has_fulltext_index),
+                   facts=zim_facts(archive))
 
 
 @dataclass

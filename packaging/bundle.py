@@ -15,6 +15,9 @@ appliance's own code). On the connected machine it gathers, into OUT_DIR:
                         hash-pinned requirements.txt; engine/llama_build.py + llama-build.toml
     models/             the default chat model (joined from its split pack) with its .manifest.json sidecar
     kb/<name>.kbpack/   knowledge packs (`appliance kb export`), with --kb-pack
+    archives/           Kiwix ZIM archives with their .sha256, with --archive NAME (fetched through `kb download`'s
+                        checks: the catalog, the mirror's sha256) or --archives DIR (a folder of .zim files, each
+                        checked against the .sha256 / .meta4 beside it); install.sh registers them verified
     python/             a standalone CPython archive, with --python-archive
 
 Downloads are cached under ~/.cache/appliance/bundle-wheels/<target>/ so a second build is quick.
@@ -174,12 +177,45 @@ def write_sidecar(model: Path, name: str) -> None:
         raise BuildError(f"no sidecar was written beside {model}")
 
 
+def gather_archives(out: Path, folders: list[Path], names: list[str]) -> list[dict]:
+    """The ZIM archives for the bundle, into out/archives/ each with its .sha256: from folders (each .zim checked
+    against the .sha256 or .meta4 beside it, while copied), and by Kiwix name (the catalog's current file, the
+    mirror's sha256 read first, checked before it is kept: `appliance kb download`'s own path). Nothing unchecked
+    is copied; a mismatch stops the build (exit 3)."""
+    from appliance.cli import archives
+
+    target = out / "archives"
+    listed = []
+    fetched = []
+    for folder in folders:
+        found = sorted(p for p in folder.glob("*.zim") if p.is_file()) if folder.is_dir() else [folder]
+        if not found:
+            raise BuildError(f"{folder} holds no .zim archive")
+        for path in found:
+            say(f"checking and copying {path.name}")
+            fetched.append(archives.take_from_folder(path, target))
+    if names:
+        from appliance.system.online import online
+
+        base = archives.catalog_base(None)
+        with online("scripts/bundle: archives"):
+            plans = archives.plan(names, base)
+        for item in plans:
+            say(f"downloading {item.file}")
+            fetched.append(archives.download(item, target))
+    for item in fetched:
+        listed.append({"file": f"archives/{item.path.name}", "sha256": item.sha256, "size": item.path.stat().st_size,
+                       "sha256_from": item.sha256_from, "origin": item.origin})
+    return listed
+
+
 def hashed_requirement(name: str, version: str, wheel: Path) -> str:
     return f"{name}=={version} --hash=sha256:{sha256(wheel)}\n"
 
 
 def build(out: Path, targets: list[str], kb_packs: list[Path], python_archive: Path | None, key: Path | None,
-          build_engine: bool) -> dict:
+          build_engine: bool, archive_folders: list[Path] | None = None,
+          archive_names: list[str] | None = None) -> dict:
     started = time.monotonic()
     if out.exists() and any(out.iterdir()):
         raise BuildError(f"{out} exists and is not empty; name a new folder")
@@ -279,6 +315,7 @@ def build(out: Path, targets: list[str], kb_packs: list[Path], python_archive: P
         target = out / "kb" / (pack.name if pack.name.endswith(".kbpack") else pack.name + ".kbpack")
         shutil.copytree(pack, target)
         packs_listed.append(str(target.relative_to(out)))
+    zims = gather_archives(out, archive_folders or [], archive_names or [])
     python = None
     if python_archive is not None:
         copy(python_archive, out / "python" / python_archive.name)
@@ -302,7 +339,7 @@ def build(out: Path, targets: list[str], kb_packs: list[Path], python_archive: P
         "engine": {"llama_cpp_python": config["llama_cpp_python"], "common_cmake_args": config["common"],
                    "variants": variants},
         "wheelhouse": {"prepared": prepared, "not_prepared": not_prepared},
-        "models": models, "pack_wheel_models": pinned, "kb_packs": packs_listed, "python": python,
+        "models": models, "pack_wheel_models": pinned, "kb_packs": packs_listed, "archives": zims, "python": python,
         "files": files,
     }
     (out / "BUNDLE.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -333,6 +370,12 @@ def main(argv: list[str]) -> int:
                              "linux aarch64 and macOS arm64 dependency wheels)")
     parser.add_argument("--kb-pack", action="append", type=Path, default=[],
                         help="a knowledge pack folder made by `appliance kb export` (repeatable)")
+    parser.add_argument("--archive", dest="archive_names", action="append", default=[], metavar="NAME",
+                        help="a Kiwix archive of the catalog (`appliance kb catalog`), fetched and checked like "
+                             "`appliance kb download NAME` (online; repeatable)")
+    parser.add_argument("--archives", dest="archive_folders", action="append", type=Path, default=[],
+                        metavar="DIR", help="a folder of .zim archives, each with its .sha256 or .meta4 beside it "
+                                            "(e.g. from `appliance kb download --to DIR --no-register`; repeatable)")
     parser.add_argument("--python-archive", type=Path, help="a standalone CPython archive (python-build-standalone "
                         "install_only .tar.gz) for laptops without Python 3.11")
     parser.add_argument("--key", type=Path, help="Ed25519 private key (appliance models keygen) to sign BUNDLE.json")
@@ -347,12 +390,13 @@ def main(argv: list[str]) -> int:
     targets = args.targets or DEFAULT_TARGETS
     if "all" in targets:
         targets = list(DOWNLOADS)
-    for path in [*args.kb_pack, *([args.python_archive] if args.python_archive else []),
+    for path in [*args.kb_pack, *args.archive_folders, *([args.python_archive] if args.python_archive else []),
                  *([args.key] if args.key else [])]:
         if not path.exists():
             parser.error(f"{path} does not exist")
     try:
-        summary = build(args.out.resolve(), targets, args.kb_pack, args.python_archive, args.key, args.build_engine)
+        summary = build(args.out.resolve(), targets, args.kb_pack, args.python_archive, args.key, args.build_engine,
+                        args.archive_folders, args.archive_names)
     except BuildError as exc:
         say(f"error: {exc}")
         return 1

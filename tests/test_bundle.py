@@ -244,3 +244,29 @@ def test_lock_input_is_pyprojects_dependencies_without_the_engine():
     for name, _platform, _python in lock.TARGETS:
         text = lock.lock_path(name).read_text()
         assert "--hash=sha256:" in text and "llama-cpp-python" not in text
+
+
+def test_the_bundle_takes_archives_only_checked(tmp_path):
+    """--archives DIR: each .zim is copied into archives/ only once it matches the .sha256 (or .meta4) beside it;
+    a mismatch or a missing hash stops the build (exit 3), nothing unchecked is left in the bundle."""
+    import hashlib
+
+    import bundle
+
+    from tests.kb import fixtures
+
+    stick = tmp_path / "stick"
+    zim = fixtures.make_zim(stick / "zimgit-water_en_2026-11.zim", {"W.html": ("Water", [("Boil", "Boil it.")])})
+    digest = hashlib.sha256(zim.read_bytes()).hexdigest()
+    (stick / f"{zim.name}.sha256").write_text(f"{digest}  {zim.name}\n")
+    out = tmp_path / "out"
+    (listed,) = bundle.gather_archives(out, [stick], [])
+    assert listed["file"] == f"archives/{zim.name}" and listed["sha256"] == digest
+    assert listed["origin"]["kind"] == "folder" and listed["sha256_from"] == str(stick / f"{zim.name}.sha256")
+    assert sorted(p.name for p in (out / "archives").iterdir()) == [zim.name, f"{zim.name}.sha256"]
+    (stick / f"{zim.name}.sha256").write_text(f"{'0' * 64}  {zim.name}\n")
+    with pytest.raises(Exception) as refused:
+        bundle.gather_archives(tmp_path / "out2", [stick], [])
+    assert getattr(refused.value, "exit_code", None) == 3
+    assert not (tmp_path / "out2" / "archives" / zim.name).exists()
+    assert "kb download --from" in (ROOT / "packaging" / "install.sh.in").read_text()  # the installer's own check

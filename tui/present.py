@@ -96,11 +96,14 @@ def guide_text(listing: dict) -> str:
 
 
 def source_label(source: Any) -> str:
-    """One line for a cited passage: number, file, section, page (safe to show: control characters escaped)."""
+    """One line for a cited passage: number, file, section, page, and what its file states of itself (the work's
+    title, publisher, license where known); safe to show: control characters escaped."""
     from appliance.sanitize import clean_line
     from kb.source import Source
 
-    return clean_line((source if isinstance(source, Source) else Source.from_dict(source)).cite(short=True))
+    source = source if isinstance(source, Source) else Source.from_dict(source)
+    said = source.provenance()  # what its file states: title of the work, publisher, license (only those known)
+    return clean_line(source.cite(short=True) + (f" · {said}" if said else ""))
 
 
 def power_label(profile: Any) -> str:

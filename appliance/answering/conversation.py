@@ -54,6 +54,8 @@ GROUNDED_PROMPT = (
 ANSWER_INSTRUCTION = ("Answer in full sentences that say what to do. After each sentence, put the number of the "
                       "passage it comes from in square brackets.")
 ABSTAIN_NOTICE = "The library has nothing on this; answering from the model alone."
+UNSEARCHED_NOTICE = ("Nothing found in what the library could search ({count} not searched: named above); answering "
+                     "from the model alone.")
 
 MAX_PASSAGES = 5  # retrieved for --quote-only; a model gets PromptPlan.for_model(...).passages
 QUOTES = 3  # sentences from the library shown before the model's words
@@ -88,7 +90,23 @@ class KBRetriever:
         self.knowledge = knowledge  # appliance.answering.knowledge.KnowledgeHandle (or anything with open() -> kb)
 
     def passages(self, question: str, k: int) -> list[Passage]:
-        return [Passage(hit.source(), hit.text) for hit in self.knowledge.open().search(question, k=k)]
+        """Each hit as a Passage whose Source carries what its file states (title, publisher, license) and the
+        sha256 of its bytes; the sources the search named (a damaged archive not searched, a cited file changed)
+        are kept for `take_problems`."""
+        kb = self.knowledge.open()
+        found = []
+        for hit in kb.search(question, k=k):
+            said = kb.described(hit.path)
+            found.append(Passage(replace(hit.source(), work=said.get("title") or "",
+                                         publisher=said.get("publisher") or "", license=said.get("license") or "",
+                                         sha256=said.get("sha256") or ""), hit.text))
+        self._problems = [state.as_dict() | {"line": state.line()} for state in kb.take_problems()]
+        return found
+
+    def take_problems(self) -> list[dict]:
+        """The sources the last search named, once."""
+        out, self._problems = getattr(self, "_problems", []), []
+        return out
 
 
 @dataclass
@@ -223,6 +241,9 @@ class AnswerRun:
     settings: dict = field(default_factory=dict)  # what shaped the answer (for the answer log)
     chunk_hashes: dict = field(default_factory=dict)  # source number -> sha256 of the stored passage text
     emergency: EmergencyNotice | None = None  # an emergency answered without passages: said before anything else
+    # the sources the search named: a damaged archive not searched, a cited file changed since it was added
+    # (kb.provenance.SourceState.as_dict() + "line"); said with the notice, in --json "source_problems"
+    source_problems: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.guard = RepetitionGuard(self.question)
@@ -328,6 +349,7 @@ class AnswerRun:
             "quotes": [quote.as_dict() for quote in self.quotes],
             "answer": self.text,
             "notice": self.notice or None,
+            "source_problems": self.source_problems,
             "emergency": self.emergency.as_dict() if self.emergency is not None else None,
             "stopped": self.stopped or None,
             "engine_notice": self.engine_notice or None,
@@ -409,6 +431,7 @@ class Conversation:
         self.evidence = evidence
         self.id = conversation_id
         self.plan: PromptPlan | None = None  # None: sized to the model (PromptPlan.for_model); the eval sets it
+        self._named: list[dict] = []  # the sources the last search named (AnswerRun.source_problems)
 
     def earlier(self) -> list[dict]:
         return self.history.chat_messages(self.id, HISTORY_MESSAGES) if self.id is not None else []
@@ -417,7 +440,18 @@ class Conversation:
         if self.retriever is None:
             return []
         found = self.retriever.passages(question, k)
+        take = getattr(self.retriever, "take_problems", None)
+        self._named = take() if take is not None else []
         return [Passage(replace(p.source, number=n), p.text) for n, p in enumerate(found, start=1)]
+
+    def _notice(self, use_kb: bool, passages: list[Passage]) -> str:
+        """What is said before the answer: each source the search named, then that the library had nothing."""
+        named = self._named
+        lines = [problem["line"] for problem in named]
+        if use_kb and self.retriever is not None and not passages:
+            unsearched = sum(1 for problem in named if not problem.get("searched", True))
+            lines.append(UNSEARCHED_NOTICE.format(count=unsearched) if unsearched else ABSTAIN_NOTICE)
+        return "\n".join(lines)
 
     def _quotes(self, question: str, passages: list[Passage], run_timings: dict) -> list[Quote]:
         if self.evidence is None or not passages:
@@ -463,6 +497,7 @@ class Conversation:
         model sees either (a refused question: before retrieval and before the model is loaded). A "confirm" rule
         that matched asks `confirm` (see Confirm); without one, ConfirmationNeeded is raised."""
         question = clean_question(question)
+        self._named = []
         timings: dict = {}
         decision = Decision()
         book, confirmed = self._question_rules(question, decision, timings, confirm)
@@ -471,8 +506,9 @@ class Conversation:
             self.check_rules("passages", [p.text for p in passages], [p.source.cite() for p in passages], decision,
                              timings, confirmed)
             quotes = self._quotes(question, passages, timings)
+            notice = self._notice(use_kb, passages).replace("; answering from the model alone.", ".")
             return AnswerRun(question, None, None, [p.source for p in passages],
-                             "" if passages else "The library has nothing on this.", self.id, quotes, passages,
+                             notice, self.id, quotes, passages, source_problems=self._named,
                              timings_extra=timings, rules=decision, settings={"quote_only": True, "use_kb": use_kb},
                              chunk_hashes=_hashes(passages),
                              emergency=read_as_emergency(question) if not passages else None)
@@ -482,7 +518,7 @@ class Conversation:
         passages = self._passages(question, plan.passages) if use_kb else []
         self.check_rules("passages", [p.text for p in passages], [p.source.cite() for p in passages], decision,
                          timings, confirmed)
-        notice = ABSTAIN_NOTICE if use_kb and self.retriever is not None and not passages else ""
+        notice = self._notice(use_kb, passages)
         terms = content_terms(question)
         shown = [Passage(p.source, focus(p.text, terms, plan.words)) for p in passages]
         prompt = build_prompt(loaded, question, shown, self.earlier() if earlier is None else earlier, limit,
@@ -499,7 +535,8 @@ class Conversation:
                          self.evidence, timings_extra=timings, rules=decision,
                          gate=AnswerGate(book) if book is not None and book.applies("answer") else None,
                          settings=settings, chunk_hashes=_hashes(passages),
-                         emergency=read_as_emergency(question) if not prompt.sources else None)
+                         emergency=read_as_emergency(question) if not prompt.sources else None,
+                         source_problems=self._named)
 
     def record(self, run: AnswerRun, device: str | None = None) -> int:
         """Save the question and its answer in one transaction; the conversation continues from here. `device`:

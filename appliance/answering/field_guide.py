@@ -236,11 +236,15 @@ class FieldGuide:
 
 
 def documents(knowledge) -> list[dict]:
-    """The library's documents (kb.KnowledgeBase.documents), the field guide's row with its `field_guide` listing
-    (version, provenance, sections and sources): what `kb list` and the TUI's library screen show."""
+    """The library's documents (kb.KnowledgeBase.documents), each with its `state` now (kb.provenance: ok,
+    changed, unreadable, missing ...), the field guide's row with its `field_guide` listing (version, provenance,
+    sections and sources): what `kb list` and the TUI's library screen show."""
     rows = knowledge.documents()
     guide = FieldGuide(knowledge)
+    check = getattr(knowledge, "check_sources", None)  # each source's state now (kb.provenance): a stat each
+    states = {state.path: state.as_dict() for state in check()} if check is not None else {}
     for row in rows:
+        row["state"] = states.get(row["path"])
         if row["path"] == str(guide.path):
             row["field_guide"] = guide.listing()
     return rows

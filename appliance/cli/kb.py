@@ -59,9 +59,15 @@ def _say(message: str, quiet: bool) -> None:
     diag(clean_line(message), quiet)
 
 
-def _notices(obj: Context, knowledge) -> None:
+def _notices(obj: Context, knowledge) -> list[dict]:
+    """The library's notices, and the sources its searches named (a damaged archive not searched, a cited file
+    changed since it was added), each one line on stderr; returns those sources for --json."""
     for notice in knowledge.take_notices():
         _say(f"note: {notice}", obj.quiet)
+    named = knowledge.take_problems()
+    for state in named:
+        _say(f"note: {state.line()}", obj.quiet)
+    return [state.as_dict() for state in named]
 
 
 def _vectors_sound(obj: Context, knowledge) -> None:
@@ -170,23 +176,52 @@ def kb_search(obj: Context, query: str, k: int, as_json: bool) -> None:
         raise click.UsageError('the query is empty; try: appliance kb search "purify water"')
     knowledge = obj.services.kb
     _vectors_sound(obj, knowledge)
+    named: list[dict] = []
     try:
         hits = knowledge.search(query, k=k)
     finally:
-        _notices(obj, knowledge)
+        named = _notices(obj, knowledge)
     if as_json:
-        click.echo(dumps([hit.as_dict() for hit in hits]))
+        click.echo(dumps({"hits": [hit.as_dict() | {"source": _described(knowledge, hit.path)} for hit in hits],
+                          "source_problems": named}))
     else:
         for number, hit in enumerate(hits, 1):
             source = hit.source(number)
             click.echo(clean_line(f"{source.cite()}  ({hit.score:.3f})"))
             if hit.title and not hit.article:
                 click.echo("    " + clean_line(hit.title))
+            said = _said(_described(knowledge, hit.path), hit.title)
+            if said:
+                click.echo("    " + clean_line(said))
             click.echo("    " + clean_line(hit.snippet))
         if not hits:
-            diag("the library has nothing on this", obj.quiet)
+            unsearched = [state for state in named if not state["searched"]]
+            if unsearched:
+                diag(f"nothing found in what could be searched; {len(unsearched)} "
+                     f"{'archive was' if len(unsearched) == 1 else 'archives were'} not searched (named above)",
+                     obj.quiet)
+            else:
+                diag("the library has nothing on this", obj.quiet)
     if not hits:
         sys.exit(EXIT_FAILURE)
+
+
+def _described(knowledge, path: str) -> dict:
+    """What a source's record says of it for a citation: title, publisher, license (where known), sha256."""
+    return knowledge.described(path)
+
+
+def _said(described: dict, shown_title: str = "") -> str:
+    """`from "Title", published by X, license Y`: the facts a citation shows, those known only (a title the hit
+    shows already is not repeated)."""
+    parts = []
+    if described.get("title") and described["title"] != shown_title:
+        parts.append(f"from \"{described['title']}\"")
+    if described.get("publisher"):
+        parts.append(f"published by {described['publisher']}")
+    if described.get("license"):
+        parts.append(f"license {described['license']}")
+    return ", ".join(parts)
 
 
 @kb.command("list")
@@ -202,7 +237,7 @@ def kb_list(obj: Context, as_json: bool) -> None:
     from appliance.answering import field_guide
 
     knowledge = obj.services.kb
-    rows = field_guide.documents(knowledge)
+    rows = field_guide.documents(knowledge)  # each with its state now
     if as_json:
         click.echo(dumps(rows))
         return
@@ -214,9 +249,15 @@ def kb_list(obj: Context, as_json: bool) -> None:
             guide = row["field_guide"]
             click.echo(clean_line(f"{'':19}the field guide {guide['version']} ({guide['date']}): "
                                   f"{guide['provenance']}; `appliance kb guide` lists its sections"))
+        state = row["state"]
+        if state is not None and state["fix"]:
+            click.echo(clean_line(f"{'':19}{state['state'].upper()}: {state['detail']}"
+                                  f"{'; not searched' if not state['searched'] else ''}; {state['fix']}"))
     _notices(obj, knowledge)
     if not rows:
         diag("the library is empty; add files with: appliance kb add ~/manuals", obj.quiet)
+    elif all(row["state"] is not None and not row["state"]["searched"] for row in rows):
+        diag("nothing in the library can be searched now (named above)", obj.quiet)
 
 
 @kb.command("guide")
@@ -290,6 +331,117 @@ def kb_stats(obj: Context, as_json: bool) -> None:
     click.echo(f"documents: {stats['documents']}\nchunks:    {stats['chunks']}\nzims:      {stats['zims']}\n"
                f"size:      {stats['size_bytes'] / 1e6:.1f} MB")
     click.echo(clean_line(f"directory: {stats['directory']}"))
+
+
+@kb.command("show")
+@click.argument("source")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def kb_show(obj: Context, source: str, as_json: bool) -> None:
+    """Where one source came from: its sha256, size, origin, when it was added, what the file says of itself.
+
+    
+    Each fact says where it was read (a ZIM's metadata, a PDF's document information,
+    an EPUB's package metadata); what the file does not say is shown as unknown. The
+    state now is checked too (a stat; a hash only if its size or date changed).
+    SOURCE is its path, or a file name only one source in the library has.
+    Examples:
+      appliance kb show /media/usb/wikipedia_en_medicine.zim
+      appliance kb show first-aid.pdf --json
+    """
+    knowledge = obj.services.kb
+    try:
+        row, state = knowledge.source_record(source)
+    except KBUsageError as exc:
+        raise click.UsageError(str(exc)) from None
+    row["state"] = state.as_dict()
+    if as_json:
+        click.echo(dumps(row))
+        return
+    rec = row["record"]
+    held = ("registered, searched through its own index" if row["mode"] == "registered"
+            else f"{row['chunks']} passages in the library")
+    lines = [f"{row['path']}", f"  kind:      {row['kind']} ({held})", f"  title:     {row['title']}",
+             f"  added:     {_when(row['added'])}"]
+    if not rec["recorded"]:
+        lines.append("  record:    none (added before the library kept provenance); `appliance kb verify` starts one")
+    else:
+        lines.append(f"  size:      {rec['size']:,} bytes" if rec.get("size") is not None else "  size:      unknown")
+        if rec["sha256"]:
+            lines.append(f"  sha256:    {rec['sha256']}")
+            lines.append(f"             taken by {rec['hashed_by'] or '?'} on {_when(rec['hashed'])}")
+        else:
+            lines.append("  sha256:    unknown (never hashed: `appliance kb verify` takes it)")
+        lines.append(f"  origin:    {_origin(rec['origin'])}")
+        for name, entry in rec["facts"].items():
+            lines.append(f"  {name + ':':<10} {entry['value']}   (from {entry['from']})")
+        for name in rec["unknown"]:
+            lines.append(f"  {name + ':':<10} unknown (the file does not say)")
+        if rec.get("verified"):
+            lines.append(f"  verified:  {_when(rec['verified'])}: {rec['verdict']}"
+                         f"{' (' + rec['detail'] + ')' if rec.get('detail') else ''}")
+    lines.append(f"  now:       {state.state}{' (' + state.detail + ')' if state.detail else ''}")
+    for line in lines:
+        click.echo(clean_line(line))
+    if state.problem:
+        click.echo(clean_line(f"  fix:       {state.fix}"))
+
+
+def _when(stamp) -> str:
+    if not stamp:
+        return "unknown"
+    return datetime.datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M")
+
+
+def _origin(origin: dict) -> str:
+    kind = origin.get("kind", "unknown")
+    if kind == "url":
+        entry = origin.get("catalog") or {}
+        name = f" (catalog entry {entry.get('name')})" if entry.get("name") else ""
+        return f"downloaded from {origin.get('url', '?')}{name}"
+    if kind == "pack":
+        return f"imported from the knowledge pack {origin.get('pack', '?')}"
+    if kind == "folder":
+        return f"copied from {origin.get('path', '?')} (`kb download --from`)"
+    if kind == "path":
+        adopted = f"; {origin['recorded']}" if origin.get("recorded") else ""
+        return f"added from its path{adopted}"
+    return "unknown"
+
+
+@kb.command("verify")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def kb_verify(obj: Context, as_json: bool) -> None:
+    """Re-hash every source in the library and compare it with its record.
+
+    
+    Names each file that changed since it was added, cannot be read, or is missing;
+    a ZIM archive is also opened. Exit 3 (integrity) when any did. Searches only
+    look at sizes and dates; this reads every byte (a progress bar for big files).
+    Example:
+      appliance kb verify
+    """
+    from appliance.cli.support import hash_progress
+
+    knowledge = obj.services.kb
+    update, bar = hash_progress("verifying the library's sources", obj.quiet)
+    with bar:
+        states = knowledge.verify_sources((lambda done, total, _name: update(done, total)) if update else None)
+    if as_json:
+        click.echo(dumps({"sources": [state.as_dict() for state in states],
+                          "ok": not any(state.problem for state in states)}))
+    else:
+        for state in states:
+            mark = "ok     " if not state.problem else state.state.upper().ljust(7)
+            click.echo(clean_line(f"{mark} {state.path}{': ' + state.detail if state.detail else ''}"))
+            if state.problem:
+                click.echo(clean_line(f"        {state.fix}"))
+        bad = [state for state in states if state.problem]
+        click.echo(f"{len(states) - len(bad)} of {len(states)} sources verified" if states
+                   else "the library has no sources")
+    if any(state.problem for state in states):
+        raise IntegrityError(f"{sum(state.problem for state in states)} source(s) do not match their record")
 
 
 @kb.command("remove")
@@ -424,3 +576,163 @@ def kb_import(obj: Context, folder: Path, as_json: bool) -> None:
         return
     click.echo(clean_line(f"imported {report.documents} documents ({report.chunks} passages), "
                           f"{report.skipped} already there, {report.replaced} replaced, from {folder}"))
+
+
+def _gb(n: int | None) -> str:
+    if n is None:
+        return "size unknown"
+    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.0f} MB"
+
+
+@kb.command("catalog")
+@click.option("--to", "target", type=click.Path(path_type=Path), help="Where the archives would go (for the free "
+              "space; default: the data folder's archives/).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def kb_catalog(obj: Context, target: Path | None, as_json: bool) -> None:
+    """The survival starter set: Kiwix ZIM archives worth having, with sizes and what fits.
+
+    \b
+    First aid and medicine, water, food, post-disaster, repair, travel and maps. Each
+    with its Kiwix name, publisher, language, license as published (and where that
+    comes from), approximate size and what it is good for. Sizes are approximate (see
+    the note); `kb download --dry-run NAME` shows the catalog's real length.
+    Fetch them with `appliance kb download NAME...` (online), or from a folder
+    (a USB stick) with `appliance kb download --from DIR NAME...`.
+    Example:
+      appliance kb catalog
+    """
+    from appliance.cli import archives as fetching
+    from kb import archives
+
+    shipped = archives.catalog()
+    folder = target or obj.services.paths.archives
+    free = fetching.free_bytes(folder)
+    held = {Path(d["path"]).name for d in obj.services.kb.documents() if d["kind"] == "zim"}
+    rows, left = [], free
+    for entry in shipped.entries:
+        here = next((name for name in sorted(held) if name.startswith(entry.name + "_")), None)
+        fits = None if free is None or entry.approx_bytes is None else entry.approx_bytes <= free
+        if here is None and left is not None and entry.approx_bytes is not None:
+            left -= entry.approx_bytes
+        rows.append(entry.as_dict() | {"fits_free_disk": fits, "in_library": here})
+    total = sum(entry.approx_bytes or 0 for entry in shipped.entries)
+    if as_json:
+        click.echo(dumps({"entries": rows, "size_basis": shipped.size_basis, "hash_source": shipped.hash_source,
+                          "method": shipped.method, "folder": str(folder), "free_bytes": free,
+                          "approx_total_bytes": total, "all_fit": None if left is None else left >= 0}))
+        return
+    for row in rows:
+        name = row["name"] + (f" ({row['flavour']})" if row["flavour"] else "")
+        room = ("in the library" if row["in_library"] else "fits" if row["fits_free_disk"]
+                else "unknown" if row["fits_free_disk"] is None else "does NOT fit")
+        click.echo(clean_line(f"{row['topic']:<26} {name:<34} ~{_gb(row['approx_bytes']):>8}  {room}"))
+        click.echo(clean_line(f"{'':27}{row['title']}: {row['good_for']}"))
+        click.echo(clean_line(f"{'':27}published by {row['publisher']} ({row['creator']}), {row['language']}; "
+                              f"license {row['license']['text']} ({row['license']['basis']})"))
+    where = "free disk unknown" if free is None else f"{_gb(free)} free"
+    click.echo(clean_line(f"the whole set: ~{_gb(total)}; {where} at {folder}"
+                          + ("" if left is None else " (all fit)" if left >= 0 else " (not all fit)")))
+    click.echo(clean_line(f"sizes: {shipped.size_basis}"))
+    click.echo(clean_line(f"hashes: {shipped.hash_source}"))
+
+
+@kb.command("download")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--from", "source", type=click.Path(path_type=Path), help="Take the archives from this folder (a USB "
+              "stick) instead of the network, with the same checks (the .sha256 or .meta4 beside each file).")
+@click.option("--to", "target", type=click.Path(path_type=Path), help="Where to keep the archives (default: the data "
+              "folder's archives/).")
+@click.option("--dry-run", is_flag=True, help="Show what would be fetched and its size; fetch nothing but the feed.")
+@click.option("--catalog", "catalog_url", help="The Kiwix OPDS catalog's base URL (default "
+              "https://library.kiwix.org, or APPLIANCE_KIWIX_CATALOG).")
+@click.option("--no-register", is_flag=True, help="Only fetch and check (e.g. onto a USB stick for another machine).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def kb_download(obj: Context, names: tuple[str, ...], source: Path | None, target: Path | None, dry_run: bool,
+                catalog_url: str | None, no_register: bool, as_json: bool) -> None:
+    """Fetch Kiwix ZIM archives, check their sha256, register them: online (the only other one).
+
+    \b
+    NAME is a Kiwix name (`appliance kb catalog` lists the starter set) or an archive's
+    URL. The OPDS catalog says which file is current; the mirror's .sha256 (or .meta4)
+    beside it is read before the file is fetched, and the file is checked against it
+    before it is renamed into place: a mismatch deletes the partial file (exit 3).
+    Resumable: run it again after a cut link. With --from DIR nothing goes online:
+    each archive is taken from that folder, checked against the .sha256 / .meta4
+    beside it there.
+    Examples:
+      appliance kb download zimgit-water_en wikipedia_en_medicine
+      appliance kb download --dry-run ifixit_en_all
+      appliance kb download --to /media/usb/archives --no-register zimgit-water_en
+      appliance kb download --from /media/usb/archives zimgit-water_en
+    """
+    from appliance.cli import archives as fetching
+    from appliance.cli.support import hash_progress
+
+    folder = target or obj.services.paths.archives
+    fetched: list[fetching.Fetched] = []
+    if source is not None:
+        if dry_run:
+            found = [fetching.find_in_folder(source, name) for name in names]
+            rows = [{"asked": n, "file": str(p), "length": p.stat().st_size} for n, p in zip(names, found, strict=True)]
+            _dry_run(rows, folder, as_json)
+            return
+        for name in names:
+            path = fetching.find_in_folder(source, name)
+            update, bar = hash_progress(f"checking and copying {path.name}", obj.quiet)
+            with bar:
+                fetched.append(fetching.take_from_folder(path, folder, update))
+    else:
+        from appliance.system.online import online
+
+        base = fetching.catalog_base(catalog_url)
+        with online("appliance kb download: the catalog"):
+            plans = fetching.plan(list(names), base)
+        if dry_run:
+            _dry_run([item.as_dict() for item in plans], folder, as_json)
+            return
+        free = fetching.free_bytes(folder)
+        needed = sum(item.length or 0 for item in plans)
+        if free is not None and needed > free:
+            raise ApplianceError(f"the archives need {_gb(needed)}, {_gb(free)} free at {folder}; free some space "
+                                 "or choose another folder with --to")
+        for item in plans:
+            update, bar = hash_progress(f"downloading {item.file}", obj.quiet)
+            with bar:
+                fetched.append(fetching.download(item, folder, update))
+    report = None
+    if not no_register:
+        knowledge = obj.services.kb
+        report = knowledge.add([f.path for f in fetched], origins={str(f.path): f.origin | {"sha256_checked": f.sha256}
+                                                                   for f in fetched})
+        _notices(obj, knowledge)
+    if as_json:
+        click.echo(dumps({"archives": [{"path": str(f.path), "sha256": f.sha256, "sha256_from": f.sha256_from,
+                                        "already_there": f.reused, "origin": f.origin} for f in fetched],
+                          "registered": report.as_dict() if report is not None else None}))
+    else:
+        for f in fetched:
+            verb = "already there" if f.reused else "fetched"
+            click.echo(clean_line(f"{verb} {f.path} ({_gb(f.path.stat().st_size)}): sha256 matches {f.sha256_from}"))
+        if report is not None:
+            click.echo(f"registered: {report.added} new, {report.replaced} replaced, {report.skipped} unchanged")
+            for path, reason in report.failed:
+                click.echo(clean_line(f"FAILED    {path}: {reason}"))
+    if report is not None and report.failed:
+        sys.exit(EXIT_FAILURE)
+
+
+def _dry_run(rows: list[dict], folder: Path, as_json: bool) -> None:
+    from appliance.cli import archives as fetching
+
+    free = fetching.free_bytes(folder)
+    total = sum(row.get("length") or 0 for row in rows)
+    if as_json:
+        click.echo(dumps({"would_fetch": rows, "total_bytes": total, "folder": str(folder), "free_bytes": free}))
+        return
+    for row in rows:
+        click.echo(clean_line(f"would fetch {row['asked']}: {row['file']} ({_gb(row.get('length'))})"
+                              + (f" from {row['url']}" if row.get("url") else "")))
+    click.echo(clean_line(f"in all {_gb(total)} into {folder}"
+                          + ("" if free is None else f" ({_gb(free)} free)")))

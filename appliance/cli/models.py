@@ -478,19 +478,23 @@ def models_install_pack(obj: Context, name: str, source: Path | None, as_json: b
 @click.option("--format", "fmt", type=click.Choice(["cyclonedx"]), default="cyclonedx", show_default=True,
               help="BOM format.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
+@click.option("--with-kb", is_flag=True, help="Add the knowledge sources this installation uses (documents and ZIM "
+              "archives, with their sha256 and stated licenses) as data components.")
 @JSON
 @pass_ctx
-def models_bom(obj: Context, name: str, fmt: str, output: Path | None, as_json: bool) -> None:
+def models_bom(obj: Context, name: str, fmt: str, output: Path | None, with_kb: bool, as_json: bool) -> None:
     """Export a model's record as a CycloneDX 1.6 BOM (validated against the 1.6 schema). Always JSON.
 
     \b
     Example:
       appliance models bom smollm2-135m-instruct -o smollm2.cdx.json
+      appliance models bom smollm2-135m-instruct --with-kb    # and the library's sources
     """
     from appliance.models import bom
     from appliance.paths import atomic_write_text
 
-    text = dumps(bom.export(obj.services.models.resolve(name)))
+    knowledge = obj.services.kb.records() if with_kb else None
+    text = dumps(bom.export(obj.services.models.resolve(name), knowledge))
     if output:
         if not output.parent.is_dir():
             raise UsageError(f"cannot write {shown(output)}: {shown(output.parent)} is not a directory")

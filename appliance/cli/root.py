@@ -236,7 +236,8 @@ def ask(obj: Context, question: str | None, model_name: str | None, max_tokens: 
         elif run.sources:
             click.echo("\nPassages given to the model (none of them backs the answer):")
         for source in cited or run.sources:
-            click.echo(clean_line(source.cite()))
+            said = source.provenance()
+            click.echo(clean_line(source.cite() + (f" ({said})" if said else "")))
         timings = result["timings"]
         if timings.get("tokens_per_s"):
             diag(f"[{result['model']['name']}: {timings['tokens']} tokens, {timings['tokens_per_s']} tokens/s]",
@@ -325,7 +326,10 @@ _register_subcommands()
 def _command_path(args: list[str]) -> str:
     """The subcommand names of a command line ("models download"), options skipped. Neither the top-level group
     nor `models` takes an option with a value, so the first two words are the path; a misread only ever locks."""
-    return " ".join([arg for arg in args if not arg.startswith("-")][:2])
+    path = " ".join([arg for arg in args if not arg.startswith("-")][:2])
+    if path == "kb download" and any(arg == "--from" or arg.startswith("--from=") for arg in args):
+        return "kb download --from"  # from a folder: no network at all, so the lock stays on
+    return path
 
 
 def _lock_network(args: list[str]) -> None:

@@ -3,8 +3,8 @@
 - air gap: environment guards, the kernel lock (a deliberate socket refused by the kernel), the online door,
   huggingface_hub's offline mode, a self-test of load + retrieval + generation watched from outside
   (airgap.watched_selftest), and Python's audit hook over this whole check;
-- integrity: every registered model and the embedder verify, the knowledge base is consistent, history.sqlite
-  passes SQLite's integrity check;
+- integrity: every registered model and the embedder verify, the knowledge base is consistent, every source in
+  the library (each registered ZIM archive too) is what was added, history.sqlite passes SQLite's integrity check;
 - engine: the canary (a real load and a few tokens in the engine process);
 - hardware: RAM, cores, CPU flags, free disk; per model whether it fits and with what context; the built-in table
   of model sizes for this much RAM; the pack advice;
@@ -79,6 +79,38 @@ def kb_check(knowledge) -> Check:
                                                                           for key, value in problems.items()), fix=fix)
     return Check("knowledge base", True, f"{report['chunks']} passages, each with its text and vector in the store "
                  "and in the index; journal clean; SQLite quick_check ok")
+
+
+def source_checks(knowledge) -> list[Check]:
+    """Every source in the library as it is now (a stat each; a hash only when a size or date changed): a
+    registered archive changed or unreadable fails (exit 3), one gone fails (exit 1: nothing says its bytes are
+    wrong, but the library cannot search it); an ingested file changed or gone is a warning (its passages are the
+    version that was added); one never hashed is a warning until `kb verify`."""
+    if not (knowledge.directory / "text.sqlite").exists():
+        return []
+    try:
+        states = knowledge.open().check_sources()
+    except Exception as exc:  # noqa: BLE001 - a damaged store is named by the knowledge base check
+        return [Check("library sources", None, f"cannot be checked: {str(exc)[:200]}")]
+    checks = []
+    for state in states:
+        if not state.problem:
+            continue
+        label = f"{'archive' if state.kind == 'zim' else 'source'} {state.path}"
+        detail = f"{state.state}: {state.detail}" + ("; not searched" if not state.searched else
+                                                       "; its passages are the version added"
+                                                       if state.mode == "ingested" else "")
+        if state.mode == "registered" and state.state in ("changed", "unreadable"):
+            checks.append(Check(label, False, detail, 3, fix=state.fix))
+        elif state.mode == "registered" and state.state == "missing":
+            checks.append(Check(label, False, detail, 1, fix=state.fix))
+        else:
+            checks.append(warning(label, detail, fix=state.fix))
+    if not checks:
+        archives = sum(1 for state in states if state.kind == "zim")
+        checks.append(Check("library sources", True, f"{len(states)} sources ({archives} ZIM archives), each the "
+                            "size and date it had when added (`appliance kb verify` re-hashes every byte)"))
+    return checks
 
 
 def history_check(path: Path) -> Check:
@@ -212,7 +244,8 @@ def run(services, progress_for: Callable | None = None, engine: bool = True, sel
         gap.append(serving_check(services.paths))
         checks = _in("air gap", gap)
         checks += _in("integrity", model_checks(services.models, progress_for) + [
-            embedder_check(), kb_check(services.knowledge), history_check(services.paths.history)])
+            embedder_check(), kb_check(services.knowledge)] + source_checks(services.knowledge)
+            + [history_check(services.paths.history)])
         if engine:
             checks += _in("engine", [engine_fit.engine_canary(services.engine)])
         default = services.models.default_name(config.model.default)

@@ -15,6 +15,9 @@ What goes where:
                           note that GGUF metadata is the converter's claim
   purl                    pkg:huggingface/<repo>@<commit> for a hub download
   properties              appliance:* facts with no CycloneDX field (commercial use, quantization, role, source)
+With the knowledge sources (`models bom NAME --with-kb`): each document or ZIM archive of the library as a "data"
+component: its sha256, the license its file states (declared), the rest of its provenance record as appliance:kb.*
+properties.
 The document is built as plain JSON (cyclonedx-python-lib has no model card yet) and checked with the library's
 bundled 1.6 JSON schema, offline.
 """
@@ -149,6 +152,41 @@ def build(entry) -> dict[str, Any]:
     }
 
 
+def knowledge_component(number: int, source: dict[str, Any]) -> dict[str, Any]:
+    """One knowledge source (kb.KnowledgeBase.records(): a document or ZIM archive with its provenance record)
+    as a CycloneDX data component: its sha256, the license its file states (declared; none when it states none),
+    and what else the record knows as appliance:kb.* properties (origin, publisher, who took the hash)."""
+    record = source.get("record") or {}
+    facts = record.get("facts") or {}
+
+    def fact(name: str) -> str | None:
+        entry = facts.get(name)
+        return entry.get("value") if isinstance(entry, dict) else None
+
+    component: dict[str, Any] = {
+        "type": "data",
+        "bom-ref": f"kb:{number}",
+        "name": str(source.get("path", "?")).rsplit("/", 1)[-1],
+        "description": f"{source.get('kind')} in the knowledge base"
+                       + (" (registered ZIM archive, searched through its own index)"
+                          if source.get("mode") == "registered" else f" ({source.get('chunks')} passages)"),
+    }
+    if record.get("sha256"):
+        component["hashes"] = [{"alg": "SHA-256", "content": record["sha256"]}]
+    if fact("License"):
+        component["licenses"] = [_license(str(fact("License")), "declared")]
+    origin = record.get("origin") or {}
+    component["properties"] = _props({
+        "kb.path": source.get("path"), "kb.title": fact("Title") or source.get("title"),
+        "kb.publisher": fact("Publisher"), "kb.creator": fact("Creator"), "kb.date": fact("Date"),
+        "kb.language": fact("Language"), "kb.license": None if fact("License") else "unknown (the file states none)",
+        "kb.sha256.taken_by": record.get("hashed_by") or ("never hashed" if not record.get("sha256") else None),
+        "kb.origin.kind": origin.get("kind"), "kb.origin.url": origin.get("url"), "kb.origin.pack": origin.get("pack"),
+        "kb.size": record.get("size"),
+    })
+    return component
+
+
 def validate(document: dict[str, Any]) -> None:
     """Raise ValueError with the schema's message unless the document is valid CycloneDX 1.6."""
     from cyclonedx.schema import SchemaVersion
@@ -159,7 +197,11 @@ def validate(document: dict[str, Any]) -> None:
         raise ValueError(f"not valid CycloneDX 1.6: {str(error).splitlines()[0]}")
 
 
-def export(entry) -> dict[str, Any]:
+def export(entry, knowledge: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The model's BOM; with `knowledge` (kb.KnowledgeBase.records()), the installation's knowledge sources too,
+    as data components."""
     document = build(entry)
+    if knowledge:
+        document["components"] += [knowledge_component(n, source) for n, source in enumerate(knowledge, start=1)]
     validate(document)  # our own output: a failure here is a bug, and raises as one
     return document

@@ -48,7 +48,10 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-_SOURCE_KEYS = ("number", "path", "title", "section", "page", "article", "chunk_sha256", "cited")
+# Keys absent from a source (None) are left out, so a record made before a key existed is what it was: new keys
+# (the source file's sha256, what it states of itself) only reach new records and never break the chain.
+_SOURCE_KEYS = ("number", "path", "title", "section", "page", "article", "chunk_sha256", "cited", "source_sha256",
+                "work", "publisher", "license")
 
 
 def record_for(question: str, result: dict[str, Any], when: float, adopted: bool = False) -> dict[str, Any]:

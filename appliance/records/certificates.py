@@ -166,7 +166,7 @@ def _check_sources(sources: list[dict[str, Any]], services) -> list[Check]:
         label = f"source [{source.get('number')}] {source.get('path')}"
         sha = source.get("chunk_sha256")
         if source.get("article"):
-            checks.append(Check(label, None, "a passage of a ZIM archive: not hashed here"))
+            checks.append(_check_archive(kb, label, source))
         elif not isinstance(sha, str):
             checks.append(Check(label, None, "no passage hash was recorded"))
         else:
@@ -179,6 +179,30 @@ def _check_sources(sources: list[dict[str, Any]], services) -> list[Check]:
                 checks.append(Check(label, False, "the library's copy of this document changed: no passage has the "
                                                   f"certified sha256 {sha[:16]}..."))
     return checks
+
+
+def _check_archive(kb, label: str, source: dict[str, Any]) -> Check:
+    """A passage of a ZIM archive: the archive is the certified one when the library's record of the file at
+    that path has the certified sha256 and the file is still the size and date it had when hashed (a full
+    re-hash is `appliance kb verify`)."""
+    certified = source.get("source_sha256")
+    if not isinstance(certified, str) or len(certified) != 64:
+        return Check(label, None, "a passage of a ZIM archive; no hash of the archive was recorded (answered "
+                                  "before the library kept one)")
+    path = str(source.get("path"))
+    said = kb.described(path)
+    if said.get("sha256") is None:
+        return Check(label, None, f"archive sha256 {certified[:16]}... certified; this library has no record of "
+                                  "an archive at that path")
+    if said["sha256"] != certified:
+        return Check(label, False, f"the archive registered at this path is sha256 {said['sha256'][:16]}..., not "
+                                   f"the certified {certified[:16]}... (another or changed archive)")
+    states = kb.check_sources({path})
+    if states and states[0].problem:
+        return Check(label, False, f"the archive's record matches the certified sha256 {certified[:16]}..., but the "
+                                   f"file {states[0].state}: {states[0].detail}")
+    return Check(label, True, f"the archive at this path is the certified one (sha256 {certified[:16]}... on record, "
+                              "the file unchanged since: size and date; `appliance kb verify` re-hashes it)")
 
 
 def _passage_hashes(kb, path: str) -> set[str] | None:

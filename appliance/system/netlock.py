@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 # Commands that must reach the network: never locked. A command path is the subcommand names, space-separated.
-ONLINE_COMMANDS = frozenset({"models download", "models install-pack"})
+ONLINE_COMMANDS = frozenset({"models download", "models install-pack", "kb download"})
 # Locked by the command itself, once its listening socket is bound (appliance.serve.server): accepting on a socket
 # made before the lock still works; creating one after it does not. Its other subcommands are locked at start.
 AFTER_BIND = "serve"

@@ -3,8 +3,9 @@
 `appliance/__init__.py` sets the environment guards (HF_HUB_OFFLINE=1 and friends) before anything else is
 imported. huggingface_hub reads HF_HUB_OFFLINE into `huggingface_hub.constants` once, at its own import, so
 changing the variable later does nothing; `online()` lifts both the variable and the constant for the duration of
-one explicit download, and puts both back afterwards, whatever happens. Nothing but `appliance models download`
-calls it.
+one explicit download, and puts both back afterwards, whatever happens. Only the explicit online commands call it:
+`appliance models download`, `models install-pack` and `kb download` (netlock.ONLINE_COMMANDS; the kernel lock is
+never installed for them).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 from typing import BinaryIO
 
-from kb.document import Document
+from kb.document import Document, fact
 from kb.errors import ReadError
 from kb.readers._text import clean, decode
 from kb.readers.html import parse_html
@@ -57,6 +57,11 @@ def _toc_titles(book) -> dict[str, str]:
     return titles
 
 
+# The Dublin Core elements an EPUB's package may carry, as the provenance record names them.
+EPUB_FACTS = {"title": "Title", "creator": "Creator", "publisher": "Publisher", "date": "Date",
+              "language": "Language", "rights": "License", "source": "Source", "identifier": "Identifier"}
+
+
 def read_epub(handle: BinaryIO, path: Path) -> Document:
     check_zip(handle)
     import ebooklib
@@ -76,6 +81,14 @@ def read_epub(handle: BinaryIO, path: Path) -> Document:
             title = clean(meta[0][0])
     except Exception:  # noqa: BLE001 - a broken title only loses the title
         pass
+    facts: dict[str, dict[str, str]] = {}
+    for element, name in EPUB_FACTS.items():
+        try:
+            values = [str(value) for value, _ in book.get_metadata("DC", element) if str(value).strip()]
+        except Exception:  # noqa: BLE001 - broken metadata only loses that fact
+            continue
+        if values:
+            facts[name] = fact("; ".join(values), f"the EPUB's package metadata (dc:{element})")
     toc = _toc_titles(book)
     sections = []
     notes: list[str] = []
@@ -99,4 +112,5 @@ def read_epub(handle: BinaryIO, path: Path) -> Document:
                 section.heading = [part.title]
             sections.append(section)
         notes.extend(f"{name}: {note}" for note in part.notes)
-    return Document(path=str(path), title=title or path.stem, kind="epub", sections=sections, notes=notes)
+    return Document(path=str(path), title=title or path.stem, kind="epub", sections=sections, notes=notes,
+                    facts=facts)

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import BinaryIO
 
-from kb.document import Document, Section
+from kb.document import Document, Section, fact
 from kb.errors import ReadError
 from kb.readers._text import clean, paragraphs
 
@@ -44,6 +44,11 @@ def _outline(reader) -> list[tuple[int, list[str]]]:
     return marks
 
 
+# The document information a PDF may carry, as the provenance record names it.
+PDF_FACTS = {"/Title": "Title", "/Author": "Creator", "/Subject": "Subject", "/Creator": "Made with",
+             "/Producer": "Producer", "/CreationDate": "Date", "/ModDate": "Modified"}
+
+
 def read_pdf(handle: BinaryIO, path: Path) -> Document:
     from pypdf import PdfReader
     from pypdf.errors import FileNotDecryptedError, PdfReadError
@@ -69,10 +74,16 @@ def read_pdf(handle: BinaryIO, path: Path) -> Document:
     if count > MAX_PAGES:
         raise ReadError(f"{count} pages; more than {MAX_PAGES} is not supported")
     title = ""
+    facts: dict[str, dict[str, str]] = {}
     try:
-        if reader.metadata and reader.metadata.title:
-            title = clean(str(reader.metadata.title))
-    except Exception:  # noqa: BLE001 - broken metadata only loses the title
+        info = reader.metadata
+        if info and info.title:
+            title = clean(str(info.title))
+        for key, name in PDF_FACTS.items():
+            value = info.get(key) if info else None
+            if value is not None and str(value).strip():
+                facts[name] = fact(str(value), f"the PDF's document information ({key})")
+    except Exception:  # noqa: BLE001 - broken metadata only loses the title and the facts
         pass
     marks = _outline(reader)
     sections: list[Section] = []
@@ -95,7 +106,7 @@ def read_pdf(handle: BinaryIO, path: Path) -> Document:
     if not title and sections:
         first = sections[0].paragraphs[0]
         title = first if len(first.split()) <= 12 else path.stem
-    document = Document(path=str(path), title=title or path.stem, kind="pdf", sections=sections)
+    document = Document(path=str(path), title=title or path.stem, kind="pdf", sections=sections, facts=facts)
     if failed_pages:
         document.notes.append(f"{failed_pages} of {count} pages could not be read")
     return document

@@ -151,8 +151,10 @@ def _png(width: int = 48, height: int = 48) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 
 
-def make_zim(path: Path, articles: dict[str, tuple[str, list[tuple[str, str]]]], title: str = "Test Wiki") -> Path:
-    """articles: file name -> (title, [(section heading, text)]). Built by zimwriterfs with a full-text index."""
+def make_zim(path: Path, articles: dict[str, tuple[str, list[tuple[str, str]]]], title: str = "Test Wiki",
+             extra: tuple[str, ...] = ()) -> Path:
+    """articles: file name -> (title, [(section heading, text)]). Built by zimwriterfs with a full-text index;
+    `extra`: more zimwriterfs options (e.g. "-n", "name", "-e", "source URL")."""
     zimwriterfs = require_tool("zimwriterfs")
     source = path.parent / (path.stem + "-html")
     source.mkdir(parents=True, exist_ok=True)
@@ -166,7 +168,8 @@ def make_zim(path: Path, articles: dict[str, tuple[str, list[tuple[str, str]]]],
         (source / name).write_text(f"<html><head><title>{article_title}</title></head><body>"
                                    f"<h1>{article_title}</h1>{body}</body></html>")
     subprocess.run([zimwriterfs, "-w", "index.html", "-I", "icon.png", "-l", "eng", "-t", title, "-d", "test wiki",
-                    "-c", "tests", "-p", "tests", "-J", "1", str(source), str(path)], check=True, capture_output=True)
+                    "-c", "tests", "-p", "tests", "-J", "1", *extra, str(source), str(path)], check=True,
+                   capture_output=True)
     return path
 
 

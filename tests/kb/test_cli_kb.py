@@ -31,7 +31,7 @@ def test_add_list_stats_search_remove(ingested):
 
     found = run_appliance("kb", "search", "--json", "-k", "2", "is it ok to run a generator in my garage")
     assert found.returncode == 0, found.stderr
-    hits = json.loads(found.stdout)
+    hits = json.loads(found.stdout)["hits"]
     assert len(hits) <= 2 and hits[0]["path"] == str(library / "power.pdf")
     assert hits[0]["page"] == 1 and hits[0]["heading"] == "Generators" and hits[0]["title"] == "Field Manual"
     assert {"score", "path", "title", "heading", "page", "snippet"} <= set(hits[0])
@@ -40,7 +40,7 @@ def test_add_list_stats_search_remove(ingested):
     assert text.returncode == 0 and "first-aid.html" in text.stdout and "Burns" in text.stdout
 
     nothing = run_appliance("kb", "search", "--json", "who won the 1998 football world cup")
-    assert nothing.returncode == 1 and json.loads(nothing.stdout) == []
+    assert nothing.returncode == 1 and json.loads(nothing.stdout) == {"hits": [], "source_problems": []}
 
     removed = run_appliance("kb", "remove", "--json", str(library / "power.pdf"))
     assert removed.returncode == 0 and json.loads(removed.stdout)["removed"][0]["chunks"] > 0

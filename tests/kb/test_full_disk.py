@@ -38,7 +38,7 @@ def readable_while_full(out: dict, documents: int) -> None:
     assert out["full_list"]["rc"] == 0, out["full_list"]["stderr"]
     assert len(out["full_list"]["json"]) == documents
     assert out["full_search"]["rc"] == 0, out["full_search"]["stderr"]
-    assert out["full_search"]["json"], "nothing found while the disk was full"
+    assert out["full_search"]["json"]["hits"], "nothing found while the disk was full"
     assert "Traceback" not in out["full_search"]["stderr"]
 
 
@@ -77,7 +77,7 @@ def test_the_disk_fills_while_kb_add_runs(namespaces, tmp_path):
     assert rerun["rc"] == 0, rerun["stderr"]
     assert rerun["json"]["failed"] == [] and rerun["json"]["added"] == 16 - out["ready_after"]
     assert len(out["list"]["json"]) == 16
-    assert out["search"]["rc"] == 0 and out["search"]["json"], out["search"]["stderr"]
+    assert out["search"]["rc"] == 0 and out["search"]["json"]["hits"], out["search"]["stderr"]
     whole_again(out["verify"]["json"], 16)
     ask = out["ask"]
     assert ask["rc"] == 0, ask["stderr"]

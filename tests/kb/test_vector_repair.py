@@ -114,7 +114,7 @@ def test_kb_repair_rebuilds_from_the_store(big, appliance_home):
     again = run_appliance("kb", "repair")
     assert again.returncode == 0 and "nothing was wrong with it" in again.stdout and "check: ok" in again.stdout
     found = run_appliance("kb", "search", "--json", "how do I cool a burn")
-    assert found.returncode == 0 and json.loads(found.stdout)[0]["path"].endswith("first-aid.html")
+    assert found.returncode == 0 and json.loads(found.stdout)["hits"][0]["path"].endswith("first-aid.html")
 
 
 @pytest.mark.slow

@@ -87,7 +87,7 @@ def test_a_zim_hit_names_its_article(make_kb, wiki):
 def test_kb_search_shows_and_names_zim_articles(wiki):
     assert run_appliance("kb", "add", str(wiki)).returncode == 0
     found = run_appliance("kb", "search", "--json", "bleach drops per litre of water")
-    hits = json.loads(found.stdout)
+    hits = json.loads(found.stdout)["hits"]
     assert hits[0]["article"] == "Water_purification.html" and hits[0]["kind"] == "zim"
     text = run_appliance("kb", "search", "bleach drops per litre of water")
     assert text.stdout.splitlines()[0].startswith(f"[1] {wiki} › Water purification › Chemical disinfection  (")

@@ -95,7 +95,7 @@ def test_kb_search_json_gives_the_article_path(handbook):
     assert run_appliance("kb", "add", str(handbook)).returncode == 0
     found = run_appliance("kb", "search", "--json", "set a static ip address on the network card")
     assert found.returncode == 0, found.stderr
-    hits = json.loads(found.stdout)
+    hits = json.loads(found.stdout)["hits"]
     assert hits[0]["article"] == "A/sect.network-config.html" and hits[0]["path"] == str(handbook)
     assert hits[0]["title"] == "8.2 Configuring the Network"
     text = run_appliance("kb", "search", "set a static ip address on the network card")

@@ -92,3 +92,37 @@ def test_the_schema_check_can_fail(tmp_path):
     assert _schema_errors(document) is not None
     with pytest.raises(ValueError, match="not valid CycloneDX 1.6"):
         bom.validate(document)
+
+
+def test_the_bom_can_include_the_knowledge_sources_with_their_hashes_and_licenses(tmp_path, invoke):
+    import hashlib
+
+    from tests.kb import fixtures
+
+    wiki = fixtures.make_zim(tmp_path / "wiki.zim", {"Water.html": ("Water", [("Boiling", "Boil water a minute.")])})
+    epub = fixtures.make_epub(tmp_path / "repair.epub", [("Knots", "The bowline makes a fixed loop.")])
+    services = Services.create()
+    services.kb.add([wiki, epub])
+    out = tmp_path / "with-kb.cdx.json"
+    invoke("models", "bom", "smollm2-135m-instruct", "--with-kb", "-o", str(out))
+    document = json.loads(out.read_text())
+    assert _schema_errors(document) is None
+    data = {c["name"]: c for c in document["components"] if c["type"] == "data"}
+    assert set(data) == {"wiki.zim", "repair.epub"}
+    assert data["wiki.zim"]["hashes"] == [{"alg": "SHA-256", "content": hashlib.sha256(wiki.read_bytes()).hexdigest()}]
+    assert "licenses" not in data["wiki.zim"]  # the archive states none: none is invented
+    props = _props(data["wiki.zim"])
+    assert props["appliance:kb.license"] == "unknown (the file states none)"
+    assert props["appliance:kb.publisher"] == "tests" and props["appliance:kb.sha256.taken_by"] == "registration"
+    assert props["appliance:kb.origin.kind"] == "path"
+    assert data["repair.epub"]["hashes"][0]["content"] == hashlib.sha256(epub.read_bytes()).hexdigest()
+    plain = tmp_path / "plain.cdx.json"
+    invoke("models", "bom", "smollm2-135m-instruct", "-o", str(plain))
+    assert [c["type"] for c in json.loads(plain.read_text())["components"]] == ["machine-learning-model"]
+
+
+def test_a_stated_license_is_a_declared_one():
+    stated = {"License": {"value": "CC-BY-SA-4.0", "from": "the ZIM's metadata (M/License)"}}
+    component = bom.knowledge_component(1, {"path": "/m/wikimed.zim", "kind": "zim", "mode": "registered",
+                                            "record": {"sha256": "ab" * 32, "facts": stated}})
+    assert component["licenses"] == [{"license": {"id": "CC-BY-SA-4.0", "acknowledgement": "declared"}}]

@@ -226,3 +226,31 @@ def test_end_to_end_with_the_real_model(appliance_home, keys, tmp_path):
     assert payload["answer"] == data["answer"] and payload["model"]["sha256"] == data["model"]["sha256"]
     checked = run_appliance("history", "check", str(certificate), "--pubkey", str(keys[0]) + ".pub")
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_certificate_names_the_archive_it_was_grounded_in(appliance_home, keys, tmp_path):
+    import hashlib
+
+    from tests.kb import fixtures
+
+    services = Services.create()
+    wiki = fixtures.make_zim(tmp_path / "water.zim", {"Boiling.html": ("Boiling water", [
+        ("How long", "Boil clear water for one full minute before drinking it; three minutes at altitude.")])})
+    services.kb.add([wiki])
+    run = services.conversation().ask("How long do I boil water?", quote_only=True)
+    assert run.sources and run.sources[0].article
+    answer = run.as_dict() | {"answer": "One minute [1].", "model": {"name": "m", "sha256": "b" * 64}}
+    services.history.record_exchange(run.question, answer)
+    assert services.history.verify_log().ok
+    certificate = tmp_path / "c.json"
+    assert _certify(["certify", "2", "--key", str(keys[0]), "-o", str(certificate)])[0] == 0
+    payload = json.loads(certificate.read_text())["payload"]
+    assert payload["sources"][0]["source_sha256"] == hashlib.sha256(wiki.read_bytes()).hexdigest()
+    assert payload["sources"][0]["work"] == "Test Wiki"
+    code, text = _certify(["check", str(certificate)])
+    assert code == 0, text
+    assert "ok    source [1] " in text and "the archive at this path is the certified one" in text
+    with open(wiki, "r+b") as handle:  # the archive damaged on its drive after the answer
+        handle.truncate(wiki.stat().st_size // 2)
+    code, text = _certify(["check", str(certificate)])
+    assert code == 3 and "FAIL  source [1]" in text and "changed" in text

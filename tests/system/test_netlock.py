@@ -137,6 +137,14 @@ def test_which_commands_are_locked(monkeypatch):
     assert _command_path(["models", "install-pack", "--from", "dir"]) == "models install-pack"
     assert _command_path(["ask", "--model", "models", "download"]) == "ask models"  # a question, not the command
     assert _command_path([]) == ""  # the TUI
+    # kb download is the other explicit online command; from a folder it needs no network, so it stays locked
+    assert netlock.ONLINE_COMMANDS == {"models download", "models install-pack", "kb download"}
+    assert _command_path(["kb", "download", "zimgit-water_en"]) == "kb download"
+    assert netlock.wanted("kb download") == (False, "`kb download` is an explicit online command")
+    assert _command_path(["kb", "download", "--from", "/media/usb", "zimgit-water_en"]) == "kb download --from"
+    assert netlock.wanted(_command_path(["kb", "download", "--from=/media/usb", "x"])) == (True, "")
+    for command in (["kb", "search", "x"], ["kb", "catalog"], ["kb", "verify"], ["kb", "show", "x"]):
+        assert netlock.wanted(_command_path(command)) == (True, ""), command
     assert netlock.wanted("models download") == (False, "`models download` is an explicit online command")
     assert netlock.wanted("") == (True, "") and netlock.wanted("ask") == (True, "")
     assert netlock.wanted("ask", config_lock=False) == (False, "switched off by [airgap] lock = false in config.toml")

@@ -155,3 +155,20 @@ async def test_the_field_guide_is_listed_with_its_sections_and_sources(monkeypat
         await app.workers.wait_for_complete()
     services.kb.close()
     assert Services.create().kb.documents() == []  # removed in the TUI: it stays removed
+
+
+async def test_a_damaged_archive_is_named_in_the_library(services, tmp_path):
+    from tests.kb import fixtures
+
+    wiki = fixtures.make_zim(tmp_path / "wiki.zim", {"Water.html": ("Water", [("Boiling", "Boil water one minute.")])})
+    services.kb.add([wiki])
+    with open(wiki, "r+b") as handle:  # truncated on its drive after it was registered
+        handle.truncate(wiki.stat().st_size // 2)
+    app = create_app(services, preload=False)
+    async with app.run_test(size=(140, 40)) as pilot:
+        screen = await open_library(pilot)
+        table = screen.query_one(DataTable)
+        await wait_for(pilot, lambda: table.row_count == 1, 60, "the archive's row")
+        (row,) = [table.get_row(key) for key in table.rows]
+        assert row[1] == "zim CHANGED, not searched"
+        await app.workers.wait_for_complete()

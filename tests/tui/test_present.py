@@ -63,6 +63,13 @@ def test_short_labels(monkeypatch, tmp_path):
     assert short_path("/elsewhere/b.md") == "/elsewhere/b.md"
     assert source_label(Source("/x/guide.pdf", "Guide", "Ch 3", 12, number=2)) == "[2] guide.pdf · Ch 3 · p. 12"
     assert source_label({"number": 1, "path": "/x/w.md", "section": "", "page": None}) == "[1] w.md"
+    # what the source's file states of itself, beside the citation (only what is known)
+    zim = Source("/m/wikimed.zim", "Burn", "First aid", number=3, article="A/Burn", work="Wikipedia Medicine",
+                 publisher="Kiwix", license="CC-BY-SA")
+    assert source_label(zim) == ('[3] wikimed.zim › Burn › First aid · "Wikipedia Medicine", published by Kiwix, '
+                                 "license CC-BY-SA")
+    assert source_label(Source("/x/g.pdf", "G", number=1, publisher="Red Cross\x1b[2J")) == (
+        "[1] g.pdf · published by Red Cross\\x1b[2J")
     assert kb_label(None) == "KB –"
     assert kb_label({"documents": 1, "zims": 0}) == "KB 1 doc"
     assert kb_label({"documents": 3, "zims": 1}) == "KB 3 docs + 1 ZIM"

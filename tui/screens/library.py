@@ -54,6 +54,16 @@ def report_text(report: Any) -> str:
     return text
 
 
+def kind_text(doc: dict) -> str:
+    """The Kind column: the format, and the state when the source is not what was added ("zim CHANGED, not
+    searched"), as kb.provenance named it."""
+    kind = str(doc.get("kind", ""))
+    state = doc.get("state") or {}
+    if not state.get("fix"):
+        return kind
+    return f"{kind} {str(state.get('state', '')).upper()}" + ("" if state.get("searched", True) else ", not searched")
+
+
 def _added(value: Any) -> str:
     if isinstance(value, (int, float)):
         return datetime.fromtimestamp(value).strftime("%Y-%m-%d")
@@ -134,7 +144,7 @@ class LibraryScreen(Screen):
         table.clear()
         for doc in self.documents:
             table.add_row(clean_line(str(doc.get("title") or Path(str(doc.get("path"))).name)[:40]),
-                          str(doc.get("kind", "")), str(doc.get("chunks", "")), _added(doc.get("added")),
+                          kind_text(doc), str(doc.get("chunks", "")), _added(doc.get("added")),
                           clean_line(short_path(doc.get("path", ""))),
                           key=str(doc.get("path")))
         if self.documents:
