@@ -12,7 +12,6 @@ messages are the conversation's earlier turns (a client's own system message is 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import TYPE_CHECKING, Any, AsyncIterator
@@ -23,7 +22,6 @@ from starlette.responses import JSONResponse, Response
 
 from appliance.errors import UsageError
 from appliance.serve.asking import Question
-from appliance.serve.queue import Ticket
 
 if TYPE_CHECKING:
     from appliance.serve.web import Served
@@ -89,7 +87,7 @@ def models(served: "Served"):
 
 
 def chat_completions(served: "Served"):
-    from appliance.serve.web import error, events_of, json_body, submit, until_final
+    from appliance.serve.web import error, events_of, json_body, queued, until_final
 
     async def route(request: Request, device: str) -> Response:
         try:
@@ -99,13 +97,11 @@ def chat_completions(served: "Served"):
             if model not in (served.model_name, None, ""):
                 return error(404, f"the model {str(model)[:80]!r} does not exist here; this appliance serves "
                                   f"{served.model_name!r} (GET /v1/models)", code="model_not_found")
-            await asyncio.to_thread(served.asker.check, question)
         except UsageError as exc:
             return error(400, str(exc))
-        ticket = Ticket(device, served.asker.job(question))
-        refused = submit(served, ticket)
-        if refused is not None:
-            return refused
+        ticket = await queued(served, question)
+        if isinstance(ticket, Response):
+            return ticket
         ident, created = f"chatcmpl-{ticket.id}", int(time.time())
 
         def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict:

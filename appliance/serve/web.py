@@ -16,7 +16,7 @@ It answers; it manages nothing. The routes, all of them:
 No route reads a path a client names, imports, downloads or deletes anything, or shows another device's questions.
 Every response carries a strict Content-Security-Policy; there is no CORS (a browser on another origin cannot read
 a response, and a POST must be JSON, which a cross-site form cannot send). The Guard in front of everything checks
-the Host header (DNS rebinding), the body's size and the time it takes to arrive.
+the Host header (DNS rebinding), the headers' and the body's size and the time the body takes to arrive.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ SECURITY_HEADERS = [
     (b"cross-origin-resource-policy", b"same-origin"),
 ]
 BODY_TIMEOUT_S = 10.0
+HEADER_BYTES = 16 * 1024  # all of a request's header lines (h11 bounds only a head that arrives in pieces)
 STATIC = {"app.js": "application/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
 FINAL = ("done", "refused", "error", "cancelled")
 
@@ -112,6 +113,9 @@ class Guard:
                     (name, value) for name, value in SECURITY_HEADERS if name not in names]
             await send(message)
 
+        if sum(len(name) + len(value) + 4 for name, value in scope["headers"]) > HEADER_BYTES:
+            await error(431, f"the request's headers are over {HEADER_BYTES} bytes")(scope, receive, secured)
+            return
         headers = {name.lower(): value for name, value in scope["headers"]}
         host = headers.get(b"host", b"").decode("latin-1").strip().lower()
         if _host_name(host) not in self.served.allowed_hosts:
@@ -210,8 +214,14 @@ async def json_body(request: Request) -> dict[str, Any]:
     return data
 
 
-def submit(served: Served, ticket: Ticket) -> Response | None:
-    """Into the line, or the refusal a client can act on (503 + Retry-After when full, 429 when this device waits)."""
+async def queued(served: Served, question: Question) -> Ticket | Response:
+    """The question checked and in line; or the refusal a client can act on (400 for the question itself, 503 +
+    Retry-After when the line is full, 429 when this device already waits)."""
+    try:
+        await asyncio.to_thread(served.asker.check, question)
+    except UsageError as exc:
+        return error(400, str(exc))
+    ticket = Ticket(question.device, served.asker.job(question))
     try:
         served.queue.submit(ticket)
     except QueueFull as exc:
@@ -219,7 +229,7 @@ def submit(served: Served, ticket: Ticket) -> Response | None:
     except DeviceBusy as exc:
         return error(429, str(exc), "rate_limit_exceeded", "device_busy",
                      {"Retry-After": str(served.queue.eta(1))})
-    return None
+    return ticket
 
 
 async def events_of(served: Served, ticket: Ticket) -> AsyncIterator[tuple[str, Any]]:
@@ -325,13 +335,11 @@ def create_app(served: Served) -> ASGIApp:
                 conversation = None  # not (or no longer) here: a new one, with the resent turns
             question = Question(str(body.get("question") or ""), device, conversation,
                                 earlier if conversation is None and earlier else None)
-            await asyncio.to_thread(served.asker.check, question)
         except UsageError as exc:
             return error(400, str(exc))
-        ticket = Ticket(device, served.asker.job(question))
-        refused = submit(served, ticket)
-        if refused is not None:
-            return refused
+        ticket = await queued(served, question)
+        if isinstance(ticket, Response):
+            return ticket
 
         async def stream() -> AsyncIterator[dict]:
             async for kind, data in events_of(served, ticket):

@@ -203,16 +203,7 @@ def run() -> None:
                              capture_output=True, text=True).stdout.strip()
         keys = [key] + [subprocess.run(appliance + ["serve", "keys", "add", f"bench-{n}"], env=env, check=True,
                                        capture_output=True, text=True).stdout.strip() for n in range(4)]
-        port = _free_port()
-        server = subprocess.Popen(appliance + ["serve", "--port", str(port), "--no-qr"], env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        model = ""
-        assert server.stdout is not None
-        for line in server.stdout:
-            if line.startswith("serving "):
-                model = line.split()[1]
-            if "/join?t=" in line:
-                break
+        server, port, model = _start(appliance, env)
         try:
             time.sleep(1)
             engine = _children(server.pid)

@@ -3,6 +3,7 @@ the network lock, answering with SmolLM2 from a small library of its own (one te
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import selectors
@@ -13,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 
 from appliance.serve.devices import DeviceKeys
@@ -26,6 +28,15 @@ three minutes. Let it cool naturally, and store it in clean containers with tigh
 If you cannot boil water, add household bleach: 2 drops of unscented bleach per litre of clear water, stir, and wait
 30 minutes before drinking.
 """
+
+
+class web:
+    """httpx's one-shot calls with a timeout a loaded CI machine does not trip (the tests check behaviour, not
+    speed; httpx's default is 5 s)."""
+
+    get = staticmethod(functools.partial(httpx.get, timeout=60))
+    post = staticmethod(functools.partial(httpx.post, timeout=60))
+    request = staticmethod(functools.partial(httpx.request, timeout=60))
 
 
 def free_port() -> int:

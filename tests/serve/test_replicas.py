@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from tests.conftest import missing, require_tool, run_appliance
-from tests.serve.conftest import free_port, start_server
+from tests.serve.conftest import free_port, start_server, web
 
 pytestmark = pytest.mark.slow
 MODEL = "smollm2-135m-instruct"
@@ -103,7 +103,7 @@ def test_two_replicas_behind_haproxy(namespaces, tmp_path):
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{front}/health", timeout=2).status_code == 200:
+                if web.get(f"{front}/health", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
@@ -139,19 +139,19 @@ def test_two_replicas_behind_haproxy(namespaces, tmp_path):
                 thread.join(300)
             assert not any(t.is_alive() for t in threads), "a request hung"
         assert failures == []
-        served1 = httpx.get(f"{r1.url}/health").json()["answered"]
-        served2 = httpx.get(f"{r2.url}/health").json()["answered"]
+        served1 = web.get(f"{r1.url}/health").json()["answered"]
+        served2 = web.get(f"{r2.url}/health").json()["answered"]
         assert served1 > 0 and served2 > 0 and served1 + served2 == 20
 
         # 2. a revocation pushed from one laptop reaches both replicas
         gone = r1.key("gone")
         for url in (r1.url, r2.url):
-            assert httpx.get(f"{url}/api/me", headers={"Authorization": f"Bearer {gone}"}).status_code == 200
+            assert web.get(f"{url}/api/me", headers={"Authorization": f"Bearer {gone}"}).status_code == 200
         pushed = run_appliance("serve", "keys", "revoke", "gone", *[a for r in replicas for a in ("--replica", r)],
                                env=env1)
         assert pushed.returncode == 0 and pushed.stdout.count(": ok") == 2, pushed.stdout + pushed.stderr
         for url in (r1.url, r2.url):
-            assert httpx.get(f"{url}/api/me", headers={"Authorization": f"Bearer {gone}"}).status_code == 401
+            assert web.get(f"{url}/api/me", headers={"Authorization": f"Bearer {gone}"}).status_code == 401
 
         # 3. one replica dies mid-load: its streams end with an error, new questions go to the other
         outcomes: dict[str, str] = {}
@@ -167,7 +167,7 @@ def test_two_replicas_behind_haproxy(namespaces, tmp_path):
         for thread in threads:
             thread.start()
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and httpx.get(f"{r1.url}/health").json()["queue"] == 0:
+        while time.monotonic() < deadline and web.get(f"{r1.url}/health").json()["queue"] == 0:
             time.sleep(0.05)
         kill_hard(r1)
         for thread in threads:
@@ -194,8 +194,8 @@ def test_two_replicas_behind_haproxy(namespaces, tmp_path):
         time.sleep(3)
         for n in range(6):
             ask(f"phone-{n}", f"bleach drops once it is back ({n})")
-        assert httpx.get(f"{r1.url}/health").json()["answered"] > 0
-        h1, h2 = httpx.get(f"{r1.url}/health").json(), httpx.get(f"{r2.url}/health").json()
+        assert web.get(f"{r1.url}/health").json()["answered"] > 0
+        h1, h2 = web.get(f"{r1.url}/health").json(), web.get(f"{r2.url}/health").json()
         assert h1["library"]["content_sha256"] != h2["library"]["content_sha256"]
         assert h1["model"]["sha256"] == h2["model"]["sha256"]
         status = run_appliance("serve", "status", "--json", *[a for r in replicas for a in ("--replica", r)])

@@ -14,6 +14,7 @@ import pytest
 
 from appliance.serve.web import CSP
 from tests.conftest import run_appliance
+from tests.serve.conftest import web
 
 pytestmark = pytest.mark.slow
 MODEL = "smollm2-135m-instruct"
@@ -91,37 +92,38 @@ def test_the_raw_stream_ends_with_done_and_usage_only_when_asked(server):
 
 def test_keys_hosts_and_limits(server):
     url = server.url
-    assert httpx.get(f"{url}/api/me").status_code == 401
-    assert httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer apl_forged"}).status_code == 401
+    assert web.get(f"{url}/api/me").status_code == 401
+    assert web.get(f"{url}/v1/models", headers={"Authorization": "Bearer apl_forged"}).status_code == 401
     key = server.key("to-revoke")
     auth = {"Authorization": f"Bearer {key}"}
-    assert httpx.get(f"{url}/api/me", headers=auth).json()["device"] == "to-revoke"
+    assert web.get(f"{url}/api/me", headers=auth).json()["device"] == "to-revoke"
     revoked = run_appliance("serve", "keys", "revoke", "to-revoke", env={"APPLIANCE_HOME": str(server.home)})
     assert revoked.returncode == 0, revoked.stderr
-    assert httpx.get(f"{url}/api/me", headers=auth).status_code == 401
+    assert web.get(f"{url}/api/me", headers=auth).status_code == 401
     good = {"Authorization": f"Bearer {server.key('limits')}"}
-    assert httpx.get(f"{url}/api/me", headers=good | {"Host": "evil.example"}).status_code == 400
-    assert httpx.get(f"{url}/api/me", headers=good | {"Host": f"localhost:{server.port}"}).status_code == 200
-    big = httpx.post(f"{url}/api/ask", headers=good, content=b"{" + b" " * 70_000 + b"}",
+    assert web.get(f"{url}/api/me", headers=good | {"Host": "evil.example"}).status_code == 400
+    assert web.get(f"{url}/api/me", headers=good | {"Host": f"localhost:{server.port}"}).status_code == 200
+    big = web.post(f"{url}/api/ask", headers=good, content=b"{" + b" " * 70_000 + b"}",
                      timeout=30)
     assert big.status_code == 413
-    form = httpx.post(f"{url}/api/ask", headers=good, data={"question": "x"})
+    form = web.post(f"{url}/api/ask", headers=good, data={"question": "x"})
     assert form.status_code == 400 and "JSON" in form.json()["error"]["message"]
-    long_question = httpx.post(f"{url}/api/ask", headers=good, json={"question": "word " * 1000})
+    long_question = web.post(f"{url}/api/ask", headers=good, json={"question": "word " * 1000})
     assert long_question.status_code == 400 and "at most" in long_question.json()["error"]["message"]
-    huge_header = httpx.get(f"{url}/api/me", headers=good | {"X-Filler": "a" * 20_000})
+    huge_header = web.get(f"{url}/api/me", headers=good | {"X-Filler": "a" * 20_000})
     assert huge_header.status_code in (400, 431)
-    assert httpx.get(f"{url}/api/me", headers=good).status_code == 200  # and the server is still fine
+    assert web.get(f"{url}/api/me", headers=good).status_code == 200  # and the server is still fine
 
 
 def test_one_question_in_line_per_device(server):
     key = server.key("impatient")
     auth = {"Authorization": f"Bearer {key}"}
-    with httpx.stream("POST", f"{server.url}/api/ask", headers=auth, timeout=120,
-                      json={"question": "tell me everything about boiling water"}) as first:
+    with httpx.stream("POST", f"{server.url}/v1/chat/completions", headers=auth, timeout=120,
+                      json={"model": MODEL, "stream": True, "max_tokens": 400, "messages": [
+                          {"role": "user", "content": "Write a long story about a boat and its crew."}]}) as first:
         assert first.status_code == 200
-        next(first.iter_lines())  # it is in line (or being answered)
-        second = httpx.post(f"{server.url}/api/ask", headers=auth, json={"question": "and bleach?"})
+        next(first.iter_lines())  # it is being answered: a long answer, seconds at least
+        second = web.post(f"{server.url}/api/ask", headers=auth, json={"question": "and bleach?"})
         assert second.status_code == 429 and int(second.headers["retry-after"]) >= 1
         assert second.json()["error"]["code"] == "device_busy"
 
@@ -140,11 +142,11 @@ def test_no_route_serves_a_path_a_client_names(server):
 
 def test_every_response_carries_the_csp_and_no_cors(server):
     auth = {"Authorization": f"Bearer {server.key('headers')}"}
-    responses = [httpx.get(server.url + "/"), httpx.get(server.url + "/static/app.js"),
-                 httpx.get(server.url + "/health"), httpx.get(server.url + "/api/me"),
-                 httpx.get(server.url + "/nowhere", headers=auth),
-                 httpx.get(server.url + "/", headers={"Host": "evil.example"}),
-                 httpx.request("OPTIONS", server.url + "/v1/chat/completions",
+    responses = [web.get(server.url + "/"), web.get(server.url + "/static/app.js"),
+                 web.get(server.url + "/health"), web.get(server.url + "/api/me"),
+                 web.get(server.url + "/nowhere", headers=auth),
+                 web.get(server.url + "/", headers={"Host": "evil.example"}),
+                 web.request("OPTIONS", server.url + "/v1/chat/completions",
                                headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})]
     for response in responses:
         assert response.headers["content-security-policy"] == CSP, response.url
@@ -159,12 +161,12 @@ def test_one_device_cannot_read_anothers_conversation(server):
     events = ask_events(server, alice, "how many drops of bleach for a litre of water")
     done = [data for kind, data in events if kind == "done"][0]
     number = done["conversation_id"]
-    mine = httpx.get(f"{server.url}/api/conversations/{number}", headers={"Authorization": f"Bearer {alice}"})
+    mine = web.get(f"{server.url}/api/conversations/{number}", headers={"Authorization": f"Bearer {alice}"})
     assert mine.status_code == 200 and mine.json()["messages"][0]["content"].startswith("how many drops")
-    theirs = httpx.get(f"{server.url}/api/conversations/{number}", headers={"Authorization": f"Bearer {bob}"})
+    theirs = web.get(f"{server.url}/api/conversations/{number}", headers={"Authorization": f"Bearer {bob}"})
     assert theirs.status_code == 404
-    assert httpx.get(f"{server.url}/api/conversations", headers={"Authorization": f"Bearer {bob}"}).json() == []
-    follow = httpx.post(f"{server.url}/api/ask", headers={"Authorization": f"Bearer {bob}"},
+    assert web.get(f"{server.url}/api/conversations", headers={"Authorization": f"Bearer {bob}"}).json() == []
+    follow = web.post(f"{server.url}/api/ask", headers={"Authorization": f"Bearer {bob}"},
                         json={"question": "and then?", "conversation_id": number})
     assert follow.status_code == 400
     # the owner sees which device asked what
@@ -191,7 +193,7 @@ def test_a_slow_client_holds_nothing(server):
     started = time.monotonic()
     try:
         # while it dawdles, another client is answered
-        assert httpx.get(f"{server.url}/health", timeout=10).status_code == 200
+        assert web.get(f"{server.url}/health", timeout=10).status_code == 200
         slow.settimeout(1)
         closed = False
         while time.monotonic() - started < 30 and not closed:
@@ -215,7 +217,7 @@ def test_a_join_link_works_once(server):
         assert "samesite=strict" in first.headers["set-cookie"].lower()
         me = browser.get(f"{server.url}/api/me")
         assert me.status_code == 200 and me.json()["device"].startswith("device-")
-    assert httpx.get(link).status_code == 403
+    assert web.get(link).status_code == 403
     lines = server.read_more(2)
     assert any("joined" in line for line in lines)
     server.join = [line.strip() for line in lines if "/join?t=" in line][-1]  # the next one, for other tests
@@ -231,9 +233,9 @@ def test_a_client_that_leaves_frees_the_engine(server):
             if '"content"' in line and '"content": ""' not in line:
                 break  # the first words came: leave
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and httpx.get(f"{server.url}/health").json()["queue"]:
+    while time.monotonic() < deadline and web.get(f"{server.url}/health").json()["queue"]:
         time.sleep(0.05)
-    assert httpx.get(f"{server.url}/health").json()["queue"] == 0
+    assert web.get(f"{server.url}/health").json()["queue"] == 0
     # the same device can ask again at once, and is answered
     reply = client(server, key).chat.completions.create(model=MODEL, max_tokens=4,
                                                        messages=[{"role": "user", "content": "hi"}])

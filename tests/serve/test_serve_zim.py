@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import subprocess
 
-import httpx
 import pytest
 
 from tests.conftest import appliance_cmd
 from tests.kb.fixtures import make_zim
-from tests.serve.conftest import serve_env, start_server
+from tests.serve.conftest import serve_env, start_server, web
 from tests.serve.test_serve_http import ask_events
 
 pytestmark = pytest.mark.slow
@@ -36,16 +35,16 @@ def test_the_whole_article_behind_a_zim_source(tmp_path):
         assert articles, done["sources"]
         number, source = done["conversation_id"], articles[0]["number"]
         url = f"{served.url}/api/conversations/{number}/answers/1/sources/{source}/article"
-        got = httpx.get(url, headers={"Authorization": f"Bearer {key}"})
+        got = web.get(url, headers={"Authorization": f"Bearer {key}"})
         assert got.status_code == 200
         article = got.json()
         text = json.dumps(article)
         assert article["title"] == "Water purification" and "rolling boil for one minute" in text
         assert "Keep boiled water" in text and "pwned" not in text and "<script" not in text
-        assert httpx.get(url, headers={"Authorization": f"Bearer {other}"}).status_code == 404
-        assert httpx.get(url.replace("/answers/1/", "/answers/2/"),
+        assert web.get(url, headers={"Authorization": f"Bearer {other}"}).status_code == 404
+        assert web.get(url.replace("/answers/1/", "/answers/2/"),
                          headers={"Authorization": f"Bearer {key}"}).status_code == 404
-        assert httpx.get(url.replace(f"/sources/{source}/", "/sources/99/"),
+        assert web.get(url.replace(f"/sources/{source}/", "/sources/99/"),
                          headers={"Authorization": f"Bearer {key}"}).status_code == 404
     finally:
         served.stop()
