@@ -116,16 +116,25 @@ def test_keys_hosts_and_limits(server):
 
 
 def test_one_question_in_line_per_device(server):
-    key = server.key("impatient")
-    auth = {"Authorization": f"Bearer {key}"}
-    with httpx.stream("POST", f"{server.url}/v1/chat/completions", headers=auth, timeout=120,
-                      json={"model": MODEL, "stream": True, "max_tokens": 400, "messages": [
-                          {"role": "user", "content": "Write a long story about a boat and its crew."}]}) as first:
+    # three other devices ask first, so this device's question waits in line (seconds) while it asks again
+    others = [threading.Thread(target=ask_events, args=(server, server.key(f"ahead-{n}"), f"bleach per litre {n}"))
+              for n in range(3)]
+    for thread in others:
+        thread.start()
+    deadline = time.monotonic() + 30
+    while web.get(f"{server.url}/health").json()["queue"] < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    auth = {"Authorization": f"Bearer {server.key('impatient')}"}
+    with httpx.stream("POST", f"{server.url}/api/ask", headers=auth, timeout=300,
+                      json={"question": "how long to boil water"}) as first:
         assert first.status_code == 200
-        next(first.iter_lines())  # it is being answered: a long answer, seconds at least
+        lines = first.iter_lines()  # kept: a dropped line iterator closes the stream, and the server cancels
+        assert next(lines) == "event: queued"
         second = web.post(f"{server.url}/api/ask", headers=auth, json={"question": "and bleach?"})
-        assert second.status_code == 429 and int(second.headers["retry-after"]) >= 1
+        assert second.status_code == 429 and int(second.headers["retry-after"]) >= 1, second.text[:300]
         assert second.json()["error"]["code"] == "device_busy"
+    for thread in others:
+        thread.join(300)
 
 
 def test_no_route_serves_a_path_a_client_names(server):
