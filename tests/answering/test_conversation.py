@@ -12,6 +12,7 @@ import pytest
 from appliance.answering.conversation import (
     ANSWER_INSTRUCTION,
     GROUNDED_PROMPT,
+    LEAD,
     LEAD_INTRO,
     QUOTE_PASSAGES,
     SYSTEM_PROMPT,
@@ -135,7 +136,7 @@ def test_quotes_come_from_more_passages_than_the_model_reads(appliance_home):
     user = run.generation.messages[-1]["content"]
     assert "Passage 1 (" in user and "Passage 6 (" not in user  # SmolLM2 reads the best three
     assert "shared_buffers = 4GB" in run.quotes[0].text and run.quotes[0].source.number == 6
-    assert f'{LEAD_INTRO} "{run.quotes[0].text}"' in user  # and is told the closest sentence
+    assert (f'{LEAD_INTRO} "{run.quotes[0].text}"' in user) == LEAD  # named to the model only when LEAD is on
     assert 6 in [s.number for s in run.sources] and 6 in [s.number for s in run.cited]
     assert any(p.source.number == 6 for p in run.passages)  # the claims are checked against it too
     services.engine.unload()

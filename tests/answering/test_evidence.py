@@ -138,6 +138,7 @@ def test_a_quote_is_shown_on_one_line_and_kept_verbatim():
     from appliance.answering.evidence import Quote
     from kb.source import Source
 
-    quote = Quote(Source("/docs/ch02.html", number=2), "dpkg -L package_name\nlist contents of an installed package", 0.6)
+    text = "dpkg -L package_name\nlist contents of an installed package"
+    quote = Quote(Source("/docs/ch02.html", number=2), text, 0.6)
     assert quote.line == "dpkg -L package_name list contents of an installed package"
     assert quote.as_dict()["text"] == quote.text  # --json keeps the library's exact words
