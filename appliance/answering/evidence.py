@@ -35,9 +35,14 @@ get got make made use used one also may might must shall much many way ways thin
 
 MIN_WORDS, MAX_WORDS = 5, 70
 QUOTE_FLOOR = 0.35  # combined score a unit needs to be quoted
-LEXICAL_WEIGHT = 0.3  # weights measured with scripts/eval_answers --quote-only (pairs of sentences: 63% -> 77%)
+# Weights measured with scripts/eval_answers --quote-only (pairs of sentences: 63% -> 77% on the project's own set).
+# Quoting from 8 passages (conversation.QUOTE_PASSAGES), the unseen set's tuning half showed the key fact in 12 of 25
+# quotes with 0.5 and no penalty for a passage's rank, 9 with these; kept, since without the penalty a setting in a
+# lower passage outranks the one that answers (tests/answering/test_evidence.py, the sentence that says what to do).
+LEXICAL_WEIGHT = 0.3
 RANK_PENALTY = 0.05
 PAIR_WORDS = 40
+WRAP_WORDS = 6  # a line this long that stops mid-sentence was wrapped (see _wrapped)
 # A sentence a person can act on (it names the setting, the command, the number) is worth more than one that only
 # restates the topic: among units about as close to the question, it is quoted first.
 ACTION_BONUS = 0.1  # a command, option, setting or file name (`code`, --flag, snake_case, name.ext)
@@ -58,19 +63,38 @@ def content_terms(text: str) -> set[str]:
     return {_stem(w) for w in _WORD.findall(text) if w.lower() not in STOPWORDS and len(w) > 1}
 
 
+def _wrapped(text: str, previous: tuple[int, int], start: int) -> bool:
+    """Whether the line break before `start` only wraps a sentence (a manual's prose cut at its line width, "...
+    removing files that are not\\nunder version control ..."): the line before is prose of WRAP_WORDS words or
+    more that does not end a sentence, the gap is one line break, and the next line goes on in lower case. A
+    table's cells, a definition's term and a command line stay units of their own."""
+    line = text[max(previous[0], text.rfind("\n", previous[0], previous[1]) + 1): previous[1]]
+    return (text.count("\n", previous[1], start) == 1 and line[-1:] not in ".!?:;" and len(line.split()) >= WRAP_WORDS
+            and (text[start].islower() or text[start] == "("))
+
+
 def sentences(text: str) -> list[tuple[int, int]]:
-    """(start, end) spans of the sentences of `text`, whitespace trimmed; list items count as sentences."""
-    spans, start = [], 0
+    """(start, end) spans of the sentences of `text`, whitespace trimmed; list items count as sentences, and a
+    sentence wrapped over several lines is one."""
+    spans: list[tuple[int, int]] = []
+    start = 0
     for match in list(_SPLIT.finditer(text)) + [None]:
         end = match.start() if match else len(text)
         piece = text[start:end]
         lead = len(piece) - len(piece.lstrip())
         trail = len(piece.rstrip())
         if trail > lead:
-            spans.append((start + lead, start + trail))
+            span = (start + lead, start + trail)
+            if spans and _wrapped(text, spans[-1], span[0]):
+                span = (spans.pop()[0], span[1])
+            spans.append(span)
         if match:
             start = match.end()
     return spans
+
+
+def folded(text: str) -> str:
+    return " ".join(text.split())
 
 
 @dataclass
@@ -78,6 +102,12 @@ class Quote:
     source: Any  # kb.source.Source, numbered as in the prompt
     text: str  # verbatim from the passage
     score: float
+
+    @property
+    def line(self) -> str:
+        """The quote as a person reads it: on one line, its whitespace folded (a sentence a manual wrapped over
+        several lines, a table's command and its description)."""
+        return folded(self.text)
 
     def as_dict(self) -> dict:
         return {"text": self.text, "number": self.source.number, "source": self.source.cite(),
@@ -204,7 +234,7 @@ class Evidence:
         return out[:limit]
 
     def quotes(self, question: str, passages: Sequence[Any], sources: Sequence[Any], k: int = 3,
-               limit: int = 80) -> list[Quote]:
+               limit: int = 200) -> list[Quote]:
         """The `k` non-overlapping units from the passages that best answer `question`, best first."""
         terms = content_terms(question)
         candidates = self._candidates(passages, sources, limit)

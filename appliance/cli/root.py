@@ -197,7 +197,7 @@ def ask(obj: Context, question: str | None, model_name: str | None, max_tokens: 
     if run.quotes and not as_json:
         click.echo("From your library:")
         for quote in run.quotes:
-            click.echo(clean_line(f"  > {quote.text} [{quote.source.number}]"))
+            click.echo(clean_line(f"  > {quote.line} [{quote.source.number}]"))
         click.echo()
     try:
         for piece in run.tokens():

@@ -10,7 +10,11 @@ from types import SimpleNamespace
 import pytest
 
 from appliance.answering.conversation import (
+    ANSWER_INSTRUCTION,
     GROUNDED_PROMPT,
+    LEAD,
+    LEAD_INTRO,
+    QUOTE_PASSAGES,
     SYSTEM_PROMPT,
     AnswerRun,
     Passage,
@@ -93,6 +97,48 @@ def test_max_tokens_of_the_call_reaches_the_budget():
     tight = build_prompt(model, "What does part one say?", passages, [], 480)
     assert len(tight.sources) < len(roomy.sources)
     assert model.prompt_tokens(tight.messages) <= 1024 - 480
+    services.engine.unload()
+
+
+def test_the_best_quote_is_named_to_the_model_after_the_question():
+    services = Services.create()
+    model = services.engine.load(None, context=1024)
+    prompt = build_prompt(model, "What does part one say?", [_passage(1, 40)], [], 64,
+                          lead="Run  `make clean`\nfirst.")
+    user = prompt.messages[-1]["content"]
+    assert user.index("Question: What does part one say?") < user.index(f'{LEAD_INTRO} "Run `make clean` first."')
+    assert user.endswith(ANSWER_INSTRUCTION)
+    plain = build_prompt(model, "anything", [], [], 64, lead="Run make clean first.")
+    assert plain.messages[-1] == {"role": "user", "content": "anything"}  # no passages: nothing to name
+    services.engine.unload()
+
+
+@pytest.mark.slow
+def test_quotes_come_from_more_passages_than_the_model_reads(appliance_home):
+    """The model reads the best few passages; the quotes are chosen from all that were retrieved, and a passage
+    quoted but not shown to the model is a source of the answer (numbered as retrieved), cited and checked."""
+    filler = ["Vacuum reclaims storage occupied by dead tuples and should run regularly on busy tables.",
+              "Each index adds work to every insert, so keep only the indexes the queries use.",
+              "A checkpoint writes every dirty page to disk; checkpoints too close together slow the server.",
+              "Logging every statement makes the log grow quickly and is meant for debugging only.",
+              "Replication sends the write-ahead log to a standby server that replays it."]
+    fact = ("The page cache is sized when the server starts. To make the cache larger, set shared_buffers = 4GB in "
+            "postgresql.conf and restart the server.")
+    texts = filler + [fact, filler[0], filler[1]]
+    passages = [Passage(Source(path=f"/docs/{n}.md", title="Tuning", section=f"Part {n}", number=n), text)
+                for n, text in enumerate(texts, start=1)]
+    services = Services.create()
+    conversation = services.conversation()
+    conversation.retriever = _Retriever(passages)
+    run = conversation.ask("how do I give the database more memory for caching?", max_tokens=16)
+    list(run.tokens())
+    assert conversation.retriever.asked[-1][1] == QUOTE_PASSAGES
+    user = run.generation.messages[-1]["content"]
+    assert "Passage 1 (" in user and "Passage 6 (" not in user  # SmolLM2 reads the best three
+    assert "shared_buffers = 4GB" in run.quotes[0].text and run.quotes[0].source.number == 6
+    assert (f'{LEAD_INTRO} "{run.quotes[0].text}"' in user) == LEAD  # named to the model only when LEAD is on
+    assert 6 in [s.number for s in run.sources] and 6 in [s.number for s in run.cited]
+    assert any(p.source.number == 6 for p in run.passages)  # the claims are checked against it too
     services.engine.unload()
 
 

@@ -113,3 +113,32 @@ def test_a_real_loop_is_stopped_and_said_not_shown(appliance_home):
     assert "note: stopped: the model began repeating itself" in result.stderr
     words = data["answer"].lower().split()
     assert len(words) < 40 and data["timings"]["tokens"] < 200  # stopped early, the loop not shown
+
+
+def test_a_sentence_wrapped_over_lines_is_one_unit_and_a_table_row_stays_apart():
+    """A manual's prose wrapped at its line width is one sentence (so it is quoted whole); a definition's term, a
+    table's cells and a command line keep their own lines."""
+    from appliance.answering.evidence import sentences
+
+    text = ("Cleans the working tree by recursively removing files that are not\n"
+            "under version control, starting from the current directory.\n"
+            "noclobber\nSame as -C .\n"
+            "dpkg -L package_name\nlist contents of an installed package\n"
+            "If set, the return value of a pipeline is the value of the last\n"
+            "(rightmost) command to exit with a non-zero status.")
+    assert [text[a:b] for a, b in sentences(text)] == [
+        "Cleans the working tree by recursively removing files that are not\nunder version control, starting from "
+        "the current directory.",
+        "noclobber", "Same as -C .", "dpkg -L package_name", "list contents of an installed package",
+        "If set, the return value of a pipeline is the value of the last\n(rightmost) command to exit with a "
+        "non-zero status."]
+
+
+def test_a_quote_is_shown_on_one_line_and_kept_verbatim():
+    from appliance.answering.evidence import Quote
+    from kb.source import Source
+
+    text = "dpkg -L package_name\nlist contents of an installed package"
+    quote = Quote(Source("/docs/ch02.html", number=2), text, 0.6)
+    assert quote.line == "dpkg -L package_name list contents of an installed package"
+    assert quote.as_dict()["text"] == quote.text  # --json keeps the library's exact words

@@ -56,7 +56,7 @@ class QuoteList(OptionList):
         self.quotes = [q if isinstance(q, dict) else q.as_dict() for q in quotes]
         self.sources = {s.number: s for s in sources if s.number is not None}
         self.clear_options()
-        self.add_options([Option(clean(f"“{q['text']}” [{q.get('number')}]"), id=str(i))
+        self.add_options([Option(clean(f"“{' '.join(q['text'].split())}” [{q.get('number')}]"), id=str(i))
                           for i, q in enumerate(self.quotes)])
         self.display = bool(self.quotes)
 
