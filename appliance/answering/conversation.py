@@ -51,9 +51,12 @@ GROUNDED_PROMPT = (
     "If the passages do not answer the question, say so plainly. Be clear and brief, and answer in the language "
     "of the question."
 )
-ANSWER_INSTRUCTION = ("Answer the question in one to three short sentences of your own. If a passage names the "
-                      "command, setting, option or number that does it, give it exactly as written. Do not describe "
-                      "the passages.")
+# Measured on scripts/eval/unseen (RESULTS.md): an instruction for "one to three short sentences of your own ... the
+# command, setting or number exactly as written" cut the answers mostly copied from passages (held back 17/28 -> 2/28)
+# but lost facts on the project's own set (key fact in the model's words 46/70 -> 27/70, shown 64/70 -> 57/70): not
+# taken. The instruction below keeps the facts.
+ANSWER_INSTRUCTION = ("Answer in full sentences that say what to do. After each sentence, put the number of the "
+                      "passage it comes from in square brackets.")
 LEAD_INTRO = "The library's closest sentence:"
 ABSTAIN_NOTICE = "The library has nothing on this; answering from the model alone."
 UNSEARCHED_NOTICE = ("Nothing found in what the library could search ({count} not searched: named above); answering "
