@@ -3,20 +3,20 @@
 The owner's view of them (`appliance serve status --replica HOST:PORT ...`: each replica's /health), the push of
 revocations (`serve keys revoke NAME --replica ...`), and the HAProxy configuration (`serve haproxy-config`). These
 commands connect to the replicas named on their command line only, each a loopback or private address (checked
-here before any connection); they are the shelter's LAN commands, which netlock leaves unlocked for that reason.
+here before any connection), through the appliance's one HTTP client (appliance.system.fetch); they are the
+shelter's LAN commands, which netlock leaves unlocked for that reason.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.errors import UsageError
+from appliance.errors import ApplianceError, UsageError
 from appliance.serve.network import is_private, url_host
+from appliance.system import fetch
 
 TIMEOUT_S = 3.0
 
@@ -48,18 +48,16 @@ def parse(text: str) -> Replica:
 
 
 def health(replica: Replica) -> dict[str, Any]:
-    """A replica's /health (ready or not), or {"error": why it could not be read}."""
-    request = urllib.request.Request(f"{replica.base}/health", headers={"Host": url_host(replica.host)})
+    """A replica's /health (ready or not: a 503 says why in its body too), or {"error": why it could not be read}."""
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
-            return json.loads(response.read(65536))
-    except urllib.error.HTTPError as exc:  # 503: up, not ready; its body says why
-        try:
-            return json.loads(exc.read(65536))
-        except ValueError:
-            return {"error": f"HTTP {exc.code}"}
-    except (OSError, ValueError) as exc:
-        return {"error": str(getattr(exc, "reason", exc))[:200]}
+        reply = fetch.exchange(f"{replica.base}/health", 65536, headers={"Host": url_host(replica.host)},
+                               timeout=TIMEOUT_S)
+    except ApplianceError as exc:
+        return {"error": str(exc)[:200]}
+    try:
+        return json.loads(reply.body)
+    except ValueError:
+        return {"error": f"HTTP {reply.status}"}
 
 
 def status(replicas: list[Replica]) -> list[dict[str, Any]]:
@@ -81,17 +79,16 @@ def push_revocations(replicas: list[Replica], signed: dict) -> list[tuple[Replic
     body = json.dumps(signed).encode()
     results = []
     for replica in replicas:
-        request = urllib.request.Request(f"{replica.base}/shelter/revocations", data=body, method="POST",
-                                         headers={"Content-Type": "application/json",
-                                                  "Host": url_host(replica.host)})
         try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
-                json.loads(response.read(65536))
-                results.append((replica, "ok"))
-        except urllib.error.HTTPError as exc:
-            results.append((replica, f"refused (HTTP {exc.code})"))
-        except (OSError, ValueError) as exc:
-            results.append((replica, f"not reached ({str(getattr(exc, 'reason', exc))[:120]})"))
+            reply = fetch.exchange(f"{replica.base}/shelter/revocations", 65536, data=body, timeout=TIMEOUT_S,
+                                   headers={"Content-Type": "application/json", "Host": url_host(replica.host)})
+            if not reply.ok:
+                results.append((replica, f"refused (HTTP {reply.status})"))
+                continue
+            json.loads(reply.body)
+            results.append((replica, "ok"))
+        except (ApplianceError, ValueError) as exc:
+            results.append((replica, f"not reached ({str(exc)[:120]})"))
     return results
 
 

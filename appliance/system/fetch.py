@@ -1,7 +1,12 @@
-"""Plain HTTP(S) downloads with the standard library (urllib), for `appliance kb download`: a small document read
-whole (a catalog feed, a .sha256, a .meta4), and a large file appended to a `.partial` with HTTP Range, so a cut
-link resumes from the bytes already on disk (in the same run a few times, and on the next run). Every call must run
-inside `appliance.system.online.online()`: under the kernel lock (every other command) a socket is refused.
+"""The appliance's own HTTP client (urllib), the one place outside huggingface_hub where it opens a connection:
+`exchange` (one request and its reply, an error status included), `read` (a small document read whole: a catalog
+feed, a .sha256, a .meta4) and `fetch` (a large file appended to a `.partial` with HTTP Range, so a cut link
+resumes from the bytes already on disk, in the same run a few times and on the next run).
+
+Callers: `appliance kb download`, inside `appliance.system.online.online()`, and the shelter's LAN commands
+(appliance.serve.replicas: `serve status`, `serve keys revoke --replica`, to the private addresses on their command
+line). Those are the commands netlock leaves unlocked; under the kernel lock (every other command) a socket is
+refused.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import os
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -24,11 +30,12 @@ USER_AGENT = "appliance-kb-download (offline appliance; https://kiwix.org catalo
 Progress = Callable[[int, int], None]
 
 
-def _request(url: str, start: int = 0) -> urllib.request.Request:
-    headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+def _request(url: str, start: int = 0, data: bytes | None = None,
+             headers: dict[str, str] | None = None) -> urllib.request.Request:
+    sent = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **(headers or {})}
     if start:
-        headers["Range"] = f"bytes={start}-"
-    return urllib.request.Request(url, headers=headers)
+        sent["Range"] = f"bytes={start}-"
+    return urllib.request.Request(url, data=data, headers=sent, method="POST" if data is not None else "GET")
 
 
 def _said(exc: BaseException, url: str) -> str:
@@ -39,13 +46,41 @@ def _said(exc: BaseException, url: str) -> str:
     return f"{url}: {type(exc).__name__} ({exc})"
 
 
-def read(url: str, limit: int) -> bytes:
-    """The whole body of `url`, at most `limit` bytes (more is refused). Raises ApplianceError."""
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    reason: str
+    body: bytes  # at most the caller's limit + 1 bytes: one more says there was more
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+def exchange(url: str, limit: int, data: bytes | None = None, headers: dict[str, str] | None = None,
+             timeout: float = TIMEOUT_S) -> Reply:
+    """One request (a POST when `data` is given) and its reply, an HTTP error status with its body included.
+    Raises ApplianceError when no reply came (refused, unreachable, timed out)."""
     try:
-        with urllib.request.urlopen(_request(url), timeout=TIMEOUT_S) as response:  # noqa: S310 - http(s) only
-            data = response.read(limit + 1)
+        with urllib.request.urlopen(_request(url, data=data, headers=headers),  # noqa: S310 - http(s) only
+                                    timeout=timeout) as response:
+            return Reply(response.status, str(response.reason), response.read(limit + 1))
+    except urllib.error.HTTPError as exc:
+        try:
+            body = exc.read(limit + 1)
+        except OSError:
+            body = b""
+        return Reply(exc.code, str(exc.reason), body)
     except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
         raise ApplianceError(_said(exc, url)) from None
+
+
+def read(url: str, limit: int) -> bytes:
+    """The whole body of `url`, at most `limit` bytes (more is refused). Raises ApplianceError."""
+    reply = exchange(url, limit)
+    if not reply.ok:
+        raise ApplianceError(f"{url}: HTTP {reply.status} {reply.reason}")
+    data = reply.body
     if len(data) > limit:
         raise ApplianceError(f"{url}: more than {limit} bytes; not a file this command reads")
     return data
