@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from appliance.doctor import airgap, engine_fit
 from appliance.doctor.checks import Check, warning
 from appliance.errors import ApplianceError, IntegrityError
+from appliance.paths import Paths
 from appliance.system.hardware import GIB, Hardware, free_disk, max_context, size_advice
 
 
@@ -210,7 +211,7 @@ def power_check(profile) -> Check:
 
 
 # -- all of it ---------------------------------------------------------------------------------------------------
-def serving_check(paths: Any) -> Check:
+def serving_check(paths: Paths) -> Check:
     """Shelter mode, as the kernel sees it: the address a running `appliance serve` bound, and whether that process
     runs under the network lock (its seccomp mode read from /proc/PID/status, not taken from the server's word)."""
     from appliance.serve.server import running
@@ -222,7 +223,7 @@ def serving_check(paths: Any) -> Check:
         return Check("serving", True, f"not serving (a server that stopped uncleanly left {state.get('url')} behind)",
                      warn=True)
     where = f"{state.get('url')} (pid {state.get('pid')})"
-    if state.get("seccomp") == "2":
+    if str(state.get("seccomp")).startswith("filter"):
         return Check("serving", True, f"{where}: the server process runs under the network lock (seccomp filter, "
                                       "read from /proc): it accepts connections and cannot open one")
     return Check("serving", False, f"{where}: the server process has NO network lock (seccomp "

@@ -190,9 +190,8 @@ def running(paths: Paths) -> dict | None:
         pid = int(data["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
+    from appliance.system import netlock
+
+    if not Path(f"/proc/{pid}").exists():
         return data | {"alive": False}
-    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    return data | {"alive": True, "seccomp": fields.get("Seccomp", "").strip()}
+    return data | {"alive": True, "seccomp": netlock.seccomp_mode(pid)}

@@ -209,10 +209,11 @@ def apply_for(command_path: str, config_lock: bool = True, when: str = "at start
     return _state
 
 
-def seccomp_mode() -> str:
-    """The kernel's view of this process: 'filter (N filters)', 'strict', 'off' or 'unknown'."""
+def seccomp_mode(pid: int | None = None) -> str:
+    """The kernel's view of this process (or of process `pid`: doctor asks it of a running server): 'filter (N
+    filters)', 'strict', 'off' or 'unknown'."""
     try:
-        with open("/proc/self/status", encoding="ascii", errors="replace") as handle:
+        with open(f"/proc/{pid or 'self'}/status", encoding="ascii", errors="replace") as handle:
             fields = dict(line.split(":", 1) for line in handle if ":" in line)
     except OSError:
         return "unknown"
