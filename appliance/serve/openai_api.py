@@ -38,7 +38,7 @@ def _text(content: Any) -> str:
     raise UsageError("a message's content must be text")
 
 
-def parse(body: dict[str, Any], device: str, model_name: str) -> tuple[Question, bool, bool]:
+def parse(body: dict[str, Any], device: str) -> tuple[Question, bool, bool]:
     """(the question, stream?, include usage?) from a chat completion request; UsageError names what is wrong."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -92,7 +92,7 @@ def chat_completions(served: "Served"):
     async def route(request: Request, device: str) -> Response:
         try:
             body = await json_body(request)
-            question, stream, include_usage = parse(body, device, served.model_name)
+            question, stream, include_usage = parse(body, device)
             model = body.get("model")
             if model not in (served.model_name, None, ""):
                 return error(404, f"the model {str(model)[:80]!r} does not exist here; this appliance serves "

@@ -23,8 +23,9 @@ DEFAULT_ANSWER_S = 15.0  # the guess for how long an answer takes, until some we
 
 
 class QueueFull(Exception):
-    def __init__(self, retry_after: int):
-        super().__init__(f"the appliance has {DEFAULT_LIMIT} questions waiting; try again in about {retry_after} s")
+    def __init__(self, retry_after: int, waiting: int | None = None):
+        why = f"the appliance has {waiting} questions waiting" if waiting is not None else "the appliance is stopping"
+        super().__init__(f"{why}; try again in about {retry_after} s")
         self.retry_after = retry_after
 
 
@@ -95,7 +96,7 @@ class AnswerQueue:
                 raise DeviceBusy(f"device {ticket.device!r} already has a question in line; wait for its answer "
                                  "or cancel it")
             if len(self._waiting) >= self.limit:
-                raise QueueFull(self._eta_locked(len(self._waiting) + 1))
+                raise QueueFull(self._eta_locked(len(self._waiting) + 1), len(self._waiting))
             ticket.state, ticket.enqueued = "waiting", time.monotonic()
             self._waiting.append(ticket)
             ahead = len(self._waiting) - 1 + (1 if self._running is not None else 0)

@@ -257,8 +257,7 @@ async def until_final(request: Request, served: Served, ticket: Ticket) -> dict[
                 kind, data = await asyncio.wait_for(ticket.events.get(), 0.05)
             except asyncio.TimeoutError:
                 if await request.is_disconnected():
-                    served.queue.cancel(ticket)
-                    return {}
+                    return {}  # the finally below takes it out of line, or stops it
                 continue
             if kind == "end":
                 return final
