@@ -44,6 +44,16 @@ class Paths:
         return self.home / "archives"
 
     @property
+    def serve(self) -> Path:
+        """Shelter mode's files (appliance.serve): device keys, the shelter secret, a running server's state, TLS."""
+        return self.home / "serve"
+
+    @property
+    def devices(self) -> Path:
+        """Device keys as hashes (appliance.serve.devices; the shelter secret lies beside it)."""
+        return self.serve / "devices.json"
+
+    @property
     def history(self) -> Path:
         return self.home / "history.sqlite"
 

@@ -87,7 +87,7 @@ def keys() -> None:
 def _keys(obj: Context):
     from appliance.serve.devices import DeviceKeys
 
-    return DeviceKeys(obj.services.paths.home / "serve" / "devices.json")
+    return DeviceKeys(obj.services.paths.devices)
 
 
 @keys.command("add")

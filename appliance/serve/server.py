@@ -42,7 +42,7 @@ class Options:
 
 
 def state_path(paths: Paths) -> Path:
-    return paths.home / "serve" / "state.json"
+    return paths.serve / "state.json"
 
 
 def serve(paths: Paths, options: Options, say: Callable[[str], None], lock: Callable[[], str]) -> None:
@@ -62,7 +62,7 @@ def serve(paths: Paths, options: Options, say: Callable[[str], None], lock: Call
     listener = network.bind(address, options.port)
     lock_line = lock()  # bind first, then lock: accepting is not connecting
     port = listener.getsockname()[1]
-    tls = (network.tls_files(paths.home / "serve" / "tls", address, options.tls_cert, options.tls_key)
+    tls = (network.tls_files(paths.serve / "tls", address, options.tls_cert, options.tls_key)
            if options.tls or options.tls_cert else None)
     scheme = "https" if tls else "http"
     base = f"{scheme}://{network.url_host(address)}:{port}"
@@ -82,7 +82,7 @@ def serve(paths: Paths, options: Options, say: Callable[[str], None], lock: Call
     hosts |= {h.lower() for h in options.allow_hosts}
     joins = JoinTokens()
     served = Served(asker=Asker(services, limits), queue=AnswerQueue(options.queue_limit),
-                    keys=DeviceKeys(paths.home / "serve" / "devices.json"), joins=joins, limits=limits,
+                    keys=DeviceKeys(paths.devices), joins=joins, limits=limits,
                     allowed_hosts=hosts, model_name=loaded.entry.name, model_sha256=loaded.entry.sha256,
                     library_hash=library_hash(kb.documents()), ready=True, tls=tls is not None,
                     library_verified=problem, replica=_replica_id(paths))
@@ -172,7 +172,7 @@ def _library_problem(kb) -> str:
 
 
 def _replica_id(paths: Paths) -> str:
-    path = paths.home / "serve" / "replica-id"
+    path = paths.serve / "replica-id"
     try:
         return path.read_text().strip()
     except OSError:
