@@ -11,7 +11,7 @@ max_tokens and the answer's wall time (past it, the answer is stopped and says s
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from appliance.errors import ApplianceError, ConfirmationNeeded, RuleRefusal, UsageError
@@ -42,17 +42,23 @@ class Asker:
         self.services = services
         self.limits = limits
 
-    def check(self, question: Question) -> None:
-        """What can be refused before the question is queued (UsageError: 400)."""
+    def check(self, question: Question) -> Question:
+        """What can be refused before the question is queued (UsageError: 400); the question as it will be asked:
+        a conversation of this device's own goes on from its history (turns resent are not needed), one it does
+        not have here goes on from the turns the page resent, as a new one (another replica's, or one gone)."""
         size = len(question.text.encode("utf-8", "replace"))
         if size > self.limits.question_bytes:
             raise UsageError(f"the question is {size} bytes; a served question may be at most "
                              f"{self.limits.question_bytes}")
         if not question.text.strip():
             raise UsageError("the question is empty")
-        if question.conversation_id is not None and self.services.history.conversation(
-                question.conversation_id, device=question.device) is None:
-            raise UsageError(f"no conversation {question.conversation_id} for this device")
+        if question.conversation_id is None:
+            return question
+        if self.services.history.conversation(question.conversation_id, device=question.device) is not None:
+            return replace(question, earlier=None)
+        if question.earlier:
+            return replace(question, conversation_id=None)
+        raise UsageError(f"no conversation {question.conversation_id} for this device")
 
     def job(self, question: Question):
         def run(ticket: Ticket) -> None:

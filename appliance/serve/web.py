@@ -218,7 +218,7 @@ async def queued(served: Served, question: Question) -> Ticket | Response:
     """The question checked and in line; or the refusal a client can act on (400 for the question itself, 503 +
     Retry-After when the line is full, 429 when this device already waits)."""
     try:
-        await asyncio.to_thread(served.asker.check, question)
+        question = await asyncio.to_thread(served.asker.check, question)
     except UsageError as exc:
         return error(400, str(exc))
     ticket = Ticket(question.device, served.asker.job(question))
@@ -329,11 +329,7 @@ def create_app(served: Served) -> ASGIApp:
             earlier = resent_turns(body.get("earlier"), served.limits.question_bytes)
             if conversation is not None and body.get("replica") not in (None, served.replica):
                 conversation = None  # another replica's conversation: go on from the turns the page resent
-            if conversation is not None and earlier and await asyncio.to_thread(
-                    served.asker.services.history.conversation, conversation, device) is None:
-                conversation = None  # not (or no longer) here: a new one, with the resent turns
-            question = Question(str(body.get("question") or ""), device, conversation,
-                                earlier if conversation is None and earlier else None)
+            question = Question(str(body.get("question") or ""), device, conversation, earlier)
         except UsageError as exc:
             return error(400, str(exc))
         ticket = await queued(served, question)
