@@ -125,9 +125,12 @@ def evaluate(model: str, questions: list[dict], args) -> dict:
             passages, words, order = args.plan.split(",")
             conversation.plan = PromptPlan(int(passages), int(words) if words != "none" else None,
                                            order == "best-last")
+        asked = time.perf_counter()
         run = conversation.ask(question["q"], model=None if model == "quote-only" else model,
                                max_tokens=args.max_tokens, quote_only=args.quote_only)
-        list(run.tokens())
+        first_seen = None
+        for _ in run.tokens():  # question to first token shown: drafting, search, quotes and prompt included
+            first_seen = first_seen or time.perf_counter() - asked
         data = run.as_dict()
         raw = run.generation.text if run.generation is not None else ""
         right = [s for s in data["sources"] if is_right(s["path"], question["docs"])]
@@ -145,6 +148,8 @@ def evaluate(model: str, questions: list[dict], args) -> dict:
             "retrieved": bool(right), "abstained": not data["sources"],
             "loop_shown": has_loop(data["answer"]), "loop_raw": has_loop(raw), "stopped": data["stopped"],
             "tokens_per_s": data["timings"].get("tokens_per_s"), "first_token_s": data["timings"].get("first_token_s"),
+            "asked_to_first_s": first_seen, "expand_s": data["timings"].get("expand_s"),
+            "searched_with": (data["settings"] or {}).get("searched_with"),
             "quotes_s": data["timings"].get("quotes_s"), "claims_s": data["timings"].get("claims_s"),
             "answer": data["answer"], "quotes": [q["text"] for q in data["quotes"]],
             "unsupported": sum(1 for c in data["claims"] or [] if not c["supported"]),
@@ -169,11 +174,11 @@ def summarize(model: str, rows: list[dict]) -> dict:
         return sum(1 for r in pool if r[key]), len(pool)
 
     def med(key):
-        values = [r[key] for r in rows if r[key] is not None]
+        values = [r[key] for r in rows if r.get(key) is not None]
         return statistics.median(values) if values else None
 
     def p90(key):
-        values = sorted(r[key] for r in rows if r[key] is not None)
+        values = sorted(r[key] for r in rows if r.get(key) is not None)
         return values[min(len(values) - 1, round(0.9 * (len(values) - 1)))] if values else None
 
     return {"model": model, "fact": rate("fact"), "fact_model": rate("fact_model"), "cited": rate("cited"),
@@ -182,6 +187,8 @@ def summarize(model: str, rows: list[dict]) -> dict:
             "abstained": rate("abstained", offtopic), "tokens_per_s": med("tokens_per_s"),
             "fact_passages": rate("fact_passages"), "copied": rate("copied", rows), "scaffold": rate("scaffold", rows),
             "first_token_s": med("first_token_s"), "first_token_p90_s": p90("first_token_s"),
+            "asked_to_first_s": med("asked_to_first_s"), "asked_to_first_p90_s": p90("asked_to_first_s"),
+            "expand_s": med("expand_s"),
             "quotes_ms": (med("quotes_s") or 0) * 1000,
             "claims_ms": (med("claims_s") or 0) * 1000, "rows": rows}
 
@@ -206,6 +213,9 @@ def print_summary(result: dict) -> None:
     ftt = result["first_token_s"]
     print(f"     {tps or 0:.1f} tokens/s, first token {ftt or 0:.2f} s (p90 {result['first_token_p90_s'] or 0:.2f} s), "
           f"quotes {result['quotes_ms']:.0f} ms, support check {result['claims_ms']:.0f} ms (medians)")
+    if result.get("asked_to_first_s") is not None:
+        print(f"     question to first token shown: {result['asked_to_first_s']:.2f} s "
+              f"(p90 {result['asked_to_first_p90_s']:.2f} s; search words drafted in {result['expand_s'] or 0:.2f} s)")
 
 
 def main(argv: list[str]) -> int:
@@ -215,6 +225,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--limit", type=int, help="only the first N questions of each kind")
     parser.add_argument("--plan", help="PASSAGES,WORDS|none,best-last|best-first (default: sized to the model)")
     parser.add_argument("--repeat-penalty", type=float)
+    parser.add_argument("--no-expand", action="store_true",
+                        help="search with the question alone (no draft in the library's words: answering.expansion)")
     parser.add_argument("--max-tokens", type=int, default=200)
     parser.add_argument("--quote-only", action="store_true", help="the library's sentences alone (no model)")
     parser.add_argument("--home", help="data dir to build (or reuse) the library in (default: a cached one)")
@@ -241,9 +253,11 @@ def main(argv: list[str]) -> int:
     os.environ["APPLIANCE_KB_FIELD_GUIDE"] = "off"
     sys.path.insert(0, str(HERE.parent.parent))
     import appliance  # noqa: F401 - its environment guards, once APPLIANCE_HOME is set
+    from appliance.answering import expansion
     from appliance.models import packs
     from appliance.services import Services
 
+    expansion.EXPAND = not args.no_expand
     questions = load_questions(args)
     if args.limit:
         questions = ([q for q in questions if q["kind"] == "answerable"][: args.limit]
