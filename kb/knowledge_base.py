@@ -268,10 +268,8 @@ class KnowledgeBase:
                 "embedder": json.loads(recorded) if recorded else None}
 
     # --- search -----------------------------------------------------------------------------------------------
-    def search(self, query: str, k: int = 5, mode: str = "hybrid", floor: bool = True,
-               expansion: str = "") -> list[Hit]:
-        """Best k passages for `query`; empty when nothing in the library is relevant enough. `expansion`: the
-        words a page would use for it (kb.search.search).
+    def search(self, query: str, k: int = 5, mode: str = "hybrid", floor: bool = True) -> list[Hit]:
+        """Best k passages for `query`; empty when nothing in the library is relevant enough.
 
         mode: "hybrid" (default), "vector", "bm25" or "rrf" (the last three for evaluation); floor=False keeps
         noise too (for evaluation).
@@ -286,8 +284,7 @@ class KnowledgeBase:
         nearest = self.store.nearest if counts["chunks"] <= EXACT_SCAN_MAX else self._nearest
         zim_paths = [state.path for state in self._usable_archives()]
         hits = ranking.search(query, k, store=self.store, embedder=self.embedder, nearest=nearest,
-                              zims=self.zims if zim_paths else None, zim_paths=zim_paths, mode=mode, floor=floor,
-                              expansion=expansion)
+                              zims=self.zims if zim_paths else None, zim_paths=zim_paths, mode=mode, floor=floor)
         cited = {hit.path for hit in hits if hit.kind != "zim"}
         if cited:
             self._name(state for state in self.check_sources(cited) if state.problem)

@@ -128,24 +128,14 @@ class Candidate:
     page: int | None
     text: str
     kind: str
-    cosine: float  # to the vector it is ranked by (the question's, or its mean with an expansion's)
+    cosine: float
     ranks: dict[str, int] = field(default_factory=dict)
-    floor_cosine: float | None = None  # to the question's own vector, which the floor is measured on (None: cosine)
-
-    @property
-    def own_cosine(self) -> float:
-        return self.cosine if self.floor_cosine is None else self.floor_cosine
 
 
 def search(query: str, k: int, *, store, embedder, nearest: Nearest, zims=None, zim_paths: Sequence[str] = (),
-           mode: str = "hybrid", floor: bool = True, expansion: str = "") -> list[Hit]:
+           mode: str = "hybrid", floor: bool = True) -> list[Hit]:
     """Best k passages for `query` by `mode`; empty when nothing in the library is relevant enough.
-    floor=False keeps noise too (for evaluation).
-
-    `expansion`: words the library's pages would use for what the question asks (a model's short draft answer,
-    appliance.answering.expansion), for a question that does not share them. Candidates are then found and ranked
-    with the mean of both vectors and BM25 over both texts' words, while the relevance floor stays on the
-    question's own cosine: a draft the model wrote about anything cannot make noise pass it."""
+    floor=False keeps noise too (for evaluation)."""
     if mode not in MODES:
         raise KBError(f"unknown search mode {mode!r} (one of {', '.join(MODES)})")
     query = (query or "").strip()
@@ -155,19 +145,12 @@ def search(query: str, k: int, *, store, embedder, nearest: Nearest, zims=None, 
     if not counts["documents"]:
         return []
     query_vector = embedder.embed_query(query)
-    ranking_vector, lexical_query = query_vector, query
-    expansion = (expansion or "").strip()
-    if expansion:
-        mean = query_vector + embedder.embed_query(expansion)
-        ranking_vector = mean / max(float(np.linalg.norm(mean)), 1e-9)
-        lexical_query = f"{query} {expansion}"
     candidates: list[Candidate] = []
     if counts["chunks"]:
-        candidates = local_candidates(store, nearest if mode != "bm25" else None, ranking_vector, lexical_query,
-                                      use_bm25=mode != "vector", floor_vector=query_vector if expansion else None)
+        candidates = local_candidates(store, nearest if mode != "bm25" else None, query_vector, query,
+                                      use_bm25=mode != "vector")
     if zim_paths and zims is not None and mode != "vector":
-        candidates += zims.candidates(list(zim_paths), lexical_query, ranking_vector, embedder,
-                                      floor_vector=query_vector if expansion else None)
+        candidates += zims.candidates(list(zim_paths), query, query_vector, embedder)
     words = terms(query)
     if mode == "bm25":
         return lexical_only(candidates, k, words)
@@ -181,9 +164,8 @@ def search(query: str, k: int, *, store, embedder, nearest: Nearest, zims=None, 
 
 
 def local_candidates(store, nearest: Nearest | None, query_vector: np.ndarray, query: str, use_bm25: bool = True,
-                     n: int = CANDIDATES, floor_vector: np.ndarray | None = None) -> list[Candidate]:
-    """The union of the vector and BM25 candidate lists, each with its exact cosine and its ranks; with a
-    `floor_vector` (the question's own, when `query_vector` is expanded), each also has its cosine to that."""
+                     n: int = CANDIDATES) -> list[Candidate]:
+    """The union of the vector and BM25 candidate lists, each with its exact cosine and its ranks."""
     vector_ranks: dict[int, int] = {}
     if nearest is not None:
         for rank, (chunk_id, _) in enumerate(nearest(query_vector, n)):
@@ -198,18 +180,16 @@ def local_candidates(store, nearest: Nearest | None, query_vector: np.ndarray, q
     ids = list(rows)
     matrix = np.frombuffer(b"".join(rows[i][5] for i in ids), dtype=np.float16).reshape(len(ids), -1)
     cosines = matrix.astype(np.float32) @ query_vector
-    floors = matrix.astype(np.float32) @ floor_vector if floor_vector is not None else cosines
     out = []
-    for chunk_id, cosine, own in zip(ids, cosines, floors, strict=True):
+    for chunk_id, cosine in zip(ids, cosines, strict=True):
         path, title, heading, page, text, _, kind = rows[chunk_id]
         ranks = {}
         if chunk_id in vector_ranks:
             ranks["vector"] = vector_ranks[chunk_id]
         if chunk_id in lexical_ranks:
             ranks["bm25"] = lexical_ranks[chunk_id]
-        out.append(Candidate(chunk_id, path, title, heading, page, text, kind, float(cosine), ranks, float(own)))
+        out.append(Candidate(chunk_id, path, title, heading, page, text, kind, float(cosine), ranks))
     return out
-
 
 
 # --- ranking modes ----------------------------------------------------------------------------------------------
@@ -230,8 +210,7 @@ def fuse(candidates: list[Candidate], k: int, floor: float = FLOOR, lexical_floo
     scored = []
     for cand in candidates:
         lexical = _lexical_rank(cand)
-        own = cand.own_cosine
-        passes = own >= floor or (lexical is not None and lexical < 3 and own >= lexical_floor)
+        passes = cand.cosine >= floor or (lexical is not None and lexical < 3 and cand.cosine >= lexical_floor)
         if passes:
             boost = LEXICAL_BOOST * 5 / (5 + lexical) if lexical is not None else 0.0
             scored.append((cand.cosine + boost, cand))
@@ -240,7 +219,7 @@ def fuse(candidates: list[Candidate], k: int, floor: float = FLOOR, lexical_floo
 
 def by_cosine(candidates: list[Candidate], k: int, query_terms: list[str], floor: bool = True) -> list[Hit]:
     """Vector only: the exact cosine of what the vector index found."""
-    scored = [(c.cosine, c) for c in candidates if "vector" in c.ranks and (not floor or c.own_cosine >= FLOOR)]
+    scored = [(c.cosine, c) for c in candidates if "vector" in c.ranks and (not floor or c.cosine >= FLOOR)]
     return diverse(scored, k, query_terms)
 
 

@@ -296,10 +296,7 @@ class ZimShelf:
             entry = entry.get_redirect_entry()
         return entry.title or article, article_sections(entry)
 
-    def candidates(self, zims: list[str], query: str, query_vector: np.ndarray, embedder,
-                   floor_vector: np.ndarray | None = None) -> list[Candidate]:
-        """Sections of the articles libzim's index ranks best for `query`, each with its cosine to `query_vector`
-        (and to `floor_vector`, the question's own when the query is expanded: kb.search)."""
+    def candidates(self, zims: list[str], query: str, query_vector: np.ndarray, embedder) -> list[Candidate]:
         pool: list[tuple[float, int, Candidate, str]] = []
         for zim in zims:
             try:
@@ -324,8 +321,6 @@ class ZimShelf:
         out = []
         for (_, _, cand, _), vector in zip(chosen, vectors, strict=True):
             cand.cosine = float(vector @ query_vector)
-            if floor_vector is not None:
-                cand.floor_cosine = float(vector @ floor_vector)
             out.append(cand)
         # The lexical rank of a ZIM section: its article's rank, then its cosine within the article.
         out.sort(key=lambda c: (c.ranks["zim"], -c.cosine))

@@ -26,7 +26,6 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Protocol
 
-from appliance.answering import expansion
 from appliance.answering.emergency import EmergencyNotice, read_as_emergency
 from appliance.answering.evidence import Claim, Evidence, Quote, content_terms
 from appliance.answering.repetition import RepetitionGuard
@@ -92,9 +91,8 @@ class Passage:
 
 
 class Retriever(Protocol):
-    def passages(self, question: str, k: int, expansion: str = "") -> list[Passage]:
-        """The passages most relevant to `question`, best first; empty when nothing passes the relevance floor.
-        `expansion`: the model's draft in the library's words, searched for beside it (answering.expansion)."""
+    def passages(self, question: str, k: int) -> list[Passage]:
+        """The passages most relevant to `question`, best first; empty when nothing passes the relevance floor."""
 
 
 class KBRetriever:
@@ -103,13 +101,13 @@ class KBRetriever:
     def __init__(self, knowledge: Any):
         self.knowledge = knowledge  # appliance.answering.knowledge.KnowledgeHandle (or anything with open() -> kb)
 
-    def passages(self, question: str, k: int, expansion: str = "") -> list[Passage]:
+    def passages(self, question: str, k: int) -> list[Passage]:
         """Each hit as a Passage whose Source carries what its file states (title, publisher, license) and the
         sha256 of its bytes; the sources the search named (a damaged archive not searched, a cited file changed)
         are kept for `take_problems`."""
         kb = self.knowledge.open()
         found = []
-        for hit in kb.search(question, k=k, expansion=expansion):
+        for hit in kb.search(question, k=k):
             said = kb.described(hit.path)
             found.append(Passage(replace(hit.source(), work=said.get("title") or "",
                                          publisher=said.get("publisher") or "", license=said.get("license") or "",
@@ -457,10 +455,10 @@ class Conversation:
     def earlier(self) -> list[dict]:
         return self.history.chat_messages(self.id, HISTORY_MESSAGES) if self.id is not None else []
 
-    def _passages(self, question: str, k: int, expansion: str = "") -> list[Passage]:
+    def _passages(self, question: str, k: int) -> list[Passage]:
         if self.retriever is None:
             return []
-        found = self.retriever.passages(question, k, expansion) if expansion else self.retriever.passages(question, k)
+        found = self.retriever.passages(question, k)
         take = getattr(self.retriever, "take_problems", None)
         self._named = take() if take is not None else []
         return [Passage(replace(p.source, number=n), p.text) for n, p in enumerate(found, start=1)]
@@ -536,9 +534,7 @@ class Conversation:
         loaded = self.engine.load(model, progress=progress, threads=threads)
         limit = max_tokens or self.settings.max_tokens
         plan = self.plan or PromptPlan.for_model(loaded.n_params)
-        drafting = use_kb and self.retriever is not None and expansion.EXPAND
-        searched_with = expansion.draft(loaded, question, timings) if drafting else ""
-        passages = self._passages(question, max(plan.passages, QUOTE_PASSAGES), searched_with) if use_kb else []
+        passages = self._passages(question, max(plan.passages, QUOTE_PASSAGES)) if use_kb else []
         self.check_rules("passages", [p.text for p in passages], [p.source.cite() for p in passages], decision,
                          timings, confirmed)
         notice = self._notice(use_kb, passages)
@@ -558,7 +554,7 @@ class Conversation:
         settings = {"max_tokens": limit, "context": loaded.context, "temperature": self.settings.temperature,
                     "repeat_penalty": self.settings.repeat_penalty, "seed": self.settings.seed, "use_kb": use_kb,
                     "passages": plan.passages, "passage_words": plan.words, "quote_passages": len(passages),
-                    "earlier_messages": len(prompt.messages) - 2, "searched_with": searched_with}
+                    "earlier_messages": len(prompt.messages) - 2}
         # The claims are checked against the passages the model read and those the person is quoted from.
         return AnswerRun(question, loaded, generation, sources, notice, self.id, quotes, in_prompt + also_quoted,
                          self.evidence, timings_extra=timings, rules=decision,

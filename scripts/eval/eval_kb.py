@@ -22,7 +22,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
@@ -62,17 +61,12 @@ def main() -> int:
                         help="Also build a ZIM from the same pages and score the same questions through it.")
     parser.add_argument("--zim-only", action="store_true", help="Only the ZIM side (implies --zim).")
     corpus.add_arguments(parser, own="the Python docs and questions.json")
-    parser.add_argument("--expand", action="store_true",
-                        help="With --set unseen: search each question beside the default model's draft of it in "
-                             "the library's words (appliance.answering.expansion), as `ask` does.")
     parser.add_argument("-v", "--verbose", action="store_true", help="Print each question's ranks.")
     args = parser.parse_args()
     if args.set == "unseen":
         if args.zim or args.zim_only:
             parser.error("--zim is not built for --set unseen")
         return unseen(args)
-    if args.expand:
-        parser.error("--expand needs --set unseen")
     if args.half != "both":
         parser.error("--half needs --set unseen")
 
@@ -144,10 +138,7 @@ def unseen(args) -> int:
     answerable = [{"question": q["q"], "expect": ["/" + d for d in q["docs"]]} for q in questions if q["docs"]]
     unanswerable = [{"question": q["q"], "expect": []} for q in questions if not q["docs"]]
     model, tokenizer = packs.EMBEDDER_ONNX.locate(), packs.EMBEDDER_TOKENIZER.locate()
-    knowledge: Any = KnowledgeBase(home / "kb", model, tokenizer)
-    if args.expand:
-        knowledge = Expanded(knowledge, drafts(home, [q["question"] for q in answerable + unanswerable],
-                                               args.verbose))
+    knowledge = KnowledgeBase(home / "kb", model, tokenizer)
     try:
         stats = knowledge.stats()
         print(f"corpus: unseen set ({home}): {stats['documents']} files, {stats['chunks']} chunks")
@@ -158,44 +149,6 @@ def unseen(args) -> int:
     finally:
         knowledge.close()
     return 0
-
-
-class Expanded:
-    """A knowledge base whose search takes each question's draft (drafts()) beside it, as `ask` searches."""
-
-    def __init__(self, knowledge, drafted: dict[str, str]):
-        self.knowledge, self.drafted = knowledge, drafted
-
-    def search(self, query: str, **options):
-        return self.knowledge.search(query, expansion=self.drafted.get(query, ""), **options)
-
-    def __getattr__(self, name: str):
-        return getattr(self.knowledge, name)
-
-
-def drafts(home: Path, questions: list[str], verbose: bool) -> dict[str, str]:
-    """Each question's draft in the library's words, by the default model in the eval's own home."""
-    os.environ["APPLIANCE_HOME"] = str(home)
-    from appliance.answering import expansion
-    from appliance.services import Services
-
-    services = Services.create()
-    for pack in packs.SPLIT_PACKS.values():
-        if pack.installed:
-            services.models.register_split_pack(pack)
-    loaded = services.engine.load(None)
-    started = time.perf_counter()
-    out = {}
-    try:
-        for question in questions:
-            out[question] = expansion.draft(loaded, question)
-            if verbose:
-                print(f"   draft: {question[:50]:50} -> {out[question][:110]}")
-    finally:
-        services.engine.unload()
-    print(f"drafts by {loaded.entry.name}: {len(out)} in {time.perf_counter() - started:.0f} s "
-          f"({(time.perf_counter() - started) / max(1, len(out)):.2f} s each)\n")
-    return out
 
 
 def floored(knowledge, answerable, unanswerable, verbose: bool, recall: float, mrr: float, times) -> dict:

@@ -301,20 +301,3 @@ def test_one_diversity_rule_for_every_ranking_mode():
 def test_an_unknown_search_mode_is_refused(filled):
     with pytest.raises(KBError, match="unknown search mode"):
         filled.search("water", mode="magic")
-
-
-def test_an_expansion_ranks_with_the_page_words_but_the_floor_stays_on_the_question(filled):
-    """The model's draft (answering.expansion) brings the page that uses its words first; a draft cannot make a
-    question the library has nothing on pass the relevance floor."""
-    question = "what do I tie so the loop at the end of my rope stays the same size"
-    drafted = filled.search(question, k=3, expansion="Tie a bowline: it makes a fixed loop that does not slip.")
-    assert drafted and drafted[0].path.endswith("shelter.epub") and drafted[0].heading == "Knots"
-    offtopic = "who won the football world cup in 1998"
-    assert filled.search(offtopic, k=5, expansion="Bring water to a rolling boil for one minute.") == []
-
-
-def test_fuse_floors_on_the_question_cosine_when_ranked_by_an_expanded_vector():
-    near = Candidate(1, "a.md", "A", "", None, "text a", "md", 0.9, {"vector": 0}, floor_cosine=0.1)
-    fair = Candidate(2, "b.md", "B", "", None, "text b", "md", 0.5, {"vector": 1}, floor_cosine=0.4)
-    assert [hit.path for hit in fuse([near, fair], k=5)] == ["b.md"]
-    assert [hit.path for hit in fuse([near, fair], k=5, floor=-1.0, lexical_floor=-1.0)] == ["a.md", "b.md"]
