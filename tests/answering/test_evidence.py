@@ -142,3 +142,31 @@ def test_a_quote_is_shown_on_one_line_and_kept_verbatim():
     quote = Quote(Source("/docs/ch02.html", number=2), text, 0.6)
     assert quote.line == "dpkg -L package_name list contents of an installed package"
     assert quote.as_dict()["text"] == quote.text  # --json keeps the library's exact words
+
+
+def test_a_quote_that_names_nothing_to_act_on_goes_on_to_the_step_with_the_command(appliance_home):
+    """The sentence closest to the question often only announces the steps; its quote goes on, verbatim, to the
+    step that names the command (the real embedder picks the sentence)."""
+    from kb.source import Source
+
+    text = ("Forgetting the administrator password is not the end of the system. With physical access to the "
+            "machine, getting back in is relatively easy with the following steps. Restart it and interrupt the "
+            "boot loader. Boot with the kernel parameter init=/bin/sh and set a new password with passwd root.")
+    other = "A strong password has many characters and is not used for any other account."
+    passages = [Passage(Source(f"/docs/{n}.md", "Admin", "Passwords", None, t, 0.5, number=n + 1), t)
+                for n, t in enumerate([text, other])]
+    quotes = Services.create().evidence.quotes("forgot the admin password, how do I get back into my computer",
+                                               passages, [p.source for p in passages], k=3)
+    carried = [q for q in quotes if "init=/bin/sh" in q.text]
+    assert carried and carried[0].text in text and "following steps" in carried[0].text
+    assert not any(q.text in carried[0].text for q in quotes if q is not carried[0])  # nothing quoted twice
+
+
+def test_a_quote_that_names_the_command_is_not_extended():
+    from appliance.answering.evidence import with_context
+
+    passage = "Run dpkg -L foo to list its files. The list can be long. Pipe it through less --quit-at-eof."
+    assert with_context(passage, "Run dpkg -L foo to list its files.") == "Run dpkg -L foo to list its files."
+    assert with_context(passage, "The list can be long.") == "The list can be long. Pipe it through less --quit-at-eof."
+    assert with_context(passage, "The list can be long.", limit=8) == "The list can be long."
+    assert with_context(passage, "not in the passage") == "not in the passage"
