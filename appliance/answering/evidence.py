@@ -26,6 +26,7 @@ Embed = Callable[[list[str]], "np.ndarray"]
 _SPLIT = re.compile(r"(?<=[.!?])[\"')\]*]*\s+(?=[\"'(\[*]?[A-Z0-9])|\n+")
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'-]*")
 _CITE = re.compile(r"\s*\[\d{1,3}\]")
+_CITATION_NUMBER = re.compile(r"\[(\d{1,3})\]")
 STOPWORDS = frozenset("""a about above after again against all am an and any are as at be because been before being
 below between both but by can could did do does doing down during each few for from further had has have having he her
 here hers him his how i if in into is it its itself just me more most my no nor not now of off on once only or other
@@ -127,10 +128,17 @@ class Claim:
     sources: list[int]  # numbers of the passages that support it
     score: float
     missing: list[str] = field(default_factory=list)  # numbers, settings, commands no passage contains
+    marked: list[int] = field(default_factory=list)  # the [n] the model typed after it
+
+    @property
+    def wrong_marks(self) -> list[int]:
+        """The passages the model marked a supported sentence with that do not say it (another one does)."""
+        return [n for n in self.marked if n not in self.sources] if self.supported else []
 
     def as_dict(self) -> dict:
         return {"sentence": self.text, "supported": self.supported, "sources": self.sources,
-                "score": round(self.score, 3), "missing": self.missing}
+                "score": round(self.score, 3), "missing": self.missing, "marked": self.marked,
+                "wrong_marks": self.wrong_marks}
 
 
 # What a sentence can get exactly wrong while still reading like its passage: a number (with its unit or not), a
@@ -250,6 +258,29 @@ def with_context(passage: str, quote: str, limit: int | None = None) -> str:
     return quote
 
 
+_LEADING_MARKS = re.compile(r"^(?:\s*\[\d{1,3}\])+")
+
+
+def _marks(answer: str) -> dict[str, list[int]]:
+    """Each sentence of `answer` (its [n] marks taken out) with the marks typed after it, in order. A mark that
+    opens a span ("... one minute. [1] Then ...") closes the sentence before it."""
+    out: dict[str, list[int]] = {}
+    previous = None
+    for start, end in sentences(answer):
+        piece = answer[start:end]
+        leading = _LEADING_MARKS.match(piece)
+        if leading and previous is not None:
+            out[previous] += [int(n) for n in _CITATION_NUMBER.findall(leading.group())]
+            piece = piece[leading.end():]
+        text = _CITE.sub("", piece).strip()
+        if not text:
+            continue
+        numbers = [int(n) for n in _CITATION_NUMBER.findall(piece)]
+        out[text] = out.get(text, []) + [n for n in numbers if n not in out.get(text, [])]
+        previous = text
+    return out
+
+
 class Evidence:
     def __init__(self, embed: Embed):
         self.embed = embed  # texts -> normalised vectors (the knowledge base's embedder, with its cache)
@@ -295,14 +326,13 @@ class Evidence:
 
     def claims(self, answer: str, passages: Sequence[Any], sources: Sequence[Any]) -> list[Claim]:
         """Each sentence of `answer` with whether the passages support it."""
-        spans = sentences(answer)
-        texts = [_CITE.sub("", answer[start:end]).strip() for start, end in spans]
-        texts = [text for text in texts if len(content_terms(text)) >= 2]
+        marks = _marks(answer)
+        texts = [text for text in marks if len(content_terms(text)) >= 2]
         candidates = [c for c in self._candidates(passages, sources, 200) if c.sentences == 1]
         if not texts:
             return []
         if not candidates:
-            return [Claim(text, False, [], 0.0) for text in texts]
+            return [Claim(text, False, [], 0.0, marked=marks[text]) for text in texts]
         vectors = self.embed(texts + [c.text for c in candidates])
         claim_vectors, passage_vectors = vectors[: len(texts)], vectors[len(texts):]
         similarity = claim_vectors @ passage_vectors.T
@@ -318,5 +348,5 @@ class Evidence:
             best = float(similarity[index].max())
             missing = known.missing(text)
             result.append(Claim(text, bool(supporting) and not missing, supporting if not missing else [], best,
-                                missing))
+                                missing, marks[text]))
         return result

@@ -230,6 +230,13 @@ def ask(obj: Context, question: str | None, model_name: str | None, max_tokens: 
             for claim in unsupported:
                 names = f" (the library does not say {', '.join(claim.missing)})" if claim.missing else ""
                 click.echo(clean_line(f"  - {claim.text}{names}"))
+        misplaced = [claim for claim in run.claims or [] if claim.wrong_marks]
+        if misplaced:
+            click.echo("\nMarked with a passage that does not say it:")
+            for claim in misplaced:
+                wrong = ", ".join(f"[{n}]" for n in claim.wrong_marks)
+                right = ", ".join(f"[{n}]" for n in claim.sources)
+                click.echo(clean_line(f"  - {claim.text} (marked {wrong}; {right} says it)"))
         cited = run.cited
         if cited:
             click.echo("\nSources:")

@@ -170,3 +170,21 @@ def test_a_quote_that_names_the_command_is_not_extended():
     assert with_context(passage, "The list can be long.") == "The list can be long. Pipe it through less --quit-at-eof."
     assert with_context(passage, "The list can be long.", limit=8) == "The list can be long."
     assert with_context(passage, "not in the passage") == "not in the passage"
+
+
+def test_a_mark_naming_a_passage_that_does_not_say_it_is_caught(services):
+    """The model's [n] after a sentence is checked against the passages that support it: a copied sentence marked
+    with another passage's number has that mark named as wrong, and its right passage given."""
+    hits = services.kb.search("is boiling water enough to make it safe", k=3)
+    passages = [Passage(hit.source(n), hit.text) for n, hit in enumerate(hits, start=1)]
+    sources = [p.source for p in passages]
+    copied = ("Boiling is the most reliable way to kill germs, including the parasites that chemical treatment "
+              "struggles with.")
+    holder = next(p.source.number for p in passages if copied in p.text)
+    other = next(p.source.number for p in passages if copied not in p.text
+                 and not any(s in p.text for s in ("Boiling is the most reliable", "kill germs")))
+    right, wrong = services.evidence.claims(f"{copied} [{holder}]\n{copied[:-1]}, always. [{other}]", passages,
+                                            sources)
+    assert right.supported and right.marked == [holder] and right.wrong_marks == []
+    assert wrong.supported and wrong.marked == [other] and wrong.wrong_marks == [other]
+    assert holder in wrong.sources and wrong.as_dict()["wrong_marks"] == [other]
