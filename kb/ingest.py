@@ -403,9 +403,13 @@ class _Batch:
         the document's note says of it ("" when nothing was done)."""
         from kb.readers.zim import open_archive
         from kb.store import HeadingSet
-        from kb.zim import HEADINGS, article_headings
+        from kb.zim import HEADINGS, article_headings, heading_recipe
 
+        recipe = heading_recipe()
         found = self.store.heading_set(info.identity)
+        if found is not None and found.recipe != recipe:  # made another way (an older version): made again
+            self.store.drop_headings(info.identity)
+            found = None
         if found is not None and found.complete:
             return ""
         self.store.drop_orphan_headings(keep=info.identity)
@@ -413,7 +417,7 @@ class _Batch:
         start = found.entries if found is not None else 0
         began = time.monotonic() - (found.seconds if found is not None else 0.0)
         total = max(archive.article_count, 1)
-        progress = HeadingSet(info.identity)
+        progress = HeadingSet(info.identity, recipe=recipe)
         entries: list[tuple[str, str]] = []
         texts: list[str] = []
         first = start
@@ -433,13 +437,13 @@ class _Batch:
             self._tell(self.index, path, "titles and headings", (min(progress.articles, total), total))
 
         self._tell(self.index, path, "titles and headings", (0, total))
-        for article, title, headings, read in article_headings(archive):
+        for article, made, read in article_headings(archive):
             progress.articles += 1
             progress.headed += int(read)
-            for section in ["", *headings]:
+            for section, text in made:
                 if progress.entries >= start:
                     entries.append((article, section))
-                    texts.append(section or title)
+                    texts.append(text)
                 progress.entries += 1
             if len(entries) >= HEADING_GROUP:
                 flush(False)

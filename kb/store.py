@@ -142,6 +142,7 @@ CREATE TABLE IF NOT EXISTS zim_heading_sets(
     articles INTEGER NOT NULL DEFAULT 0,      -- articles read
     headed INTEGER NOT NULL DEFAULT 0,        -- of them, those whose section headings are in (the rest: titles)
     seconds REAL NOT NULL DEFAULT 0,          -- what making them took
+    recipe TEXT NOT NULL DEFAULT '',          -- how the texts were made (kb.zim.HEADING_RECIPE): another is remade
     created REAL NOT NULL
 );
 """,
@@ -173,6 +174,7 @@ class HeadingSet:
     articles: int = 0
     headed: int = 0
     seconds: float = 0.0
+    recipe: str = ""
 
 
 @dataclass
@@ -437,7 +439,7 @@ class Store:
     @_guard
     def heading_set(self, identity: str) -> HeadingSet | None:
         with self.lock:
-            row = self.db.execute("SELECT complete, entries, articles, headed, seconds FROM zim_heading_sets "
+            row = self.db.execute("SELECT complete, entries, articles, headed, seconds, recipe FROM zim_heading_sets "
                                   "WHERE identity=?", (identity,)).fetchone()
         return HeadingSet(identity, bool(row[0]), *row[1:]) if row else None
 
@@ -454,9 +456,9 @@ class Store:
                             [(identity, start + n, article, section, blob.tobytes())
                              for n, ((article, section), blob) in enumerate(zip(entries, blobs, strict=True))])
             cur.execute("INSERT OR REPLACE INTO zim_heading_sets(identity, complete, entries, articles, headed, "
-                        "seconds, created) VALUES(?, ?, ?, ?, ?, ?, ?)",
+                        "seconds, recipe, created) VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
                         (identity, int(progress.complete), progress.entries, progress.articles, progress.headed,
-                         progress.seconds, time.time()))
+                         progress.seconds, progress.recipe, time.time()))
 
     @_guard
     def headings(self, identity: str) -> tuple[list[str], list[str], np.ndarray]:

@@ -12,8 +12,8 @@ for later questions, in memory and on disk, both bounded: an article met in an e
 and compete with the rest of the library by the same cosine and relevance floor.
 
 A question in plain words that shares no word with its article never reaches that stage, so registration also
-embeds every article's title and each of its section headings ("title > section", `article_headings`, at most
-HEADINGS entries an archive) into the library's store (kb.store, keyed by the archive's identity). At search the
+embeds every article's title and each of its section headings ("title > section", each with the first LEAD_WORDS
+words of what it heads: `article_headings`, at most HEADINGS entries an archive) into the library's store (kb.store, keyed by the archive's identity). At search the
 nearest HEADING_NEAREST of them (an exact scan of the archive's matrix, loaded once per process) bring up to
 HEADING_ARTICLES more articles, and up to HEADING_EMBED of the sections they name are embedded beside the EMBED
 above. Those sections carry a "heading" rank, no lexical one: no boost, no lexical floor; the cosine decides.
@@ -60,11 +60,19 @@ TITLE_WEIGHT = 0.5  # title suggestions vote as strongly as this share of the be
 # Titles and section headings, embedded once at registration (kb.ingest): a second candidate source, by meaning.
 HEADINGS = 200_000  # entries (titles, "title > section" paths) per archive; beyond, titles only (fp16: 150 MB)
 HEADING_BYTES = 1 << 20  # of each article's HTML read for its headings at registration (the rest is not parsed)
+LEAD_WORDS = 24  # of what each title or heading heads, embedded with it
+
+
+def heading_recipe() -> str:
+    """How an archive's heading texts are made, kept with its set: a set made another way is made again."""
+    return f"title+headings, {LEAD_WORDS} lead words, {HEADINGS} entries, {HEADING_BYTES} bytes"
+
 HEADING_NEAREST = 16  # nearest entries looked at per archive per question
 HEADING_ARTICLES = 4  # articles they bring in per archive per question, beside libzim's ARTICLES
 HEADING_EMBED = 6  # sections embedded per question for the nearest entries, beside EMBED
-HEADING_BLOCK = 16_384  # rows of the heading matrix scanned at a time (fp16 -> float32 in blocks)
-USE_HEADINGS = os.environ.get("APPLIANCE_ZIM_HEADINGS", "1") != "0"  # off: libzim's index alone (evaluation)
+HEADING_BLOCK = 16_384  # rows of a large heading matrix scanned at a time (fp16 -> float32 in blocks)
+HEADING_FLOAT32 = 65_536  # up to this many entries the matrix is kept as float32 (at most 100 MB), scanned at once
+USE_HEADINGS = True  # False: libzim's index alone (scripts/eval_kb --no-headings, for a before/after)
 
 
 @dataclass
@@ -193,13 +201,15 @@ def rank_articles(archive, query: str, limit: int | None = None,
     return [article for article, _ in ordered[:limit]], weights
 
 
-def article_headings(archive, limit: int | None = None) -> Iterator[tuple[str, str, list[str], bool]]:
-    """(article path, title, heading paths below the title, whether its headings were read) for every HTML
-    article in the archive's order, redirects skipped, at most `limit` entries in all (a title and each distinct
-    heading path count one each). Every title is kept before any heading (the archive's article count is held
-    back for them); once the headings have used the rest, later articles give their titles only, and past
-    `limit` titles nothing more. Each article's HTML is read up to HEADING_BYTES, by the library's HTML reader
-    (its shape bounds: kb/readers/html_shape.py)."""
+def article_headings(archive, limit: int | None = None) -> Iterator[tuple[str, list[tuple[str, str]], bool]]:
+    """(article path, its entries, whether its headings were read) for every HTML article in the archive's order,
+    redirects skipped, at most `limit` entries in all. The entries are (section, text to embed): first ('', its
+    title), then each distinct heading path below the title ("title > section > ..."), each text followed by the
+    first LEAD_WORDS words of what it heads (a manual page's title says little, its first line says what it is).
+    Every title is kept before any heading (the archive's article count is held back for them); once the headings
+    have used the rest, later articles give their titles alone, and past `limit` titles nothing more. Each
+    article's HTML is read up to HEADING_BYTES, by the library's HTML reader (its shape bounds:
+    kb/readers/html_shape.py)."""
     limit = HEADINGS if limit is None else limit
     budget = max(limit - archive.article_count, 0)
     total = 0
@@ -213,39 +223,54 @@ def article_headings(archive, limit: int | None = None) -> Iterator[tuple[str, s
         except Exception:  # noqa: BLE001 - one broken entry is skipped, the rest are read
             continue
         title = " ".join((entry.title or entry.path).split())
-        headings: list[str] = []
+        entries = [("", title)]
         read = budget > 0
         if read:
             try:
                 sections = article_sections(entry, limit=HEADING_BYTES)
             except Exception:  # noqa: BLE001 - an article that cannot be read keeps its title
                 sections, read = [], False
+            leads: dict[str, str] = {}
             for section in sections:
-                if len(section.heading) > 1:
-                    headings.append(" > ".join(" ".join(h.split()) for h in section.heading))
-            headings = list(dict.fromkeys(headings))[:budget]
-            budget -= len(headings)
-        total += 1 + len(headings)
-        yield entry.path, title, headings, read
+                path = " > ".join(" ".join(h.split()) for h in section.heading)
+                if path not in leads:
+                    leads[path] = " ".join(" ".join(section.paragraphs).split()[:LEAD_WORDS])
+            first = next((lead for lead in leads.values() if lead), "")
+            entries = [("", f"{title}\n{first}" if first else title)]
+            headings = [(path, f"{path}\n{lead}" if lead else path) for path, lead in leads.items() if " > " in path]
+            entries += headings[:budget]
+            budget -= len(entries) - 1
+        total += len(entries)
+        yield entry.path, entries, read
 
 
 @dataclass
 class Headings:
     """An archive's title and heading vectors, as the store keeps them (kb.store.Store.headings), for an exact
-    scan: linear in its entries (at most HEADINGS), HEADING_BLOCK rows at a time."""
+    scan: linear in its entries (at most HEADINGS). Up to HEADING_FLOAT32 entries the matrix is kept as float32
+    and scanned in one product (fp16 -> float32 costs numpy more than the product); a larger one stays fp16 (half
+    the memory) and is converted HEADING_BLOCK rows at a time."""
 
     articles: list[str]
     sections: list[str]  # '' for an article's title
-    matrix: np.ndarray  # fp16, one row per entry
+    matrix: np.ndarray  # one row per entry (fp16 as stored; float32 up to HEADING_FLOAT32 rows)
+
+    def __post_init__(self) -> None:
+        if len(self.matrix) <= HEADING_FLOAT32:
+            self.matrix = self.matrix.astype(np.float32)
 
     def nearest(self, vector: np.ndarray, n: int) -> list[tuple[str, str, float]]:
         """The n entries nearest to `vector`: (article, section, cosine), best first."""
         if not len(self.articles) or n <= 0:
             return []
         query = vector.astype(np.float32)
-        scores = np.empty(len(self.articles), dtype=np.float32)
-        for start in range(0, len(self.articles), HEADING_BLOCK):
-            scores[start:start + HEADING_BLOCK] = self.matrix[start:start + HEADING_BLOCK].astype(np.float32) @ query
+        if self.matrix.dtype == np.float32:
+            scores = self.matrix @ query
+        else:
+            scores = np.empty(len(self.articles), dtype=np.float32)
+            for start in range(0, len(self.articles), HEADING_BLOCK):
+                block = self.matrix[start:start + HEADING_BLOCK].astype(np.float32)
+                scores[start:start + HEADING_BLOCK] = block @ query
         n = min(n, len(scores))
         best = np.argpartition(-scores, n - 1)[:n]
         best = best[np.argsort(-scores[best])]

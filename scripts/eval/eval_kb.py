@@ -15,8 +15,10 @@ in a library of its own (~/.cache/appliance/eval-unseen-zim), scored on the same
 library. The embedded side is read from a copy of that library's store (refreshed when it changes), so this
 tree's store schema never upgrades the library other checkouts share.
 
-APPLIANCE_ZIM_HEADINGS=0 leaves a ZIM's title and heading vectors out of its search (libzim's index alone), for a
-before/after of them; they are made at registration either way.
+--no-headings leaves a ZIM's title and heading vectors out of its search (libzim's index alone), for a before/after
+of them (they are made at registration either way); --lead-words N embeds that many words of what each title and
+heading heads with it (kb.zim.LEAD_WORDS; another N registers in a library of its own, kb-lead<N>). Every run starts
+with no ZIM section vector cached (on disk either), so its timings are a first session's.
 """
 
 from __future__ import annotations
@@ -69,12 +71,23 @@ def main() -> int:
     parser.add_argument("--zim", action="store_true",
                         help="Also build a ZIM from the same pages and score the same questions through it.")
     parser.add_argument("--zim-only", action="store_true", help="Only the ZIM side (implies --zim).")
+    parser.add_argument("--no-headings", action="store_true",
+                        help="Search a ZIM through libzim's index alone (its title and heading vectors left out).")
+    parser.add_argument("--lead-words", type=int, default=None,
+                        help="Words of each section embedded with its title or heading at registration.")
     corpus.add_arguments(parser, own="the Python docs and questions.json")
     parser.add_argument("--expand", action="store_true",
                         help="With --set unseen: search each question beside the default model's draft of it in "
                              "the library's words (appliance.answering.expansion), as `ask` does.")
     parser.add_argument("-v", "--verbose", action="store_true", help="Print each question's ranks.")
     args = parser.parse_args()
+    if args.no_headings:
+        zim_search.USE_HEADINGS = False
+    if args.lead_words is not None and args.lead_words != zim_search.LEAD_WORDS:
+        zim_search.LEAD_WORDS = args.lead_words
+        args.zim_library = f"kb-lead{args.lead_words}"
+    else:
+        args.zim_library = "kb"
     if args.set == "unseen":
         return unseen(args)
     if args.expand:
@@ -107,8 +120,8 @@ def main() -> int:
         pages = html_pages([(args.doc_root / sub, sub) for sub in SUBDIRS])
         home = args.cache.parent / (args.cache.name + "-zim")
         try:
-            summary["ZIM"] = through_zim(pages, home / "python-docs.zim", "Python 3.11 docs", home / "kb", model,
-                                         tokenizer, answerable, unanswerable, args.verbose)
+            summary["ZIM"] = through_zim(pages, home / "python-docs.zim", "Python 3.11 docs", home / args.zim_library,
+                                         model, tokenizer, answerable, unanswerable, args.verbose)
         except (RuntimeError, subprocess.CalledProcessError) as exc:
             return zim_failed(exc)
     return side_by_side(summary)
@@ -190,7 +203,8 @@ def unseen(args) -> int:
               f"{', '.join(f.name for f in left_out)}; {only_text} of the {len(answerable)} answerable questions "
               "name only them, so they are misses for the ZIM)")
         try:
-            summary["ZIM"] = through_zim(pages, zim_home / "unseen.zim", "Unseen manuals", zim_home / "kb", model,
+            summary["ZIM"] = through_zim(pages, zim_home / "unseen.zim", "Unseen manuals", zim_home / args.zim_library,
+                                         model,
                                          tokenizer, answerable, unanswerable, args.verbose)
         except (RuntimeError, subprocess.CalledProcessError) as exc:
             return zim_failed(exc)
@@ -304,7 +318,9 @@ def through_zim(pages: list[tuple[Path, str]], zim_path: Path, title: str, libra
     elif made is not None:
         print(f"   registered before: {made.entries:,} titles and headings, made in {made.seconds:.1f} s "
               f"({made.entries / max(made.seconds, 1e-9):.0f} entries/s); this run {took:.1f} s")
-    print(f"   heading vectors in search: {'on' if zim_search.USE_HEADINGS else 'off (APPLIANCE_ZIM_HEADINGS=0)'}")
+    print(f"   heading vectors in search: {'on' if zim_search.USE_HEADINGS else 'off (--no-headings)'}, "
+          f"{zim_search.LEAD_WORDS} lead words")
+    knowledge.zims.drop_caches(disk=True)  # a first session's timings, whatever ran before
     ranks, times = [], []
     for q in answerable:
         t0 = time.perf_counter()
