@@ -462,12 +462,26 @@ class Store:
 
     @_guard
     def headings(self, identity: str) -> tuple[list[str], list[str], np.ndarray]:
-        """(article paths, sections, fp16 matrix) of an archive's entries, in their order."""
+        """(article paths, sections, fp16 matrix) of an archive's entries, in their order, read 4,096 rows at a time
+        into the matrix (never all the rows' bytes at once beside it)."""
+        articles: list[str] = []
+        sections: list[str] = []
         with self.lock:
-            rows = self.db.execute("SELECT article, section, vector FROM zim_headings WHERE identity=? AND "
-                                   "length(vector)=? ORDER BY ord", (identity, VECTOR_BYTES)).fetchall()
-        matrix = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float16).reshape(len(rows), DIM)
-        return [r[0] for r in rows], [r[1] for r in rows], matrix
+            total = self.db.execute("SELECT count(*) FROM zim_headings WHERE identity=? AND length(vector)=?",
+                                    (identity, VECTOR_BYTES)).fetchone()[0]
+            matrix = np.empty((total, DIM), dtype=np.float16)
+            cursor = self.db.execute("SELECT article, section, vector FROM zim_headings WHERE identity=? AND "
+                                     "length(vector)=? ORDER BY ord", (identity, VECTOR_BYTES))
+            while len(articles) < total:
+                rows = cursor.fetchmany(4096)
+                if not rows:
+                    break
+                start = len(articles)
+                matrix[start:start + len(rows)] = np.frombuffer(b"".join(r[2] for r in rows),
+                                                                dtype=np.float16).reshape(len(rows), DIM)
+                articles += [r[0] for r in rows]
+                sections += [r[1] for r in rows]
+        return articles, sections, matrix[:len(articles)]
 
     @_guard
     def heading_count(self) -> int:

@@ -13,10 +13,11 @@ and compete with the rest of the library by the same cosine and relevance floor.
 
 A question in plain words that shares no word with its article never reaches that stage, so registration also
 embeds every article's title and each of its section headings ("title > section", each with the first LEAD_WORDS
-words of what it heads: `article_headings`, at most HEADINGS entries an archive) into the library's store (kb.store, keyed by the archive's identity). At search the
-nearest HEADING_NEAREST of them (an exact scan of the archive's matrix, loaded once per process) bring up to
-HEADING_ARTICLES more articles, and up to HEADING_EMBED of the sections they name are embedded beside the EMBED
-above. Those sections carry a "heading" rank, no lexical one: no boost, no lexical floor; the cosine decides.
+words of what it heads: `article_headings`, at most HEADINGS entries an archive) into the library's store
+(kb.store, keyed by the archive's identity). At search the nearest HEADING_NEAREST of them (an exact scan of the
+archive's matrix, loaded once per process) bring up to HEADING_ARTICLES more articles, and up to HEADING_EMBED of
+the sections they name are embedded beside the EMBED above. Those sections carry a "heading" rank, no lexical
+one: no boost, no lexical floor; the cosine decides.
 An archive is identified by its UUID and size (hashing a 90 GB Wikipedia would take minutes): `identify`.
 """
 
