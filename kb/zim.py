@@ -70,7 +70,8 @@ def heading_recipe() -> str:
 
 HEADING_NEAREST = 16  # nearest entries looked at per archive per question
 HEADING_ARTICLES = 4  # articles they bring in per archive per question, beside libzim's ARTICLES
-HEADING_EMBED = 6  # sections embedded per question for the nearest entries, beside EMBED
+HEADING_EMBED = 8  # chunks embedded per question for the nearest entries, beside EMBED
+HEADING_CHUNKS = 2  # of them, at most this many from the start of one entry's section (nearest entries first)
 HEADING_BLOCK = 16_384  # rows of a large heading matrix scanned at a time (fp16 -> float32 in blocks)
 HEADING_FLOAT32 = 65_536  # up to this many entries the matrix is kept as float32 (at most 100 MB), scanned at once
 USE_HEADINGS = True  # False: libzim's index alone (scripts/eval_kb --no-headings, for a before/after)
@@ -458,9 +459,8 @@ class ZimShelf:
                                      ranks)
                     pool.append((score if by_words else 0.0, rank, cand, _lead(embedding_text(title, chunk))))
                 for cosine, section in named.get(article, []):
-                    at = _section_chunk(chunks, section)
-                    if at is not None:
-                        nearest.append((cosine, first + at))
+                    for order, at in enumerate(_section_chunks(chunks, section)[:HEADING_CHUNKS]):
+                        nearest.append((cosine - order, first + at))  # an entry's first chunks, then the next
         if not pool:
             return []
         chosen = _choose([item for item in pool if "zim" in item[2].ranks])
@@ -501,17 +501,18 @@ class ZimShelf:
         return found.nearest(query_vector, HEADING_NEAREST) if found is not None else []
 
 
-def _section_chunk(chunks: list[Chunk], section: str) -> int | None:
-    """The first chunk of the section a heading entry names ('' names the article: its first chunk)."""
-    if not chunks:
-        return None
+def _section_chunks(chunks: list[Chunk], section: str) -> list[int]:
+    """The chunks of the section a heading entry names, in order ('' names the article: from its first chunk)."""
     if not section:
-        return 0
+        return list(range(min(len(chunks), HEADING_CHUNKS)))
+    out = []
     for n, chunk in enumerate(chunks):
         text = " > ".join(" ".join(h.split()) for h in chunk.heading)
         if text == section or text.startswith(section + " > "):
-            return n
-    return None
+            out.append(n)
+        elif out:
+            break
+    return out
 
 
 def _lead(text: str) -> str:
