@@ -62,11 +62,12 @@ TITLE_WEIGHT = 0.5  # title suggestions vote as strongly as this share of the be
 HEADINGS = 200_000  # entries (titles, "title > section" paths) per archive; beyond, titles only (fp16: 150 MB)
 HEADING_BYTES = 1 << 20  # of each article's HTML read for its headings at registration (the rest is not parsed)
 LEAD_WORDS = 24  # of what each title or heading heads, embedded with it
+HEADING_WORDS = 48  # words of an entry's text embedded at most (a heading path can be long), its lead included
 
 
 def heading_recipe() -> str:
     """How an archive's heading texts are made, kept with its set: a set made another way is made again."""
-    return f"title+headings, {LEAD_WORDS} lead words, {HEADINGS} entries, {HEADING_BYTES} bytes"
+    return f"title+headings, {LEAD_WORDS} lead words, {HEADING_WORDS} words, {HEADINGS} entries, {HEADING_BYTES} bytes"
 
 HEADING_NEAREST = 16  # nearest entries looked at per archive per question
 HEADING_ARTICLES = 4  # articles they bring in per archive per question, beside libzim's ARTICLES
@@ -238,12 +239,19 @@ def article_headings(archive, limit: int | None = None) -> Iterator[tuple[str, l
                 if path not in leads:
                     leads[path] = " ".join(" ".join(section.paragraphs).split()[:LEAD_WORDS])
             first = next((lead for lead in leads.values() if lead), "")
-            entries = [("", f"{title}\n{first}" if first else title)]
-            headings = [(path, f"{path}\n{lead}" if lead else path) for path, lead in leads.items() if " > " in path]
+            entries = [("", _words(f"{title}\n{first}" if first else title))]
+            headings = [(path, _words(f"{path}\n{lead}" if lead else path)) for path, lead in leads.items()
+                        if " > " in path]
             entries += headings[:budget]
             budget -= len(entries) - 1
         total += len(entries)
         yield entry.path, entries, read
+
+
+def _words(text: str) -> str:
+    """An entry's text, cut to HEADING_WORDS words."""
+    words = text.split(" ")
+    return text if len(words) <= HEADING_WORDS else " ".join(words[:HEADING_WORDS])
 
 
 @dataclass
