@@ -55,6 +55,8 @@ class IngestParts(Protocol):
 
 EMBED_BATCH = 8
 EMBED_GROUP = EMBED_BATCH * 4  # texts embedded between two looks at progress and cancel
+HEADING_BATCH = EMBED_BATCH  # titles and headings a batch (at 32, registering 5,001 pages peaked at 2 GB RSS)
+HEADING_GROUP = 512  # of them embedded and written in one transaction (a stopped registration goes on from there)
 
 
 @dataclass
@@ -84,6 +86,7 @@ class IngestReport:
     chunks: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path as shown, reason)
     registered: int = 0  # ZIM archives registered for search through their own index
+    headings: int = 0  # their titles and section headings embedded by this batch (kb.zim.article_headings)
     ignored: int = 0  # files of other formats met while walking a directory
     cancelled: bool = False
     stopped: str | None = None  # why the batch stopped early (a full disk); the rest is resumable
@@ -93,8 +96,8 @@ class IngestReport:
 
     def as_dict(self) -> dict:
         return {"added": self.added, "replaced": self.replaced, "skipped": self.skipped, "chunks": self.chunks,
-                "registered_zims": self.registered, "ignored": self.ignored, "cancelled": self.cancelled,
-                "stopped": self.stopped, "not_added": self.not_added,
+                "registered_zims": self.registered, "headings": self.headings, "ignored": self.ignored,
+                "cancelled": self.cancelled, "stopped": self.stopped, "not_added": self.not_added,
                 "failed": [{"path": p, "reason": r} for p, r in self.failed],
                 "notes": [{"path": p, "note": n} for p, n in self.notes], "seconds": round(self.seconds, 2)}
 
@@ -351,30 +354,36 @@ class _Batch:
 
     def _register(self, path: Path, info, handle, before: os.stat_result) -> None:
         """A ZIM registered for search through its own index: hashed once here (then only by `kb verify`, or when
-        its size or mtime changes), with its metadata in its provenance record."""
+        its size or mtime changes), with its metadata in its provenance record, and its titles and section
+        headings embedded (once: an unchanged archive registered again costs nothing)."""
         key = os.fspath(path)
         existing = self.store.ready_document(key)
         rec = self.store.source(key)
         if existing and existing.sha256 == info.identity and existing.mode == "registered":
-            if rec is not None and rec.sha256 and (rec.size, rec.mtime_ns) == (before.st_size, before.st_mtime_ns):
-                self.report.skipped += 1
-                return
-            digest = self._hash(handle, path, info.size)
-            if rec is None or not rec.sha256:  # registered before provenance was kept: its first record
-                self.store.put_source(provenance.record(key, digest, info.size, before.st_mtime_ns, "kb add",
-                                                        self.origins.get(key), info.facts, added=existing.added))
-                self.report.skipped += 1
-                return
-            if rec.sha256 == digest:  # touched, not changed
-                rec.mtime_ns = before.st_mtime_ns
-                self.store.put_source(rec)
+            unchanged = True
+            if not (rec is not None and rec.sha256 and (rec.size, rec.mtime_ns) == (before.st_size,
+                                                                                  before.st_mtime_ns)):
+                digest = self._hash(handle, path, info.size)
+                if rec is None or not rec.sha256:  # registered before provenance was kept: its first record
+                    self.store.put_source(provenance.record(key, digest, info.size, before.st_mtime_ns, "kb add",
+                                                            self.origins.get(key), info.facts, added=existing.added))
+                elif rec.sha256 == digest:  # touched, not changed
+                    rec.mtime_ns = before.st_mtime_ns
+                    self.store.put_source(rec)
+                else:
+                    unchanged = False
+                    self.store.drop_headings(info.identity)  # the same UUID and size, other bytes: made again
+            if unchanged:
+                self._headings(path, handle, info)  # an archive registered before they were made gets them now
                 self.report.skipped += 1
                 return
         else:
             digest = self._hash(handle, path, info.size)
+        made = self._headings(path, handle, info)
         doc_id, _ = self.store.begin_document(key, info.title, "zim", info.identity, info.size, [],
                                               np.zeros((0, DIM), np.float32), mode="registered",
-                                              notes=f"{info.articles} articles; searched through its own index")
+                                              notes=f"{info.articles} articles; searched through its own index"
+                                                    f"{made}")
         source = provenance.record(key, digest, info.size, before.st_mtime_ns, "registration", self.origins.get(key),
                                    info.facts)
         ranges = self.store.finish_document(doc_id, existing, source)
@@ -386,3 +395,69 @@ class _Batch:
             self.report.replaced += 1
         else:
             self.report.added += 1
+
+    def _headings(self, path: Path, handle, info) -> str:
+        """Embed the archive's titles and section headings (kb.zim.article_headings) into the store, HEADING_GROUP
+        at a time, each group in its own transaction; progress and cancel between articles. Nothing when its set
+        is complete already; a set cut short (cancelled, a full disk) goes on from where it stopped. Returns what
+        the document's note says of it ("" when nothing was done)."""
+        from kb.readers.zim import open_archive
+        from kb.store import HeadingSet
+        from kb.zim import HEADINGS, article_headings, heading_recipe
+
+        recipe = heading_recipe()
+        found = self.store.heading_set(info.identity)
+        if found is not None and found.recipe != recipe:  # made another way (an older version): made again
+            self.store.drop_headings(info.identity)
+            found = None
+        if found is not None and found.complete:
+            return ""
+        self.store.drop_orphan_headings(keep=info.identity)
+        archive = open_archive(path, handle)
+        start = found.entries if found is not None else 0
+        began = time.monotonic() - (found.seconds if found is not None else 0.0)
+        total = max(archive.article_count, 1)
+        progress = HeadingSet(info.identity, recipe=recipe)
+        entries: list[tuple[str, str]] = []
+        texts: list[str] = []
+        first = start
+        embedder = self.kb.embedder
+
+        def flush(complete: bool) -> None:
+            nonlocal first
+            if self._cancelled():
+                raise _Cancelled()
+            vectors = embedder.embed(texts, batch_size=HEADING_BATCH) if texts else np.zeros((0, DIM), np.float32)
+            progress.complete, progress.seconds = complete, time.monotonic() - began
+            self.store.add_headings(info.identity, first, entries, vectors, progress)
+            self.report.headings += len(entries)
+            first += len(entries)
+            entries.clear()
+            texts.clear()
+            self._tell(self.index, path, "titles and headings", (min(progress.articles, total), total))
+
+        self._tell(self.index, path, "titles and headings", (0, total))
+        for article, made, read in article_headings(archive):
+            progress.articles += 1
+            progress.headed += int(read)
+            for section, text in made:
+                if progress.entries >= start:
+                    entries.append((article, section))
+                    texts.append(text)
+                progress.entries += 1
+            if len(entries) >= HEADING_GROUP:
+                flush(False)
+            elif self._cancelled():
+                raise _Cancelled()
+            if progress.articles % 64 == 0:
+                self._tell(self.index, path, "titles and headings", (min(progress.articles, total), total))
+        flush(True)
+        said = (f"{progress.entries:,} titles and section headings embedded for search by meaning "
+                f"({progress.seconds:.1f} s)")
+        if progress.headed < progress.articles:
+            said += (f"; more than {HEADINGS:,} entries: the section headings of {progress.headed:,} of "
+                     f"{progress.articles:,} articles, titles only for the rest")
+        if progress.entries >= HEADINGS and progress.articles < archive.article_count:
+            said += f"; the titles of {progress.articles:,} of {archive.article_count:,} articles only"
+        self.report.notes.append((files.shown(path), said))
+        return f"; {said}"

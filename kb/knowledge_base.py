@@ -76,7 +76,7 @@ class KnowledgeBase:
                 recorded = self.store.meta("embedder")
                 if recorded is None:
                     self.store.set_meta("embedder", json.dumps(files))
-                elif json.loads(recorded) != files and self.store.counts()["chunks"]:
+                elif json.loads(recorded) != files and (self.store.counts()["chunks"] or self.store.heading_count()):
                     raise KBError(
                         f"this knowledge base was built with another embedder (model sha256 "
                         f"{json.loads(recorded).get('model', '?')[:16]}...); remove {self.directory} and add the "
@@ -92,7 +92,7 @@ class KnowledgeBase:
 
         with self._parts:
             if self._zims is None:
-                self._zims = ZimShelf(self.directory / "cache")
+                self._zims = ZimShelf(self.directory / "cache", self.store)
             return self._zims
 
     @property

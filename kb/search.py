@@ -67,7 +67,7 @@ class Hit:
     kind: str = ""
     cosine: float = 0.0
     chunk_id: int | None = None
-    sources: list[str] = field(default_factory=list)  # which lists found it: "vector", "bm25", "zim"
+    sources: list[str] = field(default_factory=list)  # which lists found it: "vector", "bm25", "zim", "heading"
     article: str = ""  # a ZIM hit: the article's path inside the archive, e.g. "A/sect.network-config.html"
 
     def source(self, number: int | None = None) -> Source:
@@ -272,7 +272,7 @@ def diverse(scored: list[tuple[float, Candidate]], k: int, query_terms: list[str
 
 
 def _hit(score: float, cand: Candidate, query_terms: list[str]) -> Hit:
-    found_by: list[str] = [name for name in ("vector", "bm25", "zim") if name in cand.ranks]
+    found_by: list[str] = [name for name in ("vector", "bm25", "zim", "heading") if name in cand.ranks]
     article = cand.key[1] if isinstance(cand.key, tuple) else ""
     return Hit(score=float(score), path=shown(cand.path), title=cand.title, heading=cand.heading, page=cand.page,
                snippet=snippet(cand.text, query_terms), text=cand.text, kind=cand.kind, cosine=float(cand.cosine),

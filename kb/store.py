@@ -42,7 +42,7 @@ from kb.diskspace import is_full
 from kb.embedder import DIM
 from kb.errors import DiskFull, KBError, StoreDamaged
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 VECTOR_BYTES = DIM * 2  # fp16
 TOKENIZER = "porter unicode61 remove_diacritics 2"
 # A query word found in more than COMMON_TERM of all chunks (and in more than COMMON_FLOOR chunks, so small
@@ -122,6 +122,30 @@ INSERT OR IGNORE INTO sources(path, sha256, size, hashed, hashed_by, origin, add
            added
     FROM documents WHERE state = 'ready';
 """,
+    # 3: the titles and section headings of each registered ZIM archive, embedded once at registration (kb.zim:
+    # a second candidate source beside libzim's full-text index), keyed by the archive's identity ("zim:<uuid>:
+    # <size>"), so an unchanged archive registered again costs nothing and removing it removes them. An archive
+    # registered before has none until it is registered again (`kb add` of it: only the headings are done).
+    3: """
+CREATE TABLE IF NOT EXISTS zim_headings(
+    identity TEXT NOT NULL,                   -- the archive's, as documents.sha256 keeps it
+    ord INTEGER NOT NULL,                     -- the entry's place in the archive's order (a resumed run goes on)
+    article TEXT NOT NULL,                    -- the article's path inside the archive
+    section TEXT NOT NULL,                    -- '' for the article's title, else its heading path ("title > ...")
+    vector BLOB NOT NULL,                     -- fp16, of the title or "title > section"
+    PRIMARY KEY(identity, ord)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS zim_heading_sets(
+    identity TEXT PRIMARY KEY,
+    complete INTEGER NOT NULL DEFAULT 0,      -- 1 once every entry is in
+    entries INTEGER NOT NULL DEFAULT 0,
+    articles INTEGER NOT NULL DEFAULT 0,      -- articles read
+    headed INTEGER NOT NULL DEFAULT 0,        -- of them, those whose section headings are in (the rest: titles)
+    seconds REAL NOT NULL DEFAULT 0,          -- what making them took
+    recipe TEXT NOT NULL DEFAULT '',          -- how the texts were made (kb.zim.HEADING_RECIPE): another is remade
+    created REAL NOT NULL
+);
+""",
 }
 
 
@@ -138,6 +162,19 @@ class DocRow:
     added: float
     state: str
     notes: str
+
+
+@dataclass
+class HeadingSet:
+    """How far a registered archive's title and heading vectors have come (the `zim_heading_sets` row)."""
+
+    identity: str
+    complete: bool = False
+    entries: int = 0
+    articles: int = 0
+    headed: int = 0
+    seconds: float = 0.0
+    recipe: str = ""
 
 
 @dataclass
@@ -233,7 +270,8 @@ class Store:
                     except sqlite3.Error:
                         self._rollback()
                         raise
-                missing = {"documents", "chunks", "chunks_fts", "journal", "batch", "meta", "sources"} - {
+                missing = {"documents", "chunks", "chunks_fts", "journal", "batch", "meta", "sources",
+                           "zim_headings", "zim_heading_sets"} - {
                     r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type IN ('table')")}
                 if missing:
                     raise StoreDamaged(f"{path} is not a knowledge base (no {', '.join(sorted(missing))} table); "
@@ -376,6 +414,8 @@ class Store:
         same transaction; returns the journaled id ranges to drop."""
         with self._write() as cur:
             ranges = self._delete_rows(cur, replaces.id) if replaces else []
+            if replaces:
+                self._drop_orphan_headings(cur)  # an archive's older version: its headings go with it
             cur.execute("UPDATE documents SET state='ready' WHERE id=?", (doc_id,))
             cur.execute("DELETE FROM journal WHERE action='add' AND doc_id=?", (doc_id,))
             if source is not None:
@@ -392,7 +432,82 @@ class Store:
             if row is not None:
                 cur.execute("DELETE FROM sources WHERE path=? AND NOT EXISTS (SELECT 1 FROM documents WHERE path=?)",
                             (row[0], row[0]))
+            self._drop_orphan_headings(cur)
         return ranges
+
+    # --- a registered archive's title and heading vectors (kb.zim) -------------------------------------------
+    @_guard
+    def heading_set(self, identity: str) -> HeadingSet | None:
+        with self.lock:
+            row = self.db.execute("SELECT complete, entries, articles, headed, seconds, recipe FROM zim_heading_sets "
+                                  "WHERE identity=?", (identity,)).fetchone()
+        return HeadingSet(identity, bool(row[0]), *row[1:]) if row else None
+
+    def add_headings(self, identity: str, start: int, entries: list[tuple[str, str]], vectors: np.ndarray,
+                     progress: HeadingSet) -> None:
+        """Entries `start`, `start + 1`, ... (article, section) with their vectors (stored fp16), and how far the
+        set has come, in one transaction: an interrupted registration goes on from there."""
+        if len(entries) != len(vectors):
+            raise KBError(f"{len(entries)} headings but {len(vectors)} vectors; nothing written")
+        blobs = vectors.astype(np.float16)
+        with self._write() as cur:
+            cur.executemany("INSERT OR REPLACE INTO zim_headings(identity, ord, article, section, vector) "
+                            "VALUES(?, ?, ?, ?, ?)",
+                            [(identity, start + n, article, section, blob.tobytes())
+                             for n, ((article, section), blob) in enumerate(zip(entries, blobs, strict=True))])
+            cur.execute("INSERT OR REPLACE INTO zim_heading_sets(identity, complete, entries, articles, headed, "
+                        "seconds, recipe, created) VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+                        (identity, int(progress.complete), progress.entries, progress.articles, progress.headed,
+                         progress.seconds, progress.recipe, time.time()))
+
+    @_guard
+    def headings(self, identity: str) -> tuple[list[str], list[str], np.ndarray]:
+        """(article paths, sections, fp16 matrix) of an archive's entries, in their order, read 4,096 rows at a time
+        into the matrix (never all the rows' bytes at once beside it)."""
+        articles: list[str] = []
+        sections: list[str] = []
+        with self.lock:
+            total = self.db.execute("SELECT count(*) FROM zim_headings WHERE identity=? AND length(vector)=?",
+                                    (identity, VECTOR_BYTES)).fetchone()[0]
+            matrix = np.empty((total, DIM), dtype=np.float16)
+            cursor = self.db.execute("SELECT article, section, vector FROM zim_headings WHERE identity=? AND "
+                                     "length(vector)=? ORDER BY ord", (identity, VECTOR_BYTES))
+            while len(articles) < total:
+                rows = cursor.fetchmany(4096)
+                if not rows:
+                    break
+                start = len(articles)
+                matrix[start:start + len(rows)] = np.frombuffer(b"".join(r[2] for r in rows),
+                                                                dtype=np.float16).reshape(len(rows), DIM)
+                articles += [r[0] for r in rows]
+                sections += [r[1] for r in rows]
+        return articles, sections, matrix[:len(articles)]
+
+    @_guard
+    def heading_count(self) -> int:
+        with self.lock:
+            return self.db.execute("SELECT count(*) FROM zim_heading_sets").fetchone()[0]
+
+    def drop_orphan_headings(self, keep: str = "") -> None:
+        """Heading rows of archives no document is (a cancelled first registration, an archive replaced by
+        another version), except `keep`'s (the one being registered now)."""
+        with self._write() as cur:
+            self._drop_orphan_headings(cur, keep)
+
+    def drop_headings(self, identity: str) -> None:
+        with self._write() as cur:
+            cur.execute("DELETE FROM zim_headings WHERE identity=?", (identity,))
+            cur.execute("DELETE FROM zim_heading_sets WHERE identity=?", (identity,))
+
+    @staticmethod
+    def _drop_orphan_headings(cur, keep: str = "") -> None:
+        # Every heading row is written with its set's row (add_headings), so the sets name them all.
+        orphans = [r[0] for r in cur.execute(
+            "SELECT identity FROM zim_heading_sets WHERE identity != ? AND identity NOT IN "
+            "(SELECT sha256 FROM documents)", (keep,))]
+        for identity in orphans:
+            cur.execute("DELETE FROM zim_headings WHERE identity=?", (identity,))
+            cur.execute("DELETE FROM zim_heading_sets WHERE identity=?", (identity,))
 
     # --- provenance records -----------------------------------------------------------------------------------
     _SOURCE_COLUMNS = ("path, sha256, size, mtime_ns, hashed, hashed_by, origin, added, facts, verified, verdict, "

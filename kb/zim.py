@@ -10,6 +10,14 @@ of the five rarest, then the archive's title suggestions. Every list votes for i
 read. Their chunks are scored the same way by the words they hold, the best EMBED are embedded (the vectors kept
 for later questions, in memory and on disk, both bounded: an article met in an earlier session costs no embedding)
 and compete with the rest of the library by the same cosine and relevance floor.
+
+A question in plain words that shares no word with its article never reaches that stage, so registration also
+embeds every article's title and each of its section headings ("title > section", each with the first LEAD_WORDS
+words of what it heads: `article_headings`, at most HEADINGS entries an archive) into the library's store
+(kb.store, keyed by the archive's identity). At search the nearest HEADING_NEAREST of them (an exact scan of the
+archive's matrix, loaded once per process) bring up to HEADING_ARTICLES more articles, and up to HEADING_EMBED of
+the sections they name are embedded beside the EMBED above. Those sections carry a "heading" rank, no lexical
+one: no boost, no lexical floor; the cosine decides.
 An archive is identified by its UUID and size (hashing a 90 GB Wikipedia would take minutes): `identify`.
 """
 
@@ -24,7 +32,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 import numpy as np
 
@@ -50,6 +58,24 @@ ARTICLE_CACHE = 64  # chunked articles kept between searches
 RANK_DAMPING = 3  # a list's vote for its article at rank r: weight / (r + RANK_DAMPING)
 COVERAGE = 1.0  # each word's vote and chunk score: its rarity plus this (how many words match counts too)
 TITLE_WEIGHT = 0.5  # title suggestions vote as strongly as this share of the best article's votes
+# Titles and section headings, embedded once at registration (kb.ingest): a second candidate source, by meaning.
+HEADINGS = 200_000  # entries (titles, "title > section" paths) per archive; beyond, titles only (fp16: 150 MB)
+HEADING_BYTES = 1 << 20  # of each article's HTML read for its headings at registration (the rest is not parsed)
+LEAD_WORDS = 24  # of what each title or heading heads, embedded with it
+HEADING_WORDS = 48  # words of an entry's text embedded at most (a heading path can be long), its lead included
+
+
+def heading_recipe() -> str:
+    """How an archive's heading texts are made, kept with its set: a set made another way is made again."""
+    return f"title+headings, {LEAD_WORDS} lead words, {HEADING_WORDS} words, {HEADINGS} entries, {HEADING_BYTES} bytes"
+
+HEADING_NEAREST = 16  # nearest entries looked at per archive per question
+HEADING_ARTICLES = 4  # articles they bring in per archive per question, beside libzim's ARTICLES
+HEADING_EMBED = 8  # chunks embedded per question for the nearest entries, beside EMBED
+HEADING_CHUNKS = 2  # of them, at most this many from the start of one entry's section (nearest entries first)
+HEADING_BLOCK = 16_384  # rows of a large heading matrix scanned at a time (fp16 -> float32 in blocks)
+HEADING_FLOAT32 = 65_536  # up to this many entries the matrix is kept as float32 (at most 100 MB), scanned at once
+USE_HEADINGS = True  # False: libzim's index alone (scripts/eval_kb --no-headings, for a before/after)
 
 
 @dataclass
@@ -178,6 +204,89 @@ def rank_articles(archive, query: str, limit: int | None = None,
     return [article for article, _ in ordered[:limit]], weights
 
 
+def article_headings(archive, limit: int | None = None) -> Iterator[tuple[str, list[tuple[str, str]], bool]]:
+    """(article path, its entries, whether its headings were read) for every HTML article in the archive's order,
+    redirects skipped, at most `limit` entries in all. The entries are (section, text to embed): first ('', its
+    title), then each distinct heading path below the title ("title > section > ..."), each text followed by the
+    first LEAD_WORDS words of what it heads (a manual page's title says little, its first line says what it is).
+    Every title is kept before any heading (the archive's article count is held back for them); once the headings
+    have used the rest, later articles give their titles alone, and past `limit` titles nothing more. Each
+    article's HTML is read up to HEADING_BYTES, by the library's HTML reader (its shape bounds:
+    kb/readers/html_shape.py)."""
+    limit = HEADINGS if limit is None else limit
+    budget = max(limit - archive.article_count, 0)
+    total = 0
+    for index in range(archive.entry_count):
+        if total >= limit:
+            return
+        try:
+            entry = archive._get_entry_by_id(index)
+            if entry.is_redirect or not entry.get_item().mimetype.startswith("text/html"):
+                continue
+        except Exception:  # noqa: BLE001 - one broken entry is skipped, the rest are read
+            continue
+        title = " ".join((entry.title or entry.path).split())
+        entries = [("", title)]
+        read = budget > 0
+        if read:
+            try:
+                sections = article_sections(entry, limit=HEADING_BYTES)
+            except Exception:  # noqa: BLE001 - an article that cannot be read keeps its title
+                sections, read = [], False
+            leads: dict[str, str] = {}
+            for section in sections:
+                path = " > ".join(" ".join(h.split()) for h in section.heading)
+                if path not in leads:
+                    leads[path] = " ".join(" ".join(section.paragraphs).split()[:LEAD_WORDS])
+            first = next((lead for lead in leads.values() if lead), "")
+            entries = [("", _words(f"{title}\n{first}" if first else title))]
+            headings = [(path, _words(f"{path}\n{lead}" if lead else path)) for path, lead in leads.items()
+                        if " > " in path]
+            entries += headings[:budget]
+            budget -= len(entries) - 1
+        total += len(entries)
+        yield entry.path, entries, read
+
+
+def _words(text: str) -> str:
+    """An entry's text, cut to HEADING_WORDS words."""
+    words = text.split(" ")
+    return text if len(words) <= HEADING_WORDS else " ".join(words[:HEADING_WORDS])
+
+
+@dataclass
+class Headings:
+    """An archive's title and heading vectors, as the store keeps them (kb.store.Store.headings), for an exact
+    scan: linear in its entries (at most HEADINGS). Up to HEADING_FLOAT32 entries the matrix is kept as float32
+    and scanned in one product (fp16 -> float32 costs numpy more than the product); a larger one stays fp16 (half
+    the memory) and is converted HEADING_BLOCK rows at a time."""
+
+    articles: list[str]
+    sections: list[str]  # '' for an article's title
+    matrix: np.ndarray  # one row per entry (fp16 as stored; float32 up to HEADING_FLOAT32 rows)
+
+    def __post_init__(self) -> None:
+        if len(self.matrix) <= HEADING_FLOAT32:
+            self.matrix = self.matrix.astype(np.float32)
+
+    def nearest(self, vector: np.ndarray, n: int) -> list[tuple[str, str, float]]:
+        """The n entries nearest to `vector`: (article, section, cosine), best first."""
+        if not len(self.articles) or n <= 0:
+            return []
+        query = vector.astype(np.float32)
+        if self.matrix.dtype == np.float32:
+            scores = self.matrix @ query
+        else:
+            scores = np.empty(len(self.articles), dtype=np.float32)
+            for start in range(0, len(self.articles), HEADING_BLOCK):
+                block = self.matrix[start:start + HEADING_BLOCK].astype(np.float32)
+                scores[start:start + HEADING_BLOCK] = block @ query
+        n = min(n, len(scores))
+        best = np.argpartition(-scores, n - 1)[:n]
+        best = best[np.argsort(-scores[best])]
+        return [(self.articles[i], self.sections[i], float(scores[i])) for i in best]
+
+
 def chunk_score(text: str, weights: dict[str, float]) -> float:
     """How much of the question's rare vocabulary a chunk holds (a word counts once; its 5-letter stem)."""
     low = text.lower()
@@ -189,7 +298,7 @@ class ZimShelf:
     recently read articles and their vectors (bounded LRU caches: a follow-up question often reaches the same
     articles)."""
 
-    def __init__(self, cache_dir: Path | None = None):
+    def __init__(self, cache_dir: Path | None = None, store=None):
         # path -> (archive, the open handle its /proc/self/fd path names: libzim opens the title index through
         # that path later, on first use, so the descriptor must live as long as the archive)
         self._open: dict[str, tuple[object, ExitStack]] = {}
@@ -197,6 +306,29 @@ class ZimShelf:
         self._cache_dir = cache_dir  # where section vectors are kept across runs (None: in memory only)
         self._vectors: VectorCache | None = None  # made at the first search, for that search's embedder
         self._articles: OrderedDict[tuple, tuple[str, list[Chunk]]] = OrderedDict()
+        self._store = store  # kb.store.Store, which keeps each registered archive's heading vectors (None: none)
+        self._headings: dict[str, tuple[tuple, Headings]] = {}  # path -> ((identity, entries), its headings)
+
+    def headings(self, path: str) -> Headings | None:
+        """The archive's title and heading vectors, loaded once and kept while its set is the same (two small
+        look-ups a search); None when it has none (registered before they were made, or no store)."""
+        if self._store is None:
+            return None
+        document = self._store.ready_document(path)
+        found = self._store.heading_set(document.sha256) if document is not None else None
+        if found is None or not found.entries:
+            with self._lock:
+                self._headings.pop(path, None)
+            return None
+        key = (found.identity, found.entries)
+        with self._lock:
+            cached = self._headings.get(path)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        loaded = Headings(*self._store.headings(found.identity))
+        with self._lock:
+            self._headings[path] = (key, loaded)
+        return loaded
 
     def _section_vectors(self, embedder) -> VectorCache:
         """The section-vector cache for `embedder` (its file is named by the embedder model's hash)."""
@@ -236,6 +368,7 @@ class ZimShelf:
                 opened[1].close()
             for key in [key for key in self._articles if key[0] == path]:
                 del self._articles[key]
+            self._headings.pop(path, None)
             vectors = self._vectors
         if vectors is not None:
             vectors.clear(disk=True)
@@ -246,6 +379,7 @@ class ZimShelf:
             opened, self._open = list(self._open.values()), {}
             vectors, self._vectors = self._vectors, None
             self._articles.clear()
+            self._headings.clear()
         if vectors is not None:
             vectors.close()
         for _, stack in opened:
@@ -297,36 +431,93 @@ class ZimShelf:
         return entry.title or article, article_sections(entry)
 
     def candidates(self, zims: list[str], query: str, query_vector: np.ndarray, embedder) -> list[Candidate]:
+        """Sections of the articles libzim's index ranks best for `query`, and of those whose title or section
+        heading is nearest to `query_vector` (the archive's heading vectors), each with its cosine to
+        `query_vector`. A section found through its heading only has a "heading" rank, no lexical one: no boost,
+        no lexical floor."""
         pool: list[tuple[float, int, Candidate, str]] = []
+        nearest: list[tuple[float, int]] = []  # (cosine of the entry, index in pool) of the sections they name
         for zim in zims:
             try:
                 archive = self.archive(zim)
                 paths, weights = rank_articles(archive, query)
             except Exception:  # noqa: BLE001 - an archive that vanished (an unplugged drive) must not break the search
                 continue  # an archive that vanished (an unplugged drive) must not break the search
-            for rank, article in enumerate(paths):
+            near = self._nearest_headings(zim, query_vector)
+            extra: list[str] = []
+            for article, _, _ in near:
+                if article not in paths and article not in extra and len(extra) < HEADING_ARTICLES:
+                    extra.append(article)
+            named: dict[str, list[tuple[float, str]]] = {}
+            for article, section, cosine in near:
+                if article in paths or article in extra:
+                    named.setdefault(article, []).append((cosine, section))
+            for rank, article in enumerate(paths + extra):
                 try:
                     title, chunks = self.article_chunks(zim, article)
                 except Exception:  # noqa: BLE001 - one unreadable article must not break the search
                     continue
+                first = len(pool)
+                by_words = rank < len(paths)
                 for n, chunk in enumerate(chunks):
                     score = chunk_score(title + " " + chunk.heading_text + " " + chunk.text, weights)
+                    ranks = {"zim": rank} if by_words else {"heading": rank - len(paths)}
                     cand = Candidate((zim, article, n), zim, title, chunk.heading_text, None, chunk.text, "zim", 0.0,
-                                     {"zim": rank})
-                    pool.append((score, rank, cand, _lead(embedding_text(title, chunk))))
+                                     ranks)
+                    pool.append((score if by_words else 0.0, rank, cand, _lead(embedding_text(title, chunk))))
+                for cosine, section in named.get(article, []):
+                    for order, at in enumerate(_section_chunks(chunks, section)[:HEADING_CHUNKS]):
+                        nearest.append((cosine - order, first + at))  # an entry's first chunks, then the next
         if not pool:
             return []
-        chosen = _choose(pool)
+        chosen = _choose([item for item in pool if "zim" in item[2].ranks])
+        taken = {id(item[2]) for item in chosen}
+        added = 0
+        for _, index in sorted(nearest, key=lambda item: -item[0]):  # the nearest entries' sections, HEADING_EMBED
+            item = pool[index]
+            if added >= HEADING_EMBED:
+                break
+            if id(item[2]) not in taken:
+                chosen.append(item)
+                taken.add(id(item[2]))
+                added += 1
         vectors = self._section_vectors(embedder)([text for *_, text in chosen])
         out = []
         for (_, _, cand, _), vector in zip(chosen, vectors, strict=True):
             cand.cosine = float(vector @ query_vector)
             out.append(cand)
-        # The lexical rank of a ZIM section: its article's rank, then its cosine within the article.
-        out.sort(key=lambda c: (c.ranks["zim"], -c.cosine))
-        for rank, cand in enumerate(out):
+        # The lexical rank of a ZIM section: its article's rank, then its cosine within the article; a section
+        # found through its heading alone: by its cosine.
+        lexical = sorted((c for c in out if "zim" in c.ranks), key=lambda c: (c.ranks["zim"], -c.cosine))
+        for rank, cand in enumerate(lexical):
             cand.ranks["zim"] = rank
-        return out
+        by_heading = sorted((c for c in out if "heading" in c.ranks), key=lambda c: -c.cosine)
+        for rank, cand in enumerate(by_heading):
+            cand.ranks["heading"] = rank
+        return lexical + by_heading
+
+    def _nearest_headings(self, zim: str, query_vector: np.ndarray) -> list[tuple[str, str, float]]:
+        if not USE_HEADINGS or HEADING_NEAREST <= 0:
+            return []
+        try:
+            found = self.headings(zim)
+        except Exception:  # noqa: BLE001 - the store cannot be read now: libzim's index alone
+            return []
+        return found.nearest(query_vector, HEADING_NEAREST) if found is not None else []
+
+
+def _section_chunks(chunks: list[Chunk], section: str) -> list[int]:
+    """The chunks of the section a heading entry names, in order ('' names the article: from its first chunk)."""
+    if not section:
+        return list(range(min(len(chunks), HEADING_CHUNKS)))
+    out = []
+    for n, chunk in enumerate(chunks):
+        text = " > ".join(" ".join(h.split()) for h in chunk.heading)
+        if text == section or text.startswith(section + " > "):
+            out.append(n)
+        elif out:
+            break
+    return out
 
 
 def _lead(text: str) -> str:

@@ -38,11 +38,12 @@ def archive_title(archive, path: Path) -> str:
         return path.stem
 
 
-def article_sections(entry, notes: list[str] | None = None) -> list[Section]:
+def article_sections(entry, notes: list[str] | None = None, limit: int | None = None) -> list[Section]:
     """The article's sections under its title; what the HTML reader noted (a flattened nesting ...) goes to
-    `notes`, prefixed with the article's path."""
+    `notes`, prefixed with the article's path. `limit`: only the first that many bytes of its HTML are read."""
     item = entry.get_item()
-    html = bytes(item.content).decode("utf-8", "replace")
+    content = item.content
+    html = bytes(content[:limit] if limit is not None else content).decode("utf-8", "replace")
     title = entry.title or entry.path
     document = parse_html(html, entry.path, title, kind="zim")
     if notes is not None:

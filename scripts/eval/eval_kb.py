@@ -9,7 +9,16 @@ and scores the same questions through it: a ZIM hit counts when its article path
 
 --set unseen scores the second set instead (scripts/eval/unseen/: real manuals the project never used, 20,000+
 chunks with distractors, the library shared with `eval_answers --set unseen`); --half tuning|heldback picks one
-half (the held-back half is never tuned on). The ZIM side is not built for it.
+half (the held-back half is never tuned on). With --zim its HTML pages (question documents and distractors; the
+two plain-text files are left out: a question that names only them is a miss for the ZIM) become a ZIM registered
+in a library of its own (~/.cache/appliance/eval-unseen-zim), scored on the same questions beside the embedded
+library. The embedded side is read from a copy of that library's store (refreshed when it changes), so this
+tree's store schema never upgrades the library other checkouts share.
+
+--no-headings leaves a ZIM's title and heading vectors out of its search (libzim's index alone), for a before/after
+of them (they are made at registration either way); --lead-words N embeds that many words of what each title and
+heading heads with it (kb.zim.LEAD_WORDS; another N registers in a library of its own, kb-lead<N>). Every run starts
+with no ZIM section vector cached (on disk either), so its timings are a first session's.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from zim_build import build_zim, html_pages  # noqa: E402 - beside this file, on
 
 from appliance.models import packs  # noqa: E402 - from this tree, once it is on sys.path
 from kb import KnowledgeBase  # noqa: E402 - the same; kb sets its own offline guards
+from kb import zim as zim_search  # noqa: E402 - the same
 
 SUBDIRS = ["tutorial", "howto", "faq", "using"]
 K = 5
@@ -60,12 +70,21 @@ def main() -> int:
     parser.add_argument("--zim", action="store_true",
                         help="Also build a ZIM from the same pages and score the same questions through it.")
     parser.add_argument("--zim-only", action="store_true", help="Only the ZIM side (implies --zim).")
+    parser.add_argument("--no-headings", action="store_true",
+                        help="Search a ZIM through libzim's index alone (its title and heading vectors left out).")
+    parser.add_argument("--lead-words", type=int, default=None,
+                        help="Words of each section embedded with its title or heading at registration.")
     corpus.add_arguments(parser, own="the Python docs and questions.json")
     parser.add_argument("-v", "--verbose", action="store_true", help="Print each question's ranks.")
     args = parser.parse_args()
+    if args.no_headings:
+        zim_search.USE_HEADINGS = False
+    if args.lead_words is not None and args.lead_words != zim_search.LEAD_WORDS:
+        zim_search.LEAD_WORDS = args.lead_words
+        args.zim_library = f"kb-lead{args.lead_words}"
+    else:
+        args.zim_library = "kb"
     if args.set == "unseen":
-        if args.zim or args.zim_only:
-            parser.error("--zim is not built for --set unseen")
         return unseen(args)
     if args.half != "both":
         parser.error("--half needs --set unseen")
@@ -92,13 +111,24 @@ def main() -> int:
         summary["embedded"] = floored(knowledge, answerable, unanswerable, args.verbose, recall, mrr, times)
         knowledge.close()
     if args.zim or args.zim_only:
+        pages = html_pages([(args.doc_root / sub, sub) for sub in SUBDIRS])
+        home = args.cache.parent / (args.cache.name + "-zim")
         try:
-            summary["ZIM"] = through_zim(args, model, tokenizer, answerable, unanswerable)
+            summary["ZIM"] = through_zim(pages, home / "python-docs.zim", "Python 3.11 docs", home / args.zim_library,
+                                         model, tokenizer, answerable, unanswerable, args.verbose)
         except (RuntimeError, subprocess.CalledProcessError) as exc:
-            stderr = getattr(exc, "stderr", b"") or b""
-            print(f"error: the ZIM could not be built: {exc} {stderr.decode(errors='replace')[-300:]}".strip(),
-                  file=sys.stderr)
-            return 1
+            return zim_failed(exc)
+    return side_by_side(summary)
+
+
+def zim_failed(exc: Exception) -> int:
+    stderr = getattr(exc, "stderr", b"") or b""
+    print(f"error: the ZIM could not be built: {exc} {stderr.decode(errors='replace')[-300:]}".strip(),
+          file=sys.stderr)
+    return 1
+
+
+def side_by_side(summary: dict) -> int:
     if len(summary) == 2:
         print(f"\n{'':9} {'recall@5':>9} {'MRR':>6} {'floored':>8} {'abstains':>9} {'p50 ms':>7} {'p95 ms':>7}")
         for name, row in summary.items():
@@ -130,7 +160,8 @@ def by_mode(knowledge, answerable, verbose: bool) -> tuple[float, float, list[fl
 
 
 def unseen(args) -> int:
-    """The unseen set: its library (built or refreshed once, cached), its questions, one half or both."""
+    """The unseen set: its library (built or refreshed once, cached), its questions, one half or both; with --zim
+    its HTML pages as a ZIM too."""
     questions = corpus.questions(args.half)
     home = corpus.default_home()
     if not corpus.prepare(home, questions, ingest=not args.no_ingest):
@@ -138,17 +169,34 @@ def unseen(args) -> int:
     answerable = [{"question": q["q"], "expect": ["/" + d for d in q["docs"]]} for q in questions if q["docs"]]
     unanswerable = [{"question": q["q"], "expect": []} for q in questions if not q["docs"]]
     model, tokenizer = packs.EMBEDDER_ONNX.locate(), packs.EMBEDDER_TOKENIZER.locate()
-    knowledge = KnowledgeBase(home / "kb", model, tokenizer)
-    try:
-        stats = knowledge.stats()
-        print(f"corpus: unseen set ({home}): {stats['documents']} files, {stats['chunks']} chunks")
-        print(f"questions: {args.half} half{'s' if args.half == 'both' else ''}, {len(answerable)} answerable, "
-              f"{len(unanswerable)} the library cannot answer\n")
-        recall, mrr, times = by_mode(knowledge, answerable, args.verbose)
-        floored(knowledge, answerable, unanswerable, args.verbose, recall, mrr, times)
-    finally:
-        knowledge.close()
-    return 0
+    zim_home = home.parent / (home.name + "-zim")
+    summary = {}
+    if not args.zim_only:
+        knowledge = KnowledgeBase(home / "kb", model, tokenizer)
+        try:
+            stats = knowledge.stats()
+            print(f"corpus: unseen set ({home}): {stats['documents']} files, {stats['chunks']} chunks")
+            print(f"questions: {args.half} half{'s' if args.half == 'both' else ''}, {len(answerable)} answerable, "
+                  f"{len(unanswerable)} the library cannot answer\n")
+            recall, mrr, times = by_mode(knowledge, answerable, args.verbose)
+            summary["embedded"] = floored(knowledge, answerable, unanswerable, args.verbose, recall, mrr, times)
+        finally:
+            knowledge.close()
+    if args.zim or args.zim_only:
+        documents = corpus.all_documents(home, sorted({d for q in questions for d in q["docs"]}))
+        pages = [(f, f.resolve().as_posix().lstrip("/")) for f in documents if f.suffix == ".html"]
+        left_out = [f for f in documents if f.suffix != ".html"]
+        only_text = sum(all(not e.endswith(".html") for e in q["expect"]) for q in answerable)
+        print(f"\nZIM side: {len(pages)} HTML pages ({len(left_out)} plain-text files left out: "
+              f"{', '.join(f.name for f in left_out)}; {only_text} of the {len(answerable)} answerable questions "
+              "name only them, so they are misses for the ZIM)")
+        try:
+            summary["ZIM"] = through_zim(pages, zim_home / "unseen.zim", "Unseen manuals", zim_home / args.zim_library,
+                                         model,
+                                         tokenizer, answerable, unanswerable, args.verbose)
+        except (RuntimeError, subprocess.CalledProcessError) as exc:
+            return zim_failed(exc)
+    return side_by_side(summary)
 
 
 def floored(knowledge, answerable, unanswerable, verbose: bool, recall: float, mrr: float, times) -> dict:
@@ -172,30 +220,45 @@ def floored(knowledge, answerable, unanswerable, verbose: bool, recall: float, m
             "p95": percentile(times, 0.95)}
 
 
-def through_zim(args, model: Path, tokenizer: Path, answerable, unanswerable) -> dict:
-    """The same pages as a ZIM (zimwriterfs), registered in a library of its own, the same questions."""
-    pages = html_pages([(args.doc_root / sub, sub) for sub in SUBDIRS])
-    home = args.cache.parent / (args.cache.name + "-zim")
+def through_zim(pages: list[tuple[Path, str]], zim_path: Path, title: str, library: Path, model: Path,
+                tokenizer: Path, answerable, unanswerable, verbose: bool) -> dict:
+    """`pages` as a ZIM (zimwriterfs), registered in a library of its own, the same questions."""
     started = time.monotonic()
-    zim, built = build_zim(pages, home / "python-docs.zim", "Python 3.11 docs")
+    zim, built = build_zim(pages, zim_path, title)
     print(f"\nZIM: {len(pages)} pages -> {zim} ({zim.stat().st_size / 1e6:.1f} MB, "
           f"{'built in %.0f s' % (time.monotonic() - started) if built else 'cached'}), registered, not embedded")
-    knowledge = KnowledgeBase(home / "kb", model, tokenizer)
-    knowledge.add([zim])
+    for cached in (library / "cache").glob("zim-sections-*.sqlite*"):
+        cached.unlink()  # a first session's timings, whatever ran before: no section vector cached on disk
+    knowledge = KnowledgeBase(library, model, tokenizer)
+    started = time.monotonic()
+    report = knowledge.add([zim])
+    took = time.monotonic() - started
+    for _, note in report.notes:
+        print(f"   registration: {note}")
+    made = knowledge.store.heading_set(knowledge.store.ready_document(str(zim)).sha256)
+    if made is not None and report.headings:
+        print(f"   registration took {took:.1f} s ({made.entries:,} titles and headings of {made.articles:,} "
+              f"articles: {made.entries / max(made.seconds, 1e-9):.0f} entries/s, hashing included "
+              f"{made.entries / took:.0f}/s)")
+    elif made is not None:
+        print(f"   registered before: {made.entries:,} titles and headings, made in {made.seconds:.1f} s "
+              f"({made.entries / max(made.seconds, 1e-9):.0f} entries/s); this run {took:.1f} s")
+    print(f"   heading vectors in search: {'on' if zim_search.USE_HEADINGS else 'off (--no-headings)'}, "
+          f"{zim_search.LEAD_WORDS} lead words")
     ranks, times = [], []
     for q in answerable:
         t0 = time.perf_counter()
         hits = knowledge.search(q["question"], k=K, floor=False)
         times.append((time.perf_counter() - t0) * 1000)
         ranks.append(rank_of(hits, q["expect"]))
-        if args.verbose:
+        if verbose:
             top = ", ".join(f"{h.article}({h.cosine:.2f})" for h in hits[:3])
             print(f"   {ranks[-1]!s:>4}  {q['question'][:60]:60} -> {top}")
     recall = sum(r is not None for r in ranks) / len(ranks)
     mrr = sum(1 / r for r in ranks if r) / len(ranks)
     print(f"through the ZIM, hybrid without the floor: recall@5 {recall:.3f}, MRR {mrr:.3f}, "
           f"p50 {percentile(times, 0.5):.0f} ms, p95 {percentile(times, 0.95):.0f} ms")
-    row = floored(knowledge, answerable, unanswerable, args.verbose, recall, mrr, times)
+    row = floored(knowledge, answerable, unanswerable, verbose, recall, mrr, times)
     knowledge.close()
     return row
 

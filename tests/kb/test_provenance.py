@@ -139,7 +139,7 @@ def test_an_older_library_is_upgraded_and_its_sources_adopted(make_kb, library, 
     db.executescript("DROP TABLE sources; PRAGMA user_version=1;")
     db.close()
     reopened = make_kb(directory)
-    assert reopened.store.db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert reopened.store.db.execute("PRAGMA user_version").fetchone()[0] == 3  # every step since
     adopted = reopened.store.source(str(water))
     assert adopted.sha256 == _sha(water) and adopted.hashed_by == "ingest" and adopted.mtime_ns is None
     assert adopted.origin["recorded"].startswith("adopted")
