@@ -122,3 +122,21 @@ def test_the_engine_does_not_keep_the_default_models_embedding_table(default_pac
         assert loaded.token_count("a request after the answer") > 0  # the engine has finished with the answer
         assert resident_kib(pid, inode)[0] < size - (80 << 10)  # the rows it looked up were given back
     services.engine.unload()
+
+
+def test_a_pack_registered_from_an_environment_since_removed_is_registered_again_where_it_is(default_pack,
+                                                                                            appliance_home):
+    """A data dir first used from another environment (a worktree's venv, an old install) points at a pack file
+    that is gone: the next use registers the pack where it is installed now instead of failing on a missing file."""
+    listed = run_appliance("models", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    library = Path(appliance_home) / "library.json"
+    data = json.loads(library.read_text())
+    assert PACK.name in data["models"]
+    data["models"][PACK.name]["path"] = "/nonexistent/old-venv/share/appliance/packs/" + PACK.filename
+    library.write_text(json.dumps(data))
+    shown = run_appliance("models", "list", "--json")
+    assert shown.returncode == 0, shown.stderr
+    row = {r["name"]: r for r in json.loads(shown.stdout)}[PACK.name]
+    assert Path(json.loads(library.read_text())["models"][PACK.name]["path"]) == PACK.path(Path(sys.prefix))
+    assert row["sha256"] == PACK.sha256

@@ -198,11 +198,17 @@ class Importer:
 
     def ensure_pack(self, name: str) -> None:
         """Register an installed model pack the first time a data dir uses it (verified against its pin), so a fresh
-        APPLIANCE_HOME just works. A name that is no pack, or is registered already, is left alone."""
-        if name in self.registry.load()["models"]:
+        APPLIANCE_HOME just works. A name that is no pack, or is registered already, is left alone; a pack
+        registered where its file no longer is (the data dir was first used from another environment) is registered
+        again where it is installed now."""
+        existing = self.registry.get(name)
+        if existing is not None and (existing.path.is_file() or not packs.is_pack_name(name)):
             return
         if name == packs.SMOLLM2.name:
             pack = packs.SMOLLM2
+            if existing is not None:
+                pack.locate()  # raises, naming the pack, when it is not installed here either
+                self.registry.forget(name)
             declared = manifest.declare(pack.license, f"wheel:{pack.distribution} (pinned in packs.py)")
             self.register(pack.locate(), name=pack.name, mode="pack", source=pack.source(),
                           expected_sha256=pack.sha256, extra_declared=[declared] if declared else [])
@@ -210,10 +216,14 @@ class Importer:
             self.register_split_pack(packs.SPLIT_PACKS[name])
 
     def register_split_pack(self, pack: "packs.SplitPack") -> ModelEntry:
-        """Register an installed split pack in place (its file lives in the environment, shared by data dirs)."""
+        """Register an installed split pack in place (its file lives in the environment, shared by data dirs). A
+        registration whose file is gone while the pack is installed elsewhere (a data dir first used from another
+        environment, since moved or removed) is made again where the pack is now, verified against its pin."""
         existing = self.registry.get(pack.name)
         if existing is not None:
-            return existing
+            if existing.path.is_file() or not pack.installed or existing.path == pack.path():
+                return existing
+            self.registry.forget(pack.name)
         return self.register(pack.locate(), name=pack.name, mode="pack", source=pack.source(),
                              expected_sha256=pack.sha256)
 
