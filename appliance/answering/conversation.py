@@ -228,6 +228,8 @@ class AnswerView(Protocol):
     @property
     def unsupported(self) -> list[str]: ...
     @property
+    def misplaced(self) -> list[str]: ...
+    @property
     def decision(self) -> Decision: ...
     @property
     def timings(self) -> dict[str, Any]: ...
@@ -315,6 +317,12 @@ class AnswerRun:
     def unsupported(self) -> list[str]:
         """The model's sentences no passage supports (after the answer; empty before the check or without one)."""
         return [claim.text for claim in self.claims or [] if not claim.supported]
+
+    @property
+    def misplaced(self) -> list[str]:
+        """The model's supported sentences marked [n] with a passage that does not say them, each with the marks
+        and the passages that do (Claim.mark_note; empty before the check)."""
+        return [claim.mark_note for claim in self.claims or [] if claim.wrong_marks]
 
     @property
     def timings(self) -> dict[str, Any]:

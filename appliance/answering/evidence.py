@@ -135,10 +135,26 @@ class Claim:
         """The passages the model marked a supported sentence with that do not say it (another one does)."""
         return [n for n in self.marked if n not in self.sources] if self.supported else []
 
+    @property
+    def mark_note(self) -> str:
+        """The sentence with its wrong marks and the passages that do say it, as the shells list it ("" when its
+        marks are right)."""
+        return mark_note(self.text, self.wrong_marks, self.sources)
+
     def as_dict(self) -> dict:
         return {"sentence": self.text, "supported": self.supported, "sources": self.sources,
                 "score": round(self.score, 3), "missing": self.missing, "marked": self.marked,
                 "wrong_marks": self.wrong_marks}
+
+
+MARKS_HEADING = "Marked with a passage that does not say it:"
+
+
+def mark_note(sentence: str, wrong: list[int], right: list[int]) -> str:
+    if not wrong:
+        return ""
+    return (f"{sentence} (marked {', '.join(f'[{n}]' for n in wrong)}; "
+            f"{', '.join(f'[{n}]' for n in right)} says it)")
 
 
 # What a sentence can get exactly wrong while still reading like its passage: a number (with its unit or not), a

@@ -13,6 +13,7 @@ import sys
 import click
 
 import appliance
+from appliance.answering.evidence import MARKS_HEADING
 from appliance.cli.rules import confirmer, refusal_json, rule_notes
 from appliance.cli.support import Context, diag, dumps, hash_progress, pass_ctx
 from appliance.config import max_threads
@@ -230,13 +231,10 @@ def ask(obj: Context, question: str | None, model_name: str | None, max_tokens: 
             for claim in unsupported:
                 names = f" (the library does not say {', '.join(claim.missing)})" if claim.missing else ""
                 click.echo(clean_line(f"  - {claim.text}{names}"))
-        misplaced = [claim for claim in run.claims or [] if claim.wrong_marks]
-        if misplaced:
-            click.echo("\nMarked with a passage that does not say it:")
-            for claim in misplaced:
-                wrong = ", ".join(f"[{n}]" for n in claim.wrong_marks)
-                right = ", ".join(f"[{n}]" for n in claim.sources)
-                click.echo(clean_line(f"  - {claim.text} (marked {wrong}; {right} says it)"))
+        if run.misplaced:
+            click.echo(f"\n{MARKS_HEADING}")
+            for note in run.misplaced:
+                click.echo(clean_line(f"  - {note}"))
         cited = run.cited
         if cited:
             click.echo("\nSources:")

@@ -59,6 +59,7 @@ class FakeRun:
         self.stopped = ""
         self.refused = None
         self.unsupported: list[str] = []
+        self.misplaced: list[str] = []
         self.decision = Decision()
 
     @property

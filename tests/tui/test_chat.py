@@ -331,3 +331,28 @@ async def test_engine_crash_while_loading_falls_back_to_safe_mode_and_says_so(se
         await wait_for(pilot, lambda: app.screen.pending is None, 180, "the answer")
         await app.workers.wait_for_complete()
         assert app.screen.query_one(Exchange).markdown.source.strip()
+
+
+async def test_unsupported_and_wrongly_marked_sentences_are_listed_under_the_answer(services):
+    """What the support check found (appliance.answering.evidence, tested with real parts in
+    tests/answering/test_evidence.py) is shown under the answer: sentences not found in the library, then those
+    marked with a passage that does not say them."""
+
+    class Checked(FakeAnswerer):
+        def ask(self, question, earlier):
+            run = super().ask(question, earlier)
+            run.unsupported = ["Boil it for 20 minutes."]
+            run.misplaced = ["Bring it to a rolling boil. (marked [2]; [1] says it)"]
+            return run
+
+    app = create_app(with_fakes(services, Checked(ANSWER_PIECES)), preload=False)
+    seen, hook = recorder()
+    async with app.run_test(size=(100, 40), message_hook=hook) as pilot:
+        await ask(pilot, "How do I purify water?")
+        await wait_for(pilot, lambda: any(isinstance(m, AnswerDone) for m in seen), 30, "the answer")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        label = app.screen.query_one(Exchange).query_one(".unsupported")
+        shown = str(label.render())
+        assert label.display and "Not found in your library" in shown and "20 minutes" in shown
+        assert "Marked with a passage that does not say it:" in shown and "(marked [2]; [1] says it)" in shown

@@ -15,6 +15,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 from textual.worker import Worker, WorkerState
 
+from appliance.answering.evidence import mark_note
 from appliance.errors import ConfirmationNeeded, RuleRefusal
 from appliance.models.library import slug
 from appliance.paths import atomic_write_text
@@ -245,7 +246,7 @@ class ChatScreen(Screen):
         self.pending = None
         run = message.run
         await pending.exchange.finish(clean(run.text), clean_line(answer_meta(run)))
-        pending.exchange.show_unsupported(run.unsupported)
+        pending.exchange.show_unsupported(run.unsupported, run.misplaced)
         if run.stopped:
             self.notify(f"Stopped: {run.stopped}.", severity="warning", title="Answer cut short")
         if run.refused is not None:
@@ -373,6 +374,9 @@ class ChatScreen(Screen):
                                           quotes=message["details"].get("quotes") or [],
                                           unsupported=[c["sentence"] for c in message["details"].get("claims")
                                                        or [] if not c.get("supported")],
+                                          misplaced=[mark_note(c["sentence"], c["wrong_marks"], c["sources"])
+                                                     for c in message["details"].get("claims") or []
+                                                     if c.get("wrong_marks")],
                                           meta=message.get("model") or ""))
                 question = None
         await self.log_view.mount_all(exchanges)

@@ -12,6 +12,7 @@ from textual.widgets import Markdown, OptionList, Static
 from textual.widgets.markdown import MarkdownStream
 from textual.widgets.option_list import Option
 
+from appliance.answering.evidence import MARKS_HEADING
 from appliance.sanitize import clean
 from kb.source import Source
 from tui.present import source_label
@@ -76,7 +77,8 @@ class Exchange(Vertical):
 
     def __init__(self, question: str, answer: str = "", *, sources: list[Any] | None = None, notice: str = "",
                  meta: str = "", streaming: bool = False, quotes: list[Any] | None = None,
-                 unsupported: list[str] | None = None, emergency: str = "") -> None:
+                 unsupported: list[str] | None = None, emergency: str = "",
+                 misplaced: list[str] | None = None) -> None:
         super().__init__(classes="exchange")
         self.question = question
         self._answer = answer
@@ -87,6 +89,7 @@ class Exchange(Vertical):
         self._streaming = streaming
         self._quotes = quotes or []
         self._unsupported = unsupported or []
+        self._misplaced = misplaced or []  # supported sentences marked [n] with a passage that does not say them
         self.stream: MarkdownStream | None = None
 
     def compose(self) -> ComposeResult:
@@ -114,15 +117,21 @@ class Exchange(Vertical):
         sources = self.query_one(SourceList)
         sources.set_sources(self._sources)
         self.query_one(QuoteList).set_quotes(self._quotes, sources.sources)
-        self.show_unsupported(self._unsupported)
+        self.show_unsupported(self._unsupported, self._misplaced)
         if self._streaming:
             self.stream = Markdown.get_stream(self.markdown)
 
-    def show_unsupported(self, sentences: list[str]) -> None:
+    def show_unsupported(self, sentences: list[str], misplaced: list[str] | None = None) -> None:
+        """The model's sentences no passage supports, then those marked with a passage that does not say them."""
+        blocks = []
+        if sentences:
+            blocks.append("Not found in your library (check before acting on it):\n"
+                          + "\n".join(f"  - {s}" for s in sentences))
+        if misplaced:
+            blocks.append(MARKS_HEADING + "\n" + "\n".join(f"  - {note}" for note in misplaced))
         label = self.query_one(".unsupported", Static)
-        label.update(clean("Not found in your library (check before acting on it):\n"
-                           + "\n".join(f"  - {s}" for s in sentences)) if sentences else "")
-        label.display = bool(sentences)
+        label.update(clean("\n".join(blocks)))
+        label.display = bool(blocks)
 
     @property
     def markdown(self) -> Markdown:
