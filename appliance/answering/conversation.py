@@ -21,13 +21,12 @@ same conversations.
 from __future__ import annotations
 
 import hashlib
-import re
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Protocol
 
 from appliance.answering.emergency import EmergencyNotice, read_as_emergency
-from appliance.answering.evidence import Claim, Evidence, Quote, content_terms
+from appliance.answering.evidence import CITATION, Claim, Evidence, Quote, content_terms
 from appliance.answering.repetition import RepetitionGuard
 from appliance.answering.rules import AnswerGate, Decision, Match, RuleBook, enforce
 from appliance.answering.scaffolding import ScaffoldFilter
@@ -74,7 +73,6 @@ LEAD = False
 HISTORY_MESSAGES = 6  # earlier messages of the conversation given to the model (3 exchanges)
 RESERVE_TOKENS = 64  # chat-template overhead and a safety margin
 MIN_PASSAGE_WORDS = 25  # a passage cut shorter than this is left out
-_CITATION = re.compile(r"\[(\d{1,3})\]")
 
 # Asked when one of the owner's "confirm" rules matched the question: True goes on, False refuses ("not asked");
 # it may raise (the CLI raises ConfirmationNeeded when nobody can be asked). Called once per question, from the
@@ -293,7 +291,7 @@ class AnswerRun:
             self.refused = gate.refusal
         if rest:
             yield rest
-        if not self.stopped and self.text and not _CITATION.sub("", self.text).strip(" \n\t.,;:"):
+        if not self.stopped and self.text and not CITATION.sub("", self.text).strip(" \n\t.,;:"):
             self.stopped = "the model gave only a citation, no answer of its own"
         self.check()
 
@@ -361,12 +359,12 @@ class AnswerRun:
             numbers = {quote.source.number for quote in self.quotes}
             numbers |= {n for claim in self.claims or [] for n in claim.sources}
         else:
-            numbers = {int(n) for n in _CITATION.findall(self.text)}
+            numbers = {int(n) for n in CITATION.findall(self.text)}
         return [source for source in self.sources if source.number in numbers]
 
     def as_dict(self) -> dict[str, Any]:
         cited = self.cited
-        typed = {int(n) for n in _CITATION.findall(self.text)}
+        typed = {int(n) for n in CITATION.findall(self.text)}
         model = None
         if self.model is not None:
             entry = self.model.entry

@@ -26,7 +26,7 @@ Embed = Callable[[list[str]], "np.ndarray"]
 _SPLIT = re.compile(r"(?<=[.!?])[\"')\]*]*\s+(?=[\"'(\[*]?[A-Z0-9])|\n+")
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'-]*")
 _CITE = re.compile(r"\s*\[\d{1,3}\]")
-_CITATION_NUMBER = re.compile(r"\[(\d{1,3})\]")
+CITATION = re.compile(r"\[(\d{1,3})\]")  # a passage's number as the model types it, "[2]"
 STOPWORDS = frozenset("""a about above after again against all am an and any are as at be because been before being
 below between both but by can could did do does doing down during each few for from further had has have having he her
 here hers him his how i if in into is it its itself just me more most my no nor not now of off on once only or other
@@ -147,6 +147,7 @@ class Claim:
                 "wrong_marks": self.wrong_marks}
 
 
+UNSUPPORTED_HEADING = "Not found in your library (check before acting on it):"
 MARKS_HEADING = "Marked with a passage that does not say it:"
 
 
@@ -231,6 +232,7 @@ class _Candidate:
     lexical: float
     rank: int
     sentences: int  # 1, or 2 for a sentence with the one after it
+    passage: str = ""  # the whole text of the passage it is from (with_context reads on in it)
 
 
 _ATTRIBUTION = re.compile(r"Sources?:\s", re.I)  # "Source: CDC, ..." says where a section is from, not what to do
@@ -286,12 +288,12 @@ def _marks(answer: str) -> dict[str, list[int]]:
         piece = answer[start:end]
         leading = _LEADING_MARKS.match(piece)
         if leading and previous is not None:
-            out[previous] += [int(n) for n in _CITATION_NUMBER.findall(leading.group())]
+            out[previous] += [int(n) for n in CITATION.findall(leading.group())]
             piece = piece[leading.end():]
         text = _CITE.sub("", piece).strip()
         if not text:
             continue
-        numbers = [int(n) for n in _CITATION_NUMBER.findall(piece)]
+        numbers = [int(n) for n in CITATION.findall(piece)]
         out[text] = out.get(text, []) + [n for n in numbers if n not in out.get(text, [])]
         previous = text
     return out
@@ -305,7 +307,8 @@ class Evidence:
         out = []
         for rank, (passage, source) in enumerate(zip(passages, sources, strict=False)):
             number = source.number if source.number is not None else rank + 1
-            out += [_Candidate(number, source, text, 0.0, rank, count) for text, count in units(passage.text)]
+            out += [_Candidate(number, source, text, 0.0, rank, count, passage.text)
+                    for text, count in units(passage.text)]
         return out[:limit]
 
     def quotes(self, question: str, passages: Sequence[Any], sources: Sequence[Any], k: int = 3,
@@ -323,13 +326,11 @@ class Evidence:
             scored.append((float(cos) + LEXICAL_WEIGHT * candidate.lexical - RANK_PENALTY * candidate.rank
                            + action_bonus(candidate.text), candidate))
         scored.sort(key=lambda pair: pair[0], reverse=True)
-        texts = {(source.number if source.number is not None else rank + 1): passage.text
-                 for rank, (passage, source) in enumerate(zip(passages, sources, strict=False))}
         chosen: list[Quote] = []
         for score, candidate in scored:
             if score < QUOTE_FLOOR or len(chosen) >= k:
                 break
-            text = with_context(texts.get(candidate.number, ""), candidate.text)
+            text = with_context(candidate.passage, candidate.text)
             if any(text in quote.text for quote in chosen):
                 continue
             within = [n for n, quote in enumerate(chosen) if quote.text in text]

@@ -13,7 +13,7 @@ import sys
 import click
 
 import appliance
-from appliance.answering.evidence import MARKS_HEADING
+from appliance.answering.evidence import MARKS_HEADING, UNSUPPORTED_HEADING
 from appliance.cli.rules import confirmer, refusal_json, rule_notes
 from appliance.cli.support import Context, diag, dumps, hash_progress, pass_ctx
 from appliance.config import max_threads
@@ -227,7 +227,7 @@ def ask(obj: Context, question: str | None, model_name: str | None, max_tokens: 
             click.echo()
         unsupported = [claim for claim in run.claims or [] if not claim.supported]
         if unsupported:
-            click.echo("\nNot found in your library (check before acting on it):")
+            click.echo(f"\n{UNSUPPORTED_HEADING}")
             for claim in unsupported:
                 names = f" (the library does not say {', '.join(claim.missing)})" if claim.missing else ""
                 click.echo(clean_line(f"  - {claim.text}{names}"))

@@ -206,11 +206,11 @@ class Importer:
             return
         if name == packs.SMOLLM2.name:
             pack = packs.SMOLLM2
-            if existing is not None:
-                pack.locate()  # raises, naming the pack, when it is not installed here either
+            located = pack.locate()  # raises, naming the pack, when it is not installed here
+            if existing is not None:  # registered where it no longer is
                 self.registry.forget(name)
             declared = manifest.declare(pack.license, f"wheel:{pack.distribution} (pinned in packs.py)")
-            self.register(pack.locate(), name=pack.name, mode="pack", source=pack.source(),
+            self.register(located, name=pack.name, mode="pack", source=pack.source(),
                           expected_sha256=pack.sha256, extra_declared=[declared] if declared else [])
         elif name in packs.SPLIT_PACKS and packs.SPLIT_PACKS[name].installed:
             self.register_split_pack(packs.SPLIT_PACKS[name])
@@ -221,7 +221,7 @@ class Importer:
         environment, since moved or removed) is made again where the pack is now, verified against its pin."""
         existing = self.registry.get(pack.name)
         if existing is not None:
-            if existing.path.is_file() or not pack.installed or existing.path == pack.path():
+            if existing.path.is_file() or not pack.installed:
                 return existing
             self.registry.forget(pack.name)
         return self.register(pack.locate(), name=pack.name, mode="pack", source=pack.source(),

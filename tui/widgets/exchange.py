@@ -12,7 +12,7 @@ from textual.widgets import Markdown, OptionList, Static
 from textual.widgets.markdown import MarkdownStream
 from textual.widgets.option_list import Option
 
-from appliance.answering.evidence import MARKS_HEADING
+from appliance.answering.evidence import MARKS_HEADING, UNSUPPORTED_HEADING
 from appliance.sanitize import clean
 from kb.source import Source
 from tui.present import source_label
@@ -125,8 +125,7 @@ class Exchange(Vertical):
         """The model's sentences no passage supports, then those marked with a passage that does not say them."""
         blocks = []
         if sentences:
-            blocks.append("Not found in your library (check before acting on it):\n"
-                          + "\n".join(f"  - {s}" for s in sentences))
+            blocks.append(UNSUPPORTED_HEADING + "\n" + "\n".join(f"  - {s}" for s in sentences))
         if misplaced:
             blocks.append(MARKS_HEADING + "\n" + "\n".join(f"  - {note}" for note in misplaced))
         label = self.query_one(".unsupported", Static)
