@@ -63,12 +63,6 @@ HEADINGS = 200_000  # entries (titles, "title > section" paths) per archive; bey
 HEADING_BYTES = 1 << 20  # of each article's HTML read for its headings at registration (the rest is not parsed)
 LEAD_WORDS = 24  # of what each title or heading heads, embedded with it
 HEADING_WORDS = 48  # words of an entry's text embedded at most (a heading path can be long), its lead included
-
-
-def heading_recipe() -> str:
-    """How an archive's heading texts are made, kept with its set: a set made another way is made again."""
-    return f"title+headings, {LEAD_WORDS} lead words, {HEADING_WORDS} words, {HEADINGS} entries, {HEADING_BYTES} bytes"
-
 HEADING_NEAREST = 16  # nearest entries looked at per archive per question
 HEADING_ARTICLES = 4  # articles they bring in per archive per question, beside libzim's ARTICLES
 HEADING_EMBED = 8  # chunks embedded per question for the nearest entries, beside EMBED
@@ -76,6 +70,11 @@ HEADING_CHUNKS = 2  # of them, at most this many from the start of one entry's s
 HEADING_BLOCK = 16_384  # rows of a large heading matrix scanned at a time (fp16 -> float32 in blocks)
 HEADING_FLOAT32 = 65_536  # up to this many entries the matrix is kept as float32 (at most 100 MB), scanned at once
 USE_HEADINGS = True  # False: libzim's index alone (scripts/eval_kb --no-headings, for a before/after)
+
+
+def heading_recipe() -> str:
+    """How an archive's heading texts are made, kept with its set: a set made another way is made again."""
+    return f"title+headings, {LEAD_WORDS} lead words, {HEADING_WORDS} words, {HEADINGS} entries, {HEADING_BYTES} bytes"
 
 
 @dataclass
@@ -235,23 +234,23 @@ def article_headings(archive, limit: int | None = None) -> Iterator[tuple[str, l
                 sections, read = [], False
             leads: dict[str, str] = {}
             for section in sections:
-                path = " > ".join(" ".join(h.split()) for h in section.heading)
+                path = _heading_path(section.heading)
                 if path not in leads:
                     leads[path] = " ".join(" ".join(section.paragraphs).split()[:LEAD_WORDS])
             first = next((lead for lead in leads.values() if lead), "")
-            entries = [("", _words(f"{title}\n{first}" if first else title))]
-            headings = [(path, _words(f"{path}\n{lead}" if lead else path)) for path, lead in leads.items()
-                        if " > " in path]
+            entries = [("", _first_words(f"{title}\n{first}" if first else title, HEADING_WORDS))]
+            headings = [(path, _first_words(f"{path}\n{lead}" if lead else path, HEADING_WORDS))
+                        for path, lead in leads.items() if " > " in path]
             entries += headings[:budget]
             budget -= len(entries) - 1
         total += len(entries)
         yield entry.path, entries, read
 
 
-def _words(text: str) -> str:
-    """An entry's text, cut to HEADING_WORDS words."""
-    words = text.split(" ")
-    return text if len(words) <= HEADING_WORDS else " ".join(words[:HEADING_WORDS])
+def _heading_path(heading: list[str]) -> str:
+    """A heading path as a heading entry names it ("title > section"), each heading's whitespace folded: the same
+    text at registration (article_headings) and at search (_section_chunks)."""
+    return " > ".join(" ".join(h.split()) for h in heading)
 
 
 @dataclass
@@ -464,7 +463,8 @@ class ZimShelf:
                     ranks = {"zim": rank} if by_words else {"heading": rank - len(paths)}
                     cand = Candidate((zim, article, n), zim, title, chunk.heading_text, None, chunk.text, "zim", 0.0,
                                      ranks)
-                    pool.append((score if by_words else 0.0, rank, cand, _lead(embedding_text(title, chunk))))
+                    embedded = _first_words(embedding_text(title, chunk), EMBED_WORDS)
+                    pool.append((score if by_words else 0.0, rank, cand, embedded))
                 for cosine, section in named.get(article, []):
                     for order, at in enumerate(_section_chunks(chunks, section)[:HEADING_CHUNKS]):
                         nearest.append((cosine - order, first + at))  # an entry's first chunks, then the next
@@ -509,10 +509,10 @@ class ZimShelf:
 def _section_chunks(chunks: list[Chunk], section: str) -> list[int]:
     """The chunks of the section a heading entry names, in order ('' names the article: from its first chunk)."""
     if not section:
-        return list(range(min(len(chunks), HEADING_CHUNKS)))
+        return list(range(len(chunks)))
     out = []
     for n, chunk in enumerate(chunks):
-        text = " > ".join(" ".join(h.split()) for h in chunk.heading)
+        text = _heading_path(chunk.heading)
         if text == section or text.startswith(section + " > "):
             out.append(n)
         elif out:
@@ -520,11 +520,12 @@ def _section_chunks(chunks: list[Chunk], section: str) -> list[int]:
     return out
 
 
-def _lead(text: str) -> str:
-    """The part of a chunk that is embedded: its heading path and first EMBED_WORDS words (the embedder's cost
-    grows with the length; a section's opening says what it is about)."""
+def _first_words(text: str, limit: int) -> str:
+    """The first `limit` words of `text` (split at spaces, as embedded): a ZIM section's heading path and opening
+    (EMBED_WORDS: the embedder's cost grows with the length; a section's opening says what it is about), a heading
+    entry's text (HEADING_WORDS)."""
     words = text.split(" ")
-    return text if len(words) <= EMBED_WORDS else " ".join(words[:EMBED_WORDS])
+    return text if len(words) <= limit else " ".join(words[:limit])
 
 
 def _choose(pool: list[tuple[float, int, Candidate, str]]) -> list[tuple[float, int, Candidate, str]]:
