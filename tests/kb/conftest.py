@@ -8,6 +8,7 @@ import pytest
 
 from appliance.models import packs
 from kb import KnowledgeBase
+from kb.embedder import Embedder
 from tests.kb import fixtures
 
 
@@ -50,3 +51,17 @@ def library(tmp_path) -> Path:
     fixtures.make_epub(root / "shelter.epub", [("Knots", "The bowline makes a fixed loop that does not slip."),
                                                ("Tarps", "Pitch a tarp as an A-frame between two trees.")])
     return root
+
+
+@pytest.fixture
+def embedded(monkeypatch):
+    """Every text the real embedder embeds, in order (it still embeds them)."""
+    texts: list[str] = []
+    real = Embedder.embed
+
+    def counting(self, batch, batch_size=4):
+        texts.extend(batch)
+        return real(self, batch, batch_size)
+
+    monkeypatch.setattr(Embedder, "embed", counting)
+    return texts

@@ -151,6 +151,14 @@ def _png(width: int = 48, height: int = 48) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 
 
+# Three first-aid articles a ZIM test puts beside the ones it asks about (file name -> (title, [(heading, text)])).
+FIRST_AID_ARTICLES = {
+    "A/Water_purification.html": ("Water purification", [("Chemical disinfection", WATER)]),
+    "A/Burn.html": ("Burn", [("First aid", BURN)]),
+    "A/Generator.html": ("Portable generator", [("Safety", GENERATOR)]),
+}
+
+
 def make_zim(path: Path, articles: dict[str, tuple[str, list[tuple[str, str]]]], title: str = "Test Wiki",
              extra: tuple[str, ...] = ()) -> Path:
     """articles: file name -> (title, [(section heading, text)]). Built by zimwriterfs with a full-text index;

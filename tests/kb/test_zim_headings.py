@@ -12,7 +12,6 @@ import threading
 import pytest
 
 from kb import zim as zim_search
-from kb.embedder import Embedder
 from kb.readers.zim import open_archive
 from kb.zim import question_words
 from tests.kb import fixtures
@@ -25,9 +24,7 @@ ARTICLES = {
         ("Nullglob", "If set, a pattern that matches nothing expands to a null string, rather than itself.")]),
     "A/ls.html": ("Listing", [("Names of files", "A file whose name starts with a letter is listed by ls. The star "
                                                  "picks up names; files do start.")]),
-    "A/Water_purification.html": ("Water purification", [("Chemical disinfection", fixtures.WATER)]),
-    "A/Burn.html": ("Burn", [("First aid", fixtures.BURN)]),
-    "A/Generator.html": ("Portable generator", [("Safety", fixtures.GENERATOR)]),
+    **fixtures.FIRST_AID_ARTICLES,
 }
 # Not one of its words is in the shopt article (its title, headings or text): libzim's index cannot reach it.
 PLAIN = "the star doesn't pick up files whose names start with a dot"
@@ -36,20 +33,6 @@ PLAIN = "the star doesn't pick up files whose names start with a dot"
 @pytest.fixture
 def manual(tmp_path):
     return fixtures.make_zim(tmp_path / "manual.zim", ARTICLES, title="Manual")
-
-
-@pytest.fixture
-def embedded(monkeypatch):
-    """Every text the real embedder embeds, in order (it still embeds them)."""
-    texts: list[str] = []
-    real = Embedder.embed
-
-    def counting(self, batch, batch_size=4):
-        texts.extend(batch)
-        return real(self, batch, batch_size)
-
-    monkeypatch.setattr(Embedder, "embed", counting)
-    return texts
 
 
 def rows(directory, table: str) -> int:

@@ -21,9 +21,7 @@ PASSWORD = ("The installer asks for the root password. Choose a long one and wri
 ARTICLES = {
     "A/sect.network-config.html": ("8.2 Configuring the Network", [("Static address", NETWORK)]),
     "A/sect.install-steps.html": ("4.2 Installing, Step by Step", [("Administrator Password", PASSWORD)]),
-    "A/Water_purification.html": ("Water purification", [("Chemical disinfection", fixtures.WATER)]),
-    "A/Burn.html": ("Burn", [("First aid", fixtures.BURN)]),
-    "A/Generator.html": ("Portable generator", [("Safety", fixtures.GENERATOR)]),
+    **fixtures.FIRST_AID_ARTICLES,
 }
 # Its words never all appear in one article ("creek", "sick", "kids" appear nowhere): libzim alone finds nothing.
 WORRIED = "is creek water safe for my kids if I add bleach, how many drops per litre, will they get sick"
@@ -133,20 +131,10 @@ def test_the_title_index_works_after_the_archive_is_opened(handbook):
 
 
 def test_section_vectors_are_kept_on_disk_for_a_later_session_and_dropped_with_the_archive(make_kb, handbook,
-                                                                                           tmp_path, monkeypatch):
+                                                                                           tmp_path, embedded):
     """A new process (a new KnowledgeBase on the same folder) asking again embeds no section: the vectors come from
     the disk cache, and the hits are the same to the last digit (vectors go through fp16 either way). Removing the
     archive empties that cache; a cache folder that cannot be written only costs embedding again."""
-    from kb.embedder import Embedder
-
-    embedded: list[str] = []
-    real = Embedder.embed
-
-    def counting(self, texts, batch_size=4):
-        embedded.extend(texts)
-        return real(self, texts, batch_size)
-
-    monkeypatch.setattr(Embedder, "embed", counting)
     first = make_kb(tmp_path / "kb")
     first.add([handbook])
     before = [(h.article, h.heading, round(h.score, 6)) for h in first.search(WORRIED, k=3)]
