@@ -496,18 +496,21 @@ class Store:
 
     def drop_headings(self, identity: str) -> None:
         with self._write() as cur:
-            cur.execute("DELETE FROM zim_headings WHERE identity=?", (identity,))
-            cur.execute("DELETE FROM zim_heading_sets WHERE identity=?", (identity,))
+            self._delete_headings(cur, identity)
 
     @staticmethod
-    def _drop_orphan_headings(cur, keep: str = "") -> None:
+    def _delete_headings(cur, identity: str) -> None:
+        cur.execute("DELETE FROM zim_headings WHERE identity=?", (identity,))
+        cur.execute("DELETE FROM zim_heading_sets WHERE identity=?", (identity,))
+
+    @classmethod
+    def _drop_orphan_headings(cls, cur, keep: str = "") -> None:
         # Every heading row is written with its set's row (add_headings), so the sets name them all.
         orphans = [r[0] for r in cur.execute(
             "SELECT identity FROM zim_heading_sets WHERE identity != ? AND identity NOT IN "
             "(SELECT sha256 FROM documents)", (keep,))]
         for identity in orphans:
-            cur.execute("DELETE FROM zim_headings WHERE identity=?", (identity,))
-            cur.execute("DELETE FROM zim_heading_sets WHERE identity=?", (identity,))
+            cls._delete_headings(cur, identity)
 
     # --- provenance records -----------------------------------------------------------------------------------
     _SOURCE_COLUMNS = ("path, sha256, size, mtime_ns, hashed, hashed_by, origin, added, facts, verified, verdict, "
