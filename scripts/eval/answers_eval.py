@@ -129,7 +129,7 @@ def evaluate(model: str, questions: list[dict], args) -> dict:
         run = conversation.ask(question["q"], model=None if model == "quote-only" else model,
                                max_tokens=args.max_tokens, quote_only=args.quote_only)
         first_seen = None
-        for _ in run.tokens():  # question to first token shown: drafting, search, quotes and prompt included
+        for _ in run.tokens():  # question to first token shown: search, quotes and prompt included
             first_seen = first_seen or time.perf_counter() - asked
         data = run.as_dict()
         raw = run.generation.text if run.generation is not None else ""

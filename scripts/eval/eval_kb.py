@@ -12,8 +12,7 @@ chunks with distractors, the library shared with `eval_answers --set unseen`); -
 half (the held-back half is never tuned on). With --zim its HTML pages (question documents and distractors; the
 two plain-text files are left out: a question that names only them is a miss for the ZIM) become a ZIM registered
 in a library of its own (~/.cache/appliance/eval-unseen-zim), scored on the same questions beside the embedded
-library. The embedded side is read from a copy of that library's store (refreshed when it changes), so this
-tree's store schema never upgrades the library other checkouts share.
+library.
 
 --no-headings leaves a ZIM's title and heading vectors out of its search (libzim's index alone), for a before/after
 of them (they are made at registration either way); --lead-words N embeds that many words of what each title and
