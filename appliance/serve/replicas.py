@@ -123,6 +123,9 @@ defaults
     timeout http-request 10s
     # a question waits here at most this long for a replica to take it
     timeout queue 2m
+    # a health check's reply may take this long: a replica busy generating on a loaded laptop answers /health late,
+    # and without it the check would time out at the check interval and mark a working replica down
+    timeout check 5s
     # retry only requests that never reached a replica: an answer is never asked (or recorded) twice
     retries 2
     retry-on conn-failure

@@ -21,6 +21,7 @@ def test_the_configuration_is_one_haproxy_accepts(tmp_path):
     checked = subprocess.run([haproxy, "-c", "-f", str(tmp_path / "shelter.cfg")], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "server r1 192.168.7.11:8737 check inter 1500ms" in text and "server r2 192.168.7.12:9000" in text
+    assert "timeout check 5s" in text  # a busy replica's late /health is not a replica down
     assert "balance leastconn" in text and "retry-on conn-failure" in text and "uri /health" in text
     assert "hdr Host 192.168.7.1" in text and "--allow-host 192.168.7.1" in text
     assert "hdr Retry-After" in text
