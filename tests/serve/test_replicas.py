@@ -96,7 +96,8 @@ def test_two_replicas_behind_haproxy(namespaces, tmp_path):
                            "1", *[arg for r in replicas for arg in ("--replica", r)])
     assert config.returncode == 0, config.stderr
     (tmp_path / "shelter.cfg").write_text(config.stdout)
-    proxy = subprocess.Popen([haproxy, "-db", "-f", str(tmp_path / "shelter.cfg")], stdout=subprocess.PIPE,
+    proxy_log = (tmp_path / "haproxy.log").open("ab")
+    proxy = subprocess.Popen([haproxy, "-db", "-f", str(tmp_path / "shelter.cfg")], stdout=proxy_log,
                              stderr=subprocess.STDOUT)
     front = f"http://127.0.0.1:{front_port}"
     try:
@@ -138,7 +139,7 @@ def test_two_replicas_behind_haproxy(namespaces, tmp_path):
             for thread in threads:
                 thread.join(300)
             assert not any(t.is_alive() for t in threads), "a request hung"
-        assert failures == []
+        assert failures == [], "HAProxy printed:\n" + (tmp_path / "haproxy.log").read_text()[-3000:]
         served1 = web.get(f"{r1.url}/health").json()["answered"]
         served2 = web.get(f"{r2.url}/health").json()["answered"]
         assert served1 > 0 and served2 > 0 and served1 + served2 == 20
@@ -189,7 +190,7 @@ def test_two_replicas_behind_haproxy(namespaces, tmp_path):
             *[arg for r in replicas for arg in ("--replica", r)]).stdout)
         proxy.send_signal(signal.SIGTERM)
         proxy.wait(10)
-        proxy = subprocess.Popen([haproxy, "-db", "-f", str(tmp_path / "shelter.cfg")], stdout=subprocess.PIPE,
+        proxy = subprocess.Popen([haproxy, "-db", "-f", str(tmp_path / "shelter.cfg")], stdout=proxy_log,
                                  stderr=subprocess.STDOUT)
         time.sleep(3)
         for n in range(6):
