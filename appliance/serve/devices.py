@@ -157,7 +157,9 @@ class Shelter:
         with self._lock:
             data = self._load()
         assert data is not None and data.get("secret")
-        payload = _b64(canonical({"d": name, "i": round(time.time(), 3), "n": secrets.token_hex(8)}))
+        # the issue time rounded down, never up: a revocation made a moment later is later than it
+        issued = time.time_ns() // 1_000_000 / 1000
+        payload = _b64(canonical({"d": name, "i": issued, "n": secrets.token_hex(8)}))
         mac = hmac.new(bytes.fromhex(data["secret"]), payload.encode(), hashlib.sha256).digest()
         return f"{SIGNED_PREFIX}{payload}.{_b64(mac)}"
 
