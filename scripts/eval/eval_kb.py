@@ -9,10 +9,10 @@ and scores the same questions through it: a ZIM hit counts when its article path
 
 --set unseen scores the second set instead (scripts/eval/unseen/: real manuals the project never used, 20,000+
 chunks with distractors, the library shared with `eval_answers --set unseen`); --half tuning|heldback picks one
-half (the held-back half is never tuned on). With --zim its HTML pages (question documents and distractors; the
-two plain-text files are left out: a question that names only them is a miss for the ZIM) become a ZIM registered
-in a library of its own (~/.cache/appliance/eval-unseen-zim), scored on the same questions beside the embedded
-library.
+half (the held-back half is never tuned on). With --zim its pages (question documents and distractors; the two
+plain-text books each converted to one HTML page with their sections as headings, as kb's text reader reads them)
+become a ZIM registered in a library of its own (~/.cache/appliance/eval-unseen-zim), scored on the same questions
+beside the embedded library.
 
 --no-headings leaves a ZIM's title and heading vectors out of its search (libzim's index alone), for a before/after
 of them (they are made at registration either way); --lead-words N embeds that many words of what each title and
@@ -36,10 +36,10 @@ sys.path.insert(0, str(HERE.parent.parent))
 sys.path.insert(0, str(HERE / "unseen"))
 
 import corpus  # noqa: E402 - the unseen set's library and questions (unseen/, once it is on sys.path)
-from zim_build import build_zim, html_pages  # noqa: E402 - beside this file, once it is on sys.path
+from zim_build import build_zim, document_page, html_pages, write_if_changed  # noqa: E402 - beside this file, once it is on sys.path
 
 from appliance.models import packs  # noqa: E402 - from this tree, once it is on sys.path
-from kb import KnowledgeBase  # noqa: E402 - the same; kb sets its own offline guards
+from kb import KnowledgeBase, readers  # noqa: E402 - the same; kb sets its own offline guards
 from kb import zim as zim_search  # noqa: E402 - the same
 
 SUBDIRS = ["tutorial", "howto", "faq", "using"]
@@ -184,15 +184,18 @@ def unseen(args) -> int:
     if args.zim or args.zim_only:
         documents = corpus.all_documents(home, sorted({d for q in questions for d in q["docs"]}))
         pages = [(f, f.resolve().as_posix().lstrip("/")) for f in documents if f.suffix == ".html"]
-        left_out = [f for f in documents if f.suffix != ".html"]
-        only_text = sum(all(not e.endswith(".html") for e in q["expect"]) for q in answerable)
-        print(f"\nZIM side: {len(pages)} HTML pages ({len(left_out)} plain-text files left out: "
-              f"{', '.join(f.name for f in left_out)}; {only_text} of the {len(answerable)} answerable questions "
-              "name only them, so they are misses for the ZIM)")
+        converted = [f for f in documents if f.suffix != ".html"]
+        for f in converted:  # a plain-text book as a ZIM would hold it: one HTML page, its sections as headings
+            name = f.resolve().as_posix().lstrip("/") + ".html"
+            pages.append((write_if_changed(zim_home / "converted" / name, document_page(readers.read(f))), name))
+        print(f"\nZIM side: {len(pages)} HTML pages ({len(converted)} of them converted from plain text, as "
+              f"one page each: {', '.join(f.name for f in converted)}; an expected file.txt is article file.txt.html)")
+        zim_answerable = [{"question": q["question"],
+                           "expect": [e if e.endswith(".html") else e + ".html" for e in q["expect"]]}
+                          for q in answerable]
         try:
             summary["ZIM"] = through_zim(pages, zim_home / "unseen.zim", "Unseen manuals", zim_home / args.zim_library,
-                                         model,
-                                         tokenizer, answerable, unanswerable, args.verbose)
+                                         model, tokenizer, zim_answerable, unanswerable, args.verbose)
         except (RuntimeError, subprocess.CalledProcessError) as exc:
             return zim_failed(exc)
     return side_by_side(summary)

@@ -9,6 +9,7 @@ A built archive is kept beside a stamp of what it was built from and reused whil
 from __future__ import annotations
 
 import hashlib
+import html
 import shutil
 import struct
 import subprocess
@@ -36,6 +37,33 @@ def html_pages(folders: list[tuple[Path, str]], limit: int | None = None) -> lis
                 inside = str(file.relative_to(folder))
                 pages.append((file, f"{prefix}/{inside}" if prefix else inside))
     return pages[:limit] if limit else pages
+
+
+def document_page(document) -> str:
+    """A kb Document (a plain-text, Markdown or PDF file as kb's readers read it) as one HTML page: its title, each
+    section under its headings, every paragraph escaped. The ZIM side of an evaluation then holds the same text, in
+    the same sections, as the embedded library."""
+    parts = [f"<html><head><title>{html.escape(document.title)}</title></head><body>",
+             f"<h1>{html.escape(document.title)}</h1>"]
+    shown: list[str] = []
+    for section in document.sections:
+        common = 0
+        while common < min(len(shown), len(section.heading)) and shown[common] == section.heading[common]:
+            common += 1
+        for level, heading in enumerate(section.heading[common:], common + 2):
+            parts.append(f"<h{min(level, 6)}>{html.escape(heading)}</h{min(level, 6)}>")
+        shown = list(section.heading)
+        parts.extend(f"<p>{html.escape(paragraph)}</p>" for paragraph in section.paragraphs)
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_if_changed(path: Path, text: str) -> Path:
+    """`text` at `path`, left untouched (its mtime too, so a built ZIM's stamp holds) when it already says that."""
+    if not path.is_file() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return path
 
 
 def _stamp(pages: list[tuple[Path, str]], title: str) -> str:
