@@ -72,6 +72,9 @@ class KBSettings:
     # register the shipped field guide in a library on its first use (appliance.answering.field_guide); an owner
     # who removed the guide needs nothing here (the removal is kept); false for a library with no guide at all
     field_guide: bool = True
+    # read a question's 20 best passages again with the reranker pack (all-mpnet-base-v2), when it is installed:
+    # better passages first, about 2 s more a question on 2 cores (docs/knowledge-base.md)
+    rerank: bool = True
 
 
 @dataclass

@@ -74,7 +74,7 @@ class Services:
 
     @cached_property
     def knowledge(self) -> KnowledgeHandle:
-        return KnowledgeHandle(self.paths.kb, guide=self.config.kb.field_guide)
+        return KnowledgeHandle(self.paths.kb, guide=self.config.kb.field_guide, rerank=self.config.kb.rerank)
 
     @cached_property
     def kb(self):

@@ -40,16 +40,21 @@ from kb.store import Store
 from kb.vectors import Vectors
 
 if TYPE_CHECKING:
+    from kb.reranker import RerankerFiles
     from kb.zim import ZimShelf
 
 __all__ = ["KnowledgeBase", "IngestProgress", "IngestReport"]
 
+RERANK_MEMORY = 4_000  # reranker vectors of passages kept in memory (3 KB each)
+RERANK_DISK = 50_000  # and on disk (1.5 KB each, about 75 MB)
 EXACT_SCAN_MAX = 50_000  # passages searched by the store's exact scan rather than through the vector index
 
 
 class KnowledgeBase:
-    def __init__(self, directory: Path, embedder_model: Path, tokenizer: Path):
+    def __init__(self, directory: Path, embedder_model: Path, tokenizer: Path,
+                 reranker: "RerankerFiles | None" = None):
         self.directory = Path(directory)
+        self.reranker_files = reranker  # None: passages ranked by the library's own embedder alone
         self.embedder_model = Path(embedder_model)
         self.tokenizer = Path(tokenizer)
         _make_directory(self.directory)
@@ -58,6 +63,8 @@ class KnowledgeBase:
         self._index = vector_index.VectorIndex(self.directory, self.store, self.lock, DIM)
         self._embedder: Embedder | None = None
         self._zims: ZimShelf | None = None
+        self._rerank: ranking.Rerank | None = None
+        self._rerank_failed = False
         self._parts = threading.RLock()
         self._notices: list[str] = []
         self._states: dict[str, tuple[tuple, provenance.SourceState]] = {}  # path -> (stat key, last check)
@@ -85,6 +92,37 @@ class KnowledgeBase:
                     self.store.set_meta("embedder", json.dumps(files))
                 self._embedder = embedder
             return self._embedder
+
+    @property
+    def rerank(self) -> ranking.Rerank | None:
+        """(question, passages) -> cosines from the reranker, loaded on first use with its files hashed; the
+        passages' vectors are kept in cache/ (they do not depend on the question). None without reranker files,
+        or when they cannot be loaded (named once in the notices: search goes on without it)."""
+        with self._parts:
+            if self._rerank is None and self.reranker_files is not None and not self._rerank_failed:
+                try:
+                    self._rerank = self._load_reranker(self.reranker_files)
+                except (KBError, MemoryError) as exc:
+                    self._rerank_failed = True
+                    self._notice(f"the reranker is not used ({str(exc)[:200] or 'out of memory'}); passages are "
+                                 "ranked by the library's embedder alone")
+            return self._rerank
+
+    def _load_reranker(self, found: "RerankerFiles") -> ranking.Rerank:
+        from kb.reranker import Reranker
+        from kb.vector_cache import VectorCache
+
+        model = Reranker(found.weights, found.tokenizer, weights_sha256=found.weights_sha256,
+                         tokenizer_sha256=found.tokenizer_sha256)
+        name = (found.weights_sha256 or "unpinned")[:12]
+        cache = self.directory / "cache" / f"rerank-vectors-{name}-{model.max_tokens}.sqlite"
+        passages = VectorCache(model.embed, cache, memory=RERANK_MEMORY, disk=RERANK_DISK)
+
+        def rerank(query: str, texts: list[str]) -> list[float]:
+            if not texts:
+                return []
+            return [float(v) for v in passages(texts) @ model.embed([query])[0]]
+        return rerank
 
     @property
     def zims(self) -> ZimShelf:
@@ -268,11 +306,13 @@ class KnowledgeBase:
                 "embedder": json.loads(recorded) if recorded else None}
 
     # --- search -----------------------------------------------------------------------------------------------
-    def search(self, query: str, k: int = 5, mode: str = "hybrid", floor: bool = True) -> list[Hit]:
+    def search(self, query: str, k: int = 5, mode: str = "hybrid", floor: bool = True,
+               rerank: bool = True) -> list[Hit]:
         """Best k passages for `query`; empty when nothing in the library is relevant enough.
 
         mode: "hybrid" (default), "vector", "bm25" or "rrf" (the last three for evaluation); floor=False keeps
-        noise too (for evaluation).
+        noise too (for evaluation); hybrid's best candidates are read again by the reranker when it has one
+        (rerank=False: not, for evaluation).
         """
         if mode not in ranking.MODES:
             raise KBError(f"unknown search mode {mode!r}")
@@ -284,7 +324,8 @@ class KnowledgeBase:
         nearest = self.store.nearest if counts["chunks"] <= EXACT_SCAN_MAX else self._nearest
         zim_paths = [state.path for state in self._usable_archives()]
         hits = ranking.search(query, k, store=self.store, embedder=self.embedder, nearest=nearest,
-                              zims=self.zims if zim_paths else None, zim_paths=zim_paths, mode=mode, floor=floor)
+                              zims=self.zims if zim_paths else None, zim_paths=zim_paths, mode=mode, floor=floor,
+                              rerank=self.rerank if mode == "hybrid" and rerank else None)
         cited = {hit.path for hit in hits if hit.kind != "zim"}
         if cited:
             self._name(state for state in self.check_sources(cited) if state.problem)
@@ -464,6 +505,7 @@ class KnowledgeBase:
         self.forget_vectors()
         self.store.close()
         self._embedder = None
+        self._rerank = None
         if self._zims is not None:
             self._zims.close()
         self._zims = None

