@@ -4,8 +4,9 @@ The default ("hybrid") reranks the union of both candidate lists by each passage
 (computed from the fp16 vector kept in SQLite, so the relevance floor is an absolute measure whichever list found
 the passage), adds a small boost for BM25's top ranks, drops what is below the floor, and keeps at most
 PER_SOURCE passages from one file while other files still have some. A question the library cannot answer
-returns nothing rather than noise. "vector", "bm25" and "rrf" (plain reciprocal rank fusion) exist for
-scripts/eval_kb; all four share `diverse`.
+returns nothing rather than noise. With a reranker (kb.reranker), the hybrid's RERANK_CANDIDATES best are then
+ordered by its cosine. "vector", "bm25" and "rrf" (plain reciprocal rank fusion) exist for scripts/eval_kb; all
+four share `diverse`.
 
 `nearest` is whatever finds the nearest vectors: the store's exact scan for a library of up to
 knowledge_base.EXACT_SCAN_MAX passages, or while the index cannot be used; the chroma index otherwise. Registered

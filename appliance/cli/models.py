@@ -433,7 +433,8 @@ def models_packs(as_json: bool) -> None:
             rows.append({"name": p.name, "role": "reranker", "file": f"{p.name}/",
                          "size": sum(m.size for m in p.members), "sha256": p.zip_sha256,
                          "members": {m.key: m.sha256 for m in p.members}, "installed": p.installed,
-                         "summary": p.summary})
+                         "summary": p.summary, "license": p.license, "origin": p.origin,
+                         "publisher": "unknown (the wheels' metadata names none)"})
         else:
             rows.append({"name": p.name, "role": "chat", "file": p.filename, "size": p.size, "sha256": p.sha256,
                          "installed": p.installed, "summary": p.summary})
@@ -444,6 +445,9 @@ def models_packs(as_json: bool) -> None:
         mark = "installed" if row["installed"] else "not installed"
         role = "reranker, not a chat model: " if row["role"] == "reranker" else ""
         click.echo(f"{row['name']:<28} {row['size'] / 1e6:>7.0f} MB  {mark:<13}  {role}{row['summary']}")
+        for key in ("license", "origin", "publisher"):
+            if key in row:
+                click.echo(f"{'':<30}{key}: {row[key]}")
 
 
 @models.command("install-pack")

@@ -17,6 +17,13 @@ def embedder_files() -> tuple[Path, Path]:
     return packs.EMBEDDER_ONNX.locate(), packs.EMBEDDER_TOKENIZER.locate()
 
 
+@pytest.fixture(scope="session")
+def reranker_files() -> tuple[Path, Path]:
+    """The reranker pack's weights and tokenizer (session scope: found before tests/conftest.py hides the packs
+    folder; the set-up installs the pack, so CI has it)."""
+    return packs.RERANKER.locate("weights"), packs.RERANKER.locate("tokenizer")
+
+
 @pytest.fixture
 def make_kb(tmp_path, embedder_files):
     opened = []

@@ -51,13 +51,18 @@ def test_kb_sets_its_own_offline_guards_without_the_appliance(tmp_path):
     assert data["env"] == OFFLINE_ENV and data["loaded"] == []
 
 
-def test_kb_alone_makes_no_inet_connection(tmp_path, library, embedder_files):
-    """kb used with no appliance import at all (its own guards only): ingest and search under `unshare -n`."""
+def test_kb_alone_makes_no_inet_connection(tmp_path, library, embedder_files, reranker_files):
+    """kb used with no appliance import at all (its own guards only): ingest and search (the reranker's too)
+    under `unshare -n`."""
     unshare, strace = require_tool("unshare"), require_tool("strace")
-    script = (f"from pathlib import Path\nimport kb\nknowledge = kb.KnowledgeBase(Path({str(tmp_path / 'kb')!r}), "
-              f"Path({str(embedder_files[0])!r}), Path({str(embedder_files[1])!r}))\n"
+    weights, tokenizer = reranker_files
+    script = (f"from pathlib import Path\nimport kb\nfrom kb.reranker import RerankerFiles\n"
+              f"knowledge = kb.KnowledgeBase(Path({str(tmp_path / 'kb')!r}), "
+              f"Path({str(embedder_files[0])!r}), Path({str(embedder_files[1])!r}), "
+              f"RerankerFiles(Path({str(weights)!r}), Path({str(tokenizer)!r})))\n"
               f"assert knowledge.add([Path({str(library)!r})]).added == 5\n"
-              "assert knowledge.search('how do I cool a burn')\nprint('ok')")
+              "assert knowledge.search('how do I cool a burn')\n"
+              "assert knowledge.rerank is not None and not knowledge.take_notices()\nprint('ok')")
     trace = tmp_path / "kb.trace"
     env = {k: v for k, v in os.environ.items() if k not in OFFLINE_ENV}
     env["PYTHONPATH"] = str(ROOT)
