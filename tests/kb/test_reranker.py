@@ -73,8 +73,11 @@ def test_search_orders_the_best_candidates_by_the_rerankers_cosine(tmp_path, lib
         hits = knowledge.search(query, k=3)
         assert hits and plain
         assert {h.chunk_id for h in hits} <= {h.chunk_id for h in knowledge.search(query, k=20, rerank=False)}
-        expected = model.score(query, [f"{h.heading}\n{h.text}" if h.heading else h.text for h in hits])
-        # the score shown is the reranker's cosine (through the fp16 vector cache), best first
+        cosines = model.score(query, [f"{h.heading}\n{h.text}" if h.heading else h.text for h in hits])
+        hybrid = {h.chunk_id: h.score for h in knowledge.search(query, k=20, rerank=False)}
+        # the score shown blends the reranker's cosine (through the fp16 vector cache) with the hybrid's, best first
+        expected = [ranking.RERANK_WEIGHT * c + (1 - ranking.RERANK_WEIGHT) * hybrid[h.chunk_id]
+                    for c, h in zip(cosines, hits, strict=True)]
         assert [h.score for h in hits] == pytest.approx(expected, abs=2e-3)
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
         assert "battery" in hits[0].text.lower()
@@ -109,12 +112,14 @@ def test_reranked_keeps_the_tail_and_diversity():
         return ranking.Candidate(key, path, "t", "h", None, f"text {key}", "md", cosine)
 
     scored = [(0.9 - i / 100, cand(i, f"/f{i % 3}", 0.9 - i / 100)) for i in range(8)]
-    flipped = ranking.reranked("q", scored, lambda q, texts: [i / 10 for i in range(len(texts))], n=4)
+    flipped = ranking.reranked("q", scored, lambda q, texts: [i for i in range(len(texts))], n=4)
     head = [c.key for _, c in flipped[:4]]
     # the 4 best in diverse order are keys 0, 1, 2, 3 (at most 2 per file while others have some): reversed
     assert head == [3, 2, 1, 0]
     assert [c.key for _, c in flipped[4:]] == [4, 5, 6, 7]
-    assert [s for s, _ in flipped[:4]] == [0.3, 0.2, 0.1, 0.0]
+    weight = ranking.RERANK_WEIGHT
+    assert [s for s, _ in flipped[:4]] == pytest.approx([weight * i + (1 - weight) * (0.9 - i / 100)
+                                                         for i in (3, 2, 1, 0)])
 
 
 def test_the_pack_files_are_what_the_knowledge_handle_passes(files):
