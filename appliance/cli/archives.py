@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 from appliance.errors import ApplianceError, IntegrityError, UsageError
+from appliance.models.verify import copy_hashed
 from kb import archives
 from kb.archives import CatalogError, Entry, FeedEntry
 
@@ -237,12 +238,7 @@ def take_from_folder(source: Path, target: Path, progress: Progress | None = Non
     digest, done, total = hashlib.sha256(), 0, source.stat().st_size
     try:
         with source.open("rb") as src, partial.open("wb") as out:
-            while block := src.read(1 << 20):
-                digest.update(block)
-                out.write(block)
-                done += len(block)
-                if progress:
-                    progress(done, total)
+            done = copy_hashed(src.read, out, digest, done, total, progress)
             out.flush()
             os.fsync(out.fileno())
     except OSError as exc:

