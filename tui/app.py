@@ -250,6 +250,7 @@ class ApplianceApp(App):
             from appliance.answering import field_guide
 
             self.post_message(self.KBStats(kb.stats(), field_guide.documents(kb)))
+            kb.rerank  # noqa: B018 - read (and hashed) here, not in the first question's worker
         except Exception as exc:  # noqa: BLE001 - any failure of the library becomes a status line, not a crash
             self.post_message(self.KBStats(None, None, str(exc)))
 

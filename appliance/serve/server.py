@@ -71,6 +71,11 @@ def serve(paths: Paths, options: Options, say: Callable[[str], None], lock: Call
     say(f"loading {services.config.model.default or 'the default model'} (verified first) ...")
     loaded = services.engine.load()
     kb = services.kb
+    if kb.reranker_files is not None:  # read (and hashed) now, not on the first phone's question
+        say("reading the reranker (verified first) ...")
+        if kb.rerank is None:
+            for notice in kb.take_notices():
+                say(notice)
     problem = _library_problem(kb)
     limits = Limits()
     hosts = {network.url_host(address).lower(), address.lower()}
