@@ -250,9 +250,19 @@ class ApplianceApp(App):
             from appliance.answering import field_guide
 
             self.post_message(self.KBStats(kb.stats(), field_guide.documents(kb)))
-            kb.rerank  # noqa: B018 - read (and hashed) here, not in the first question's worker
         except Exception as exc:  # noqa: BLE001 - any failure of the library becomes a status line, not a crash
             self.post_message(self.KBStats(None, None, str(exc)))
+            return
+        self._warm_reranker(kb)
+
+    @staticmethod
+    def _warm_reranker(kb: Any) -> None:
+        """The reranker read (and hashed) in this worker, not in the first question's: only a head start, so
+        anything that goes wrong here is left for the first search to name (kb.rerank says it once)."""
+        try:
+            kb.rerank  # noqa: B018 - the property loads it
+        except Exception:  # noqa: BLE001 - see above
+            pass
 
     @on(KBStats)
     def _kb_stats(self, message: "ApplianceApp.KBStats") -> None:
