@@ -32,7 +32,7 @@ DIM = 384
 
 def sha256_of(path: Path) -> str:
     with open(path, "rb") as handle:
-        return _sha256_fd(handle.fileno())
+        return files.sha256_fd(handle.fileno())
 
 
 def _remove(*paths: Path) -> None:
@@ -41,12 +41,6 @@ def _remove(*paths: Path) -> None:
             path.unlink(missing_ok=True)
         except OSError:
             pass
-
-
-def _sha256_fd(fd: int) -> str:
-    """sha256 of the whole file behind `fd`, read from its start (the descriptor's offset is left at its end)."""
-    os.lseek(fd, 0, os.SEEK_SET)
-    return files.sha256(lambda n: os.read(fd, n))[0]
 
 
 def _cpu_key() -> str:
@@ -106,7 +100,7 @@ class Embedder:
         if fd is not None:
             try:
                 expected = json.loads(sidecar.read_text()).get("sha256")
-                if _sha256_fd(fd) == expected:
+                if files.sha256_fd(fd) == expected:
                     ready = options()
                     ready.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
                     session = ort.InferenceSession(f"/proc/self/fd/{fd}", ready, providers=providers)
@@ -128,7 +122,7 @@ class Embedder:
             folding.optimized_model_filepath = str(partial)
             session = ort.InferenceSession(str(self.model_path), folding, providers=providers)
             with open(partial, "rb") as handle:
-                digest = _sha256_fd(handle.fileno())
+                digest = files.sha256_fd(handle.fileno())
             sidecar.write_text(json.dumps({"sha256": digest, "model": self.files()["model"]}))
             os.replace(partial, prepared)
             _remove(*(other for other in cache_dir.glob("embedder-*") if other.stem != name))  # one per library

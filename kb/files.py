@@ -51,6 +51,12 @@ def sha256(read: Callable[[int], bytes], progress: Callable[[int], None] | None 
     return digest.hexdigest(), size
 
 
+def sha256_fd(fd: int) -> str:
+    """sha256 of the whole file behind `fd`, read from its start (the descriptor's offset is left at its end)."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    return sha256(lambda n: os.read(fd, n))[0]
+
+
 def _kind(mode: int) -> str:
     if stat.S_ISDIR(mode):
         return "a directory"

